@@ -1,0 +1,20 @@
+"""Millimetre report of a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt [data=...] [split=test]"""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("LANDMARK_EXP_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    from landmark_exp.run import evaluate
+
+    return evaluate(cfg)["mre"]
+
+
+if __name__ == "__main__":
+    main()

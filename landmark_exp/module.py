@@ -1,0 +1,173 @@
+"""The LightningModule: wires model, heatmap targets, loss, decoding and millimetre metrics.
+
+It is built from plain config dicts (model, loss, optimizer, scheduler, heatmap)
+and saves them as hyper-parameters, so a checkpoint alone rebuilds the model
+without unpickling code (`load_module`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+from landmark_exp.data.geometry import to_original
+from landmark_exp.heatmap.decoder import decode, decode_single_channel
+from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
+from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
+
+SCHEDULER_KEYS = ("monitor", "interval", "frequency")
+
+
+class LandmarkModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        loss: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        heatmap: dict | None = None,
+        num_landmarks: int = 19,
+        landmark_names: list[str] | None = None,
+        input_size: list[int] | tuple[int, int] = (256, 256),
+        data: dict | None = None,
+        log_images_every_n_epochs: int = 5,
+        num_log_images: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = instantiate(model)
+        self.loss_fn = instantiate(loss)
+        heatmap = heatmap or {}
+        self.sigma = float(heatmap.get("sigma", 2.0))
+        self.decode_method = heatmap.get("decoder", "quadratic")
+        self.decode_window = int(heatmap.get("window", 2))
+        self.num_landmarks = num_landmarks
+        self.landmark_names = list(landmark_names or [f"L{i + 1}" for i in range(num_landmarks)])
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        out = getattr(self.net, "out_channels", num_landmarks)
+        if out not in (num_landmarks, 1):
+            raise ValueError(
+                f"the model has {out} output channels but the data has {num_landmarks} landmarks "
+                "(use out_channels = number of landmarks, or 1 for a single mask)"
+            )
+        self.single_channel = out == 1 and num_landmarks > 1
+        # mean training shape in model pixels: the single-mask decoder's prior and the baseline predictor
+        self.register_buffer("mean_shape", torch.zeros(num_landmarks, 2, dtype=torch.float64))
+        self.val_predictions = LandmarkPredictions()
+        self.test_predictions = LandmarkPredictions()
+        self.test_results: dict[str, Any] = {}
+        self._log_batch: dict[str, torch.Tensor] | None = None
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        heat = gaussian_heatmaps(batch["keypoints"], self.input_size, self.sigma, batch["visible"])
+        if self.single_channel:
+            return single_channel(heat), None
+        return heat, batch["visible"]
+
+    def predict_coordinates(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-pixel (B, K, 2) coordinates and (B, K) confidences from the network's output."""
+        if self.single_channel:
+            return decode_single_channel(heatmaps, self.mean_shape, self.decode_method, self.decode_window)
+        return decode(heatmaps, self.decode_method, self.decode_window)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = self(batch["image"])
+        target, weight = self.targets(batch)
+        return pred, self.loss_fn(pred, target, weight)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        _, loss = self._shared_step(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], metric: LandmarkPredictions, stage: str) -> torch.Tensor:
+        pred, loss = self._shared_step(batch)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(batch["image"]))
+        xy, peak = self.predict_coordinates(pred)
+        orig = to_original(xy.to(batch["geometry"].dtype), batch["geometry"])
+        metric.update(batch["index"], orig, batch["landmarks"], batch["spacing"], batch["geometry"], peak)
+        return xy
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        xy = self._eval_step(batch, self.val_predictions, "val")
+        if batch_idx == 0:
+            n = self.hparams.num_log_images
+            self._log_batch = {"image": batch["image"][:n].detach(), "true": batch["keypoints"][:n], "pred": xy[:n]}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_predictions, "test")
+
+    def _summary(self, metric: LandmarkPredictions) -> tuple[dict[str, np.ndarray], dict]:
+        res = metric.compute()
+        metric.reset()
+        if not res:
+            return res, {}
+        errors = radial_errors_mm(res["pred"], res["true"], res["spacing"])
+        res["errors"] = errors
+        return res, summarize(errors, self.landmark_names)
+
+    def _log_summary(self, stage: str, summary: dict) -> None:
+        keys = ["mre", "median", "sd"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]
+        # already gathered over all processes by the metric: identical on every rank, no further reduction
+        self.log_dict({f"{stage}/{k}": float(summary[k]) for k in keys}, prog_bar=False, sync_dist=False)
+        self.log(f"{stage}/mre", float(summary["mre"]), prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        _, summary = self._summary(self.val_predictions)
+        if summary:
+            self._log_summary("val", summary)
+        self._log_images()
+
+    def on_test_epoch_end(self) -> None:
+        res, summary = self._summary(self.test_predictions)
+        if not summary:
+            return
+        self._log_summary("test", summary)
+        baseline = to_original(self.mean_shape.cpu().numpy()[None], res["geometry"])
+        res["baseline_errors"] = radial_errors_mm(baseline, res["true"], res["spacing"])
+        self.test_results = {**res, "summary": summary, "baseline": summarize(res["baseline_errors"], self.landmark_names)}
+
+    def _log_images(self) -> None:
+        every = self.hparams.log_images_every_n_epochs
+        if self._log_batch is None or not every or self.current_epoch % every or not self.trainer.is_global_zero:
+            return
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        from landmark_exp.reports import draw_overlay
+
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                b = self._log_batch
+                for i in range(len(b["image"])):
+                    img = draw_overlay(b["image"][i, 0].float().cpu().numpy(), b["true"][i].cpu().numpy(), b["pred"][i].cpu().numpy())
+                    logger.experiment.add_image(f"val/overlay_{i}", img, self.current_epoch, dataformats="HWC")
+
+    def configure_optimizers(self):
+        opt = instantiate(self.hparams.optimizer, params=self.parameters())
+        cfg = self.hparams.scheduler
+        if not cfg or not cfg.get("_target_"):
+            return opt
+        cfg = dict(cfg)
+        extra = {k: cfg.pop(k) for k in SCHEDULER_KEYS if k in cfg}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": instantiate(cfg, optimizer=opt), **extra}}
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LandmarkModule:
+    """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")
+    module = LandmarkModule(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()

@@ -1,0 +1,197 @@
+"""Results -> what people read: rich tables, metrics.json, CSVs, overlay PNGs, sweep tables.
+
+Every file is written atomically (temporary file + rename), so an interrupted
+run leaves the previous version or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from landmark_exp.metrics import THRESHOLDS_MM
+
+console = Console()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_csv(path: Path | str, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _fmt_sdr(summary: dict) -> list[str]:
+    return [f"{summary[f'sdr_{t:g}']:.2f}" for t in THRESHOLDS_MM]
+
+
+def summary_table(summary: dict, title: str, baseline: dict | None = None) -> Table:
+    """One row per result (ours, and the mean-shape baseline when given)."""
+    table = Table(title=title)
+    for col in ["", "images", "MRE (mm)", "SD", "median"] + [f"SDR@{t:g}mm %" for t in THRESHOLDS_MM]:
+        table.add_column(col, justify="right")
+    rows = [("model", summary)] + ([("mean-shape baseline", baseline)] if baseline else [])
+    for name, s in rows:
+        table.add_row(name, str(s["n_images"]), f"{s['mre']:.3f}", f"{s['sd']:.3f}", f"{s['median']:.3f}", *_fmt_sdr(s))
+    return table
+
+
+def per_landmark_frame(summary: dict) -> pd.DataFrame:
+    return pd.DataFrame(summary["per_landmark"])
+
+
+def per_landmark_table(summary: dict) -> Table:
+    table = Table(title="per landmark")
+    for col in ["#", "landmark", "MRE (mm)", "SD", "median"] + [f"SDR@{t:g}" for t in THRESHOLDS_MM]:
+        table.add_column(col, justify="right")
+    for row in summary["per_landmark"]:
+        table.add_row(
+            str(row["landmark"]), row["name"], f"{row['mre']:.3f}", f"{row['sd']:.3f}", f"{row['median']:.3f}", *_fmt_sdr(row)
+        )
+    return table
+
+
+def print_report(summary: dict, title: str, baseline: dict | None = None, per_landmark: bool = True) -> None:
+    if per_landmark:
+        console.print(per_landmark_table(summary))
+    console.print(summary_table(summary, title, baseline))
+
+
+def predictions_frame(ids: Sequence[str], results: dict, names: Sequence[str]) -> pd.DataFrame:
+    """Long table: one row per (image, landmark), pixels of the original image and millimetres."""
+    pred, true, sp, err = results["pred"], results["true"], results["spacing"], results["errors"]
+    n, k = err.shape
+    return pd.DataFrame(
+        {
+            "image_id": np.repeat(np.asarray(ids), k),
+            "landmark": np.tile(np.arange(1, k + 1), n),
+            "name": np.tile(np.asarray(names), n),
+            "pred_x_px": pred[..., 0].ravel(),
+            "pred_y_px": pred[..., 1].ravel(),
+            "true_x_px": true[..., 0].ravel(),
+            "true_y_px": true[..., 1].ravel(),
+            "pred_x_mm": (pred[..., 0] * sp[:, None, 0]).ravel(),
+            "pred_y_mm": (pred[..., 1] * sp[:, None, 1]).ravel(),
+            "true_x_mm": (true[..., 0] * sp[:, None, 0]).ravel(),
+            "true_y_mm": (true[..., 1] * sp[:, None, 1]).ravel(),
+            "error_mm": err.ravel(),
+            "confidence": results["peak"].ravel(),
+        }
+    )
+
+
+def write_results(out_dir: Path | str, summary: dict, extra: dict | None = None, ids=None, results=None, names=None) -> None:
+    """metrics.json, per_landmark.csv and (given predictions) predictions.csv in `out_dir`."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "metrics.json", {**summary, **(extra or {})})
+    write_csv(out_dir / "per_landmark.csv", per_landmark_frame(summary))
+    if results is not None:
+        write_csv(out_dir / "predictions.csv", predictions_frame(ids, results, names))
+
+
+def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, numbers: bool = False) -> np.ndarray:
+    """Grey image + landmarks -> RGB uint8: truth as green circles, prediction as red crosses."""
+    grey = np.clip(image.astype(np.float32), 0, 1) if image.dtype != np.uint8 else image.astype(np.float32) / 255
+    rgb = cv2.cvtColor((grey * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    size = max(2, round(max(rgb.shape[:2]) / 150))
+    thick = max(1, size // 3)
+    if true is not None:
+        for x, y in np.asarray(true):
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(rgb, (round(x), round(y)), size, (0, 200, 0), thick, cv2.LINE_AA)
+    for i, (x, y) in enumerate(np.asarray(pred)):
+        c = (round(x), round(y))
+        cv2.drawMarker(rgb, c, (230, 0, 0), cv2.MARKER_CROSS, 2 * size, thick, cv2.LINE_AA)
+        if numbers:
+            cv2.putText(rgb, str(i + 1), (c[0] + size, c[1] - size), cv2.FONT_HERSHEY_SIMPLEX, size / 8, (255, 255, 0), thick)
+    return rgb
+
+
+def save_png(path: Path | str, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+SWEEP_COLUMNS = ["mre", "sd", "median"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]
+
+
+def collect_sweep(sweep_dir: Path | str) -> pd.DataFrame:
+    """One row per job directory under `sweep_dir`: its overrides, status and test metrics.
+
+    Built from the run directories alone (metrics.json, .hydra/overrides.yaml), so it
+    can be rebuilt at any time, also while or after jobs fail.
+    """
+    rows = []
+    for job in sorted(Path(sweep_dir).iterdir(), key=lambda p: (len(p.name), p.name)):
+        if not job.is_dir() or not (job / ".hydra").is_dir():
+            continue
+        row: dict[str, Any] = {"job": job.name}
+        ov = job / ".hydra" / "overrides.yaml"
+        if ov.is_file():
+            import yaml
+
+            row["overrides"] = " ".join(yaml.safe_load(ov.read_text()) or [])
+        m = job / "metrics.json"
+        if m.is_file():
+            metrics = json.loads(m.read_text())
+            row["status"] = "done"
+            row.update({k: metrics.get(k) for k in SWEEP_COLUMNS})
+        else:
+            err = job / "error.txt"
+            row["status"] = "failed: " + err.read_text().strip().splitlines()[-1] if err.is_file() else "no metrics"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_sweep_summary(sweep_dir: Path | str) -> pd.DataFrame:
+    frame = collect_sweep(sweep_dir)
+    if not frame.empty:
+        write_csv(Path(sweep_dir) / "sweep_summary.csv", frame)
+        table = Table(title=f"sweep {sweep_dir}")
+        for c in frame.columns:
+            table.add_column(str(c))
+        for _, r in frame.iterrows():
+            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
+        console.print(table)
+    return frame

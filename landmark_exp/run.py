@@ -1,0 +1,146 @@
+"""What train.py and evaluate.py do, given a composed config. The entry points only call these."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from rich.syntax import Syntax
+from rich.tree import Tree
+
+from landmark_exp.data.datamodule import LandmarkDataModule
+from landmark_exp.module import LandmarkModule, load_module
+from landmark_exp.reports import atomic_write_text, console, print_report, save_png, write_results
+
+
+@rank_zero_only
+def show_config(cfg: DictConfig, out_dir: Path) -> None:
+    """Print the config tree and save it, resolved, in the run directory."""
+    tree = Tree("config", guide_style="dim")
+    for key, node in cfg.items():
+        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        tree.add(str(key)).add(Syntax(text, "yaml"))
+    console.print(tree)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
+    return LandmarkModule(
+        model=_container(cfg.model),
+        loss=_container(cfg.loss),
+        optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.get("scheduler")),
+        heatmap=_container(cfg.heatmap),
+        num_landmarks=dm.num_landmarks,
+        landmark_names=dm.landmark_names,
+        input_size=list(dm.input_size),
+        data=_container(cfg.data),
+        **_container(cfg.get("module", {}) or {}),
+    )
+
+
+def build_trainer(cfg: DictConfig, logger: bool = True) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c] if logger else []
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def _guard(fn):
+    """Record a failing job's error in its run directory (the sweep table lists it), then re-raise."""
+
+    def wrapped(cfg: DictConfig) -> dict:
+        try:
+            return fn(cfg)
+        except BaseException as e:
+            out = Path(cfg.paths.output_dir)
+            if out.is_dir():
+                atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{type(e).__name__}: {e}\n")
+            raise
+
+    return wrapped
+
+
+@_guard
+def train(cfg: DictConfig) -> dict:
+    """Fit, test the best checkpoint, write metrics.json / per_landmark.csv / predictions.csv."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    show_config(cfg, out_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    dm: LandmarkDataModule = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    module = build_module(cfg, dm)
+    module.mean_shape.copy_(dm.mean_shape())
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    if not cfg.get("test", True) or "test" not in dm.datasets:
+        return {}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
+    if trainer.is_global_zero:
+        report(module, dm, "test", out_dir, title=f"test ({len(dm.datasets['test'])} images)", best=best)
+    return module.test_results.get("summary", {})
+
+
+def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: Path, title: str, best: str = "",
+           overlays: int = 0) -> None:
+    res = module.test_results
+    summary, baseline = res["summary"], res["baseline"]
+    print_report(summary, title, baseline)
+    ids = [dm.records[split][i].id for i in res["index"]]
+    extra = {"split": split, "checkpoint": best, "baseline_mean_shape": {k: baseline[k] for k in baseline if k != "per_landmark"}}
+    skipped = getattr(dm.source, "skipped", [])
+    if skipped:
+        extra["skipped_samples"] = skipped
+    write_results(out_dir, summary, extra, ids, res, dm.landmark_names)
+    for j, i in enumerate(res["index"][:overlays]):
+        rec = dm.records[split][i]
+        from landmark_exp.data.images import read_grey
+
+        img = read_grey(rec.image_path)
+        save_png(out_dir / "overlays" / f"{rec.id}.png", _overlay(img, rec.landmarks, res["pred"][j]))
+    console.print(f"results written to {out_dir}")
+
+
+def _overlay(img: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    from landmark_exp.reports import draw_overlay
+
+    return draw_overlay(img, true, pred, numbers=True)
+
+
+@_guard
+def evaluate(cfg: DictConfig) -> dict:
+    """Load a checkpoint safely, predict a split, print and write the millimetre report."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    show_config(cfg, out_dir)
+    module = load_module(cfg.ckpt_path)
+    data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
+    dm: LandmarkDataModule = instantiate(data_cfg)
+    dm.prepare_data()
+    dm.setup("test")
+    if dm.num_landmarks != module.num_landmarks:
+        raise ValueError(
+            f"{cfg.ckpt_path}: checkpoint predicts {module.num_landmarks} landmarks, the data has {dm.num_landmarks}"
+        )
+    if tuple(dm.input_size) != tuple(module.input_size):
+        raise ValueError(f"{cfg.ckpt_path}: checkpoint input size {module.input_size} != data input size {dm.input_size}")
+    trainer = build_trainer(cfg, logger=False)
+    with torch.inference_mode():
+        trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
+    n = len(dm.datasets[cfg.split])
+    report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=str(cfg.ckpt_path),
+           overlays=int(cfg.get("overlays", 8)))
+    return module.test_results["summary"]

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from landmark_exp.heatmap.decoder import decode, decode_single_channel
+from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
+
+
+def _random_centres(n, k, size, margin=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return margin + torch.rand(n, k, 2, generator=g, dtype=torch.float64) * (size - 2 * margin)
+
+
+def test_generated_heatmap_peaks_at_one_at_the_subpixel_centre():
+    c = torch.tensor([[[10.25, 20.75]]], dtype=torch.float64)
+    h = gaussian_heatmaps(c, (32, 40), 2.0)
+    assert h.shape == (1, 1, 32, 40)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(40.0), indexing="ij")
+    want = torch.exp(-((xs - 10.25) ** 2 + (ys - 20.75) ** 2) / 8.0)
+    torch.testing.assert_close(h[0, 0], want.double())
+
+
+def test_invisible_landmarks_get_empty_maps():
+    c = torch.tensor([[[5.0, 5.0], [9.0, 9.0]]])
+    h = gaussian_heatmaps(c, (16, 16), 1.5, visible=torch.tensor([[True, False]]))
+    assert h[0, 0].max() == pytest.approx(1.0) and h[0, 1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.5])
+def test_quadratic_decoder_recovers_subpixel_centres_within_a_tenth_of_a_pixel(sigma):
+    centres = _random_centres(16, 19, 64)
+    coords, peak = decode(gaussian_heatmaps(centres, (64, 64), sigma), "quadratic")
+    err = (coords - centres).norm(dim=-1)
+    assert err.max() < 0.01  # exact for Gaussians; the bar is 0.1
+    assert peak.min() > np.exp(-0.25 / sigma**2) - 1e-9  # the nearest pixel is at most (0.5, 0.5) away
+
+
+def test_soft_argmax_decoder_recovers_centres_within_a_tenth_of_a_pixel():
+    centres = _random_centres(8, 19, 64)
+    coords, _ = decode(gaussian_heatmaps(centres, (64, 64), 1.5), "soft_argmax", window=5)
+    assert (coords - centres).norm(dim=-1).max() < 0.1
+
+
+def test_argmax_alone_loses_up_to_half_a_pixel_per_axis():
+    centres = _random_centres(8, 19, 64)
+    coords, _ = decode(gaussian_heatmaps(centres, (64, 64), 2.0), "argmax")
+    err = (coords - centres).abs()
+    assert err.max() <= 0.5 + 1e-9 and err.mean() > 0.15
+
+
+def test_decoder_survives_flat_tops_and_borders():
+    # a saturated plateau (sigmoid at 1) centred between pixels: centroid fallback
+    hm = torch.zeros(1, 2, 32, 32)
+    hm[0, 0, 10:12, 20:22] = 1.0
+    hm[0, 1] = gaussian_heatmaps(torch.tensor([[[0.0, 31.0]]]), (32, 32), 2.0)[0, 0]
+    coords, _ = decode(hm)
+    torch.testing.assert_close(coords[0, 0], torch.tensor([20.5, 10.5], dtype=torch.float64))
+    assert (coords[0, 1] - torch.tensor([0.0, 31.0], dtype=torch.float64)).norm() < 0.6
+
+
+def test_single_channel_mask_decodes_into_identified_landmarks():
+    mean_shape = torch.tensor([[10.0, 10.0], [50.0, 12.0], [30.0, 40.0], [12.0, 55.0]], dtype=torch.float64)
+    # the true shape: mean shape shifted by (3, -2) with small per-landmark offsets
+    true = mean_shape + torch.tensor([3.0, -2.0], dtype=torch.float64) + torch.tensor(
+        [[0.3, 0.1], [-0.4, 0.2], [0.25, -0.35], [0.1, 0.45]], dtype=torch.float64)
+    mask = single_channel(gaussian_heatmaps(true[None], (64, 64), 2.0))
+    coords, peak = decode_single_channel(mask, mean_shape)
+    assert (coords[0] - true).norm(dim=-1).max() < 0.05
+    assert (peak > 0.9).all()
+
+
+def test_single_channel_missing_blob_falls_back_to_aligned_mean_shape():
+    mean_shape = torch.tensor([[10.0, 10.0], [50.0, 12.0], [30.0, 40.0]], dtype=torch.float64)
+    true = mean_shape + 2.0
+    mask = single_channel(gaussian_heatmaps(true[None, :2], (64, 64), 2.0))  # landmark 3 has no blob
+    coords, peak = decode_single_channel(mask, mean_shape)
+    np.testing.assert_allclose(coords[0, 2].numpy(), (mean_shape[2] + 2.0).numpy(), atol=0.05)
+    assert peak[0, 2] == 0
