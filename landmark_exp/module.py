@@ -83,6 +83,10 @@ class LandmarkModule(L.LightningModule):
         target, weight = self.targets(batch)
         return pred, self.loss_fn(pred, target, weight)
 
+    def on_train_epoch_start(self) -> None:
+        if self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, loss = self._shared_step(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
@@ -117,8 +121,8 @@ class LandmarkModule(L.LightningModule):
     def _log_summary(self, stage: str, summary: dict) -> None:
         keys = ["mre", "median", "sd"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]
         # already gathered over all processes by the metric: identical on every rank, no further reduction
-        self.log_dict({f"{stage}/{k}": float(summary[k]) for k in keys}, prog_bar=False, sync_dist=False)
-        self.log(f"{stage}/mre", float(summary["mre"]), prog_bar=True)
+        for k in keys:
+            self.log(f"{stage}/{k}", float(summary[k]), prog_bar=k == "mre", sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
         _, summary = self._summary(self.val_predictions)

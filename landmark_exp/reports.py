@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ from rich.table import Table
 
 from landmark_exp.metrics import THRESHOLDS_MM
 
-console = Console()
+# wide enough for the per-landmark table when piped to a file or CI log
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

@@ -1,0 +1,91 @@
+"""Every option of every config group composes, and what it names can be built."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose
+from hydra.utils import instantiate
+
+CONF = ROOT / "conf"
+GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "heatmap", "trainer", "logger", "callbacks", "experiment"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes(group, option, tmp_path):
+    cfg = compose("train", [f"{group}={option}", "data.source.root=/nonexistent"] if group == "data" and option != "synthetic"
+                  else [f"{group}={option}"], tmp_path)
+    assert cfg[group] is not None if group != "experiment" else True
+
+
+def test_required_groups_exist():
+    for g in GROUPS + ["paths", "hydra"]:
+        assert (CONF / g).is_dir(), g
+
+
+def test_model_unet_is_the_spec_unet_with_31m_parameters(tmp_path):
+    cfg = compose("train", ["model=unet"], tmp_path)
+    net = instantiate(cfg.model)
+    assert list(cfg.model.widths) == [64, 128, 256, 512] and cfg.model.bottleneck == 1024
+    assert sum(p.numel() for p in net.parameters()) == 31_039_699
+    assert net.out_channels == 19
+    # the bottleneck follows the spec's order: Conv(1024) + ReLU + BN + Conv(1024) + BN
+    kinds = [type(m).__name__ for m in net.bottleneck]
+    assert kinds == ["Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "BatchNorm2d"]
+    assert net.bottleneck[0].out_channels == 1024 and net.bottleneck[3].out_channels == 1024
+    assert [b[0].out_channels for b in net.down] == [64, 128, 256, 512]
+    assert [b[0].out_channels for b in net.up_conv] == [512, 256, 128, 64]
+
+
+def test_seed_experiment_is_the_seed_decks_setup(tmp_path):
+    cfg = compose("train", ["experiment=seed"], tmp_path)
+    assert cfg.model._target_.endswith("UNet") and list(cfg.model.widths) == [64, 128, 256, 512]
+    assert cfg.model.out_channels == 1 and cfg.model.activation == "sigmoid"
+    assert list(cfg.data.input_size) == [256, 256]
+    assert cfg.loss._target_.endswith("DiceLoss") and cfg.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.data.random_split is not None and cfg.trainer.max_epochs == 150
+
+
+@pytest.mark.parametrize("option", _options("model"))
+def test_models_build_offline_and_keep_the_input_size(option, tmp_path):
+    over = [f"model={option}"] + (["model.widths=[4,8,8,8]", "model.bottleneck=8"] if "unet" == option[:4] else [])
+    cfg = compose("train", over, tmp_path)
+    net = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        y = net(torch.rand(1, 1, 64, 64))
+    assert y.shape == (1, 19, 64, 64) and 0 <= y.min() and y.max() <= 1
+
+
+@pytest.mark.parametrize("option", _options("loss"))
+def test_losses_are_lowest_for_the_target_and_ignore_masked_landmarks(option, tmp_path):
+    loss = instantiate(compose("train", [f"loss={option}"], tmp_path).loss)
+    from landmark_exp.heatmap.generator import gaussian_heatmaps
+
+    c = torch.tensor([[[10.0, 12.0], [20.0, 5.0]]])
+    target = gaussian_heatmaps(c, (32, 32), 2.0)
+    wrong = gaussian_heatmaps(c + 4, (32, 32), 2.0)
+    assert loss(target, target) < loss(wrong, target)
+    both_wrong = torch.stack([wrong[0, 0], wrong[0, 1]])[None]
+    mixed = torch.stack([target[0, 0], wrong[0, 1]])[None]
+    w = torch.tensor([[1.0, 0.0]])
+    assert loss(mixed, target, w) == pytest.approx(float(loss(target, target, w)), abs=1e-6)
+    assert loss(both_wrong, target, w) > loss(mixed, target, w)
+
+
+@pytest.mark.parametrize("option", _options("optimizer"))
+def test_optimizers_and_schedulers_build(option, tmp_path):
+    for sched in _options("scheduler"):
+        cfg = compose("train", [f"optimizer={option}", f"scheduler={sched}"], tmp_path)
+        p = [torch.nn.Parameter(torch.zeros(1))]
+        opt = instantiate(cfg.optimizer, params=p)
+        s = {k: v for k, v in cfg.scheduler.items() if k not in ("monitor", "interval", "frequency")}
+        if s:
+            instantiate(s, optimizer=opt)
+
+
+def test_config_files_are_named_for_their_group():
+    assert Path(CONF / "train.yaml").is_file() and Path(CONF / "evaluate.yaml").is_file()

@@ -1,0 +1,23 @@
+import json
+
+import pandas as pd
+from conftest import TINY, compose
+
+from landmark_exp.run import evaluate, train
+
+
+def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
+    cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY], tmp_path / "run")
+    summary = train(cfg)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_images"] == 4 and metrics["mre"] == summary["mre"]
+    assert len(pd.read_csv(run / "per_landmark.csv")) == 19
+    assert (run / "config.yaml").is_file()
+    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "trainer.accelerator=cpu"], tmp_path / "eval")
+    result = evaluate(ev)
+    assert abs(result["mre"] - summary["mre"]) < 1e-9
+    preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    assert len(preds) == 4 * 19
+    assert (tmp_path / "eval" / "overlays").is_dir()
