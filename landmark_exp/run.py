@@ -16,6 +16,7 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
+from landmark_exp.data.records import DataError
 from landmark_exp.module import LandmarkModule, load_module
 from landmark_exp.reports import atomic_write_text, console, print_report, save_png, write_results
 
@@ -66,6 +67,10 @@ def _guard(fn):
             out = Path(cfg.paths.output_dir)
             if out.is_dir():
                 atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{type(e).__name__}: {e}\n")
+            if isinstance(e, DataError):
+                # a user's data problem: one line naming the file, no traceback
+                console.print(f"[bold red]data error:[/] {e}", soft_wrap=True)
+                raise SystemExit(1) from None
             raise
 
     return wrapped
