@@ -1,0 +1,213 @@
+"""Records -> cached, resized images -> batches. Splits, seeds and loaders live here.
+
+Every batch is a dict:
+  image      (B, 1, H, W) float32    model input
+  keypoints  (B, K, 2)    float32    landmarks in model pixels (after augmentation)
+  visible    (B, K)       bool       landmark still on the image after augmentation
+  landmarks  (B, K, 2)    float64    ground truth in original pixels (never augmented)
+  geometry   (B, 4)       float64    original -> model map (see data/geometry.py)
+  spacing    (B, 2)       float64    mm per original pixel (x, y)
+  index      (B,)         int64      position in the split (dedupes DDP padding)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from landmark_exp.data.geometry import Geometry, to_model
+from landmark_exp.data.images import ImageCache
+from landmark_exp.data.records import DataError, Record
+from landmark_exp.data.sources import Source
+from landmark_exp.data.transforms import Augmenter, visible_mask
+
+SPLITS = ("train", "val", "test")
+
+
+class LandmarkDataset(Dataset):
+    """A split with its images already decoded and resized (see `ImageCache`)."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        images: list[np.ndarray],
+        geometries: list[Geometry],
+        augment: Augmenter | None = None,
+    ) -> None:
+        self.records, self.images, self.geometries, self.augment = records, images, geometries, augment
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rec, geom = self.records[i], self.geometries[i].as_array()
+        image = self.images[i].astype(np.float32)
+        keypoints = to_model(rec.landmarks, geom)
+        if self.augment is not None:
+            image, keypoints = self.augment(image, keypoints)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image))[None],
+            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
+            "visible": torch.from_numpy(visible_mask(keypoints, image.shape[:2])),
+            "landmarks": torch.from_numpy(rec.landmarks),
+            "geometry": torch.from_numpy(geom),
+            "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
+
+
+class LandmarkDataModule(L.LightningDataModule):
+    """Builds train/val/test from a `Source`.
+
+    Split modes: named splits of the source (`train_splits`, `val_split`,
+    `test_split`), with validation carved from training by `val_fraction` when
+    `val_split` is None; or `random_split: [train, val, test]` fractions over the
+    pooled `train_splits` (the seed deck's random split). Both are seeded.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        input_size: Sequence[int] = (256, 256),
+        letterbox: bool = False,
+        normalize: str = "dtype",
+        train_splits: Sequence[str] = ("train",),
+        val_split: str | None = None,
+        test_split: str | None = "test1",
+        val_fraction: float = 0.15,
+        random_split: Sequence[float] | None = None,
+        seed: int = 42,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        augment: Sequence | Mapping | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.train_splits = [train_splits] if isinstance(train_splits, str) else list(train_splits)
+        self.val_split, self.test_split = val_split, test_split
+        self.val_fraction = float(val_fraction)
+        self.random_split = list(random_split) if random_split is not None else None
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = pin_memory
+        self.cache = ImageCache(self.input_size, letterbox, normalize, cache_dir)
+        self.augment = Augmenter(augment, seed=self.seed) if augment else None
+        self.records: dict[str, list[Record]] = {}
+        self.datasets: dict[str, LandmarkDataset] = {}
+
+    # -- what the rest of the package asks of the data --------------------------------------------
+    @property
+    def num_landmarks(self) -> int:
+        return self.source.num_landmarks
+
+    @property
+    def landmark_names(self) -> list[str]:
+        return self.source.landmark_names
+
+    def mean_shape(self) -> torch.Tensor:
+        """Mean training landmark position in model pixels (K, 2): the baseline and the single-channel prior."""
+        ds = self.datasets["train"]
+        shapes = [to_model(r.landmarks, g.as_array()) for r, g in zip(ds.records, ds.geometries, strict=True)]
+        return torch.from_numpy(np.mean(shapes, axis=0))
+
+    # -- Lightning hooks ----------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.source.prepare()  # idempotent; covers use without a Trainer
+        self.records = self._split_records()
+        for name, records in self.records.items():
+            images, geoms = self._decode(records)
+            augment = self.augment if name == "train" else None
+            self.datasets[name] = LandmarkDataset(records, images, geoms, augment)
+
+    def _split_records(self) -> dict[str, list[Record]]:
+        pool = [r for s in self.train_splits for r in self.source.load(s)]
+        _check_unique(pool)
+        rng = random.Random(self.seed)
+        if self.random_split is not None:
+            fr = np.asarray(self.random_split, dtype=float)
+            if len(fr) != 3 or (fr < 0).any() or fr.sum() <= 0:
+                raise ValueError(f"random_split must be 3 non-negative fractions, got {self.random_split}")
+            order = list(pool)
+            rng.shuffle(order)
+            n_val = round(len(order) * fr[1] / fr.sum())
+            n_test = round(len(order) * fr[2] / fr.sum())
+            out = {"train": order[n_val + n_test :], "val": order[:n_val], "test": order[n_val : n_val + n_test]}
+        else:
+            if self.val_split is not None:
+                train, val = pool, self.source.load(self.val_split)
+            else:
+                order = list(pool)
+                rng.shuffle(order)
+                n_val = max(1, round(len(order) * self.val_fraction))
+                val, train = sorted(order[:n_val], key=_key), sorted(order[n_val:], key=_key)
+            out = {"train": train, "val": val}
+            if self.test_split is not None:
+                out["test"] = self.source.load(self.test_split)
+        for name, recs in out.items():
+            if not recs:
+                raise DataError(f"split {name!r} is empty (source {getattr(self.source, 'root', self.source)})")
+        return out
+
+    def _decode(self, records: list[Record]) -> tuple[list[np.ndarray], list[Geometry]]:
+        decoded = self.cache.get_many(records)
+        for rec, (_, (h, w)) in zip(records, decoded, strict=True):
+            x, y = rec.landmarks[:, 0], rec.landmarks[:, 1]
+            bad = np.nonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5))[0]
+            if len(bad):
+                i = int(bad[0])
+                where = rec.annotation_path or rec.image_path
+                raise DataError(
+                    f"{where}: landmark {i + 1} at ({x[i]:g}, {y[i]:g}) is outside the {w}x{h} image {rec.image_path.name}"
+                )
+        return [img for img, _ in decoded], [self.cache.geometry(hw) for _, hw in decoded]
+
+    def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
+        if split not in self.datasets:
+            raise DataError(f"no {split!r} split in this data configuration (have {sorted(self.datasets)})")
+        train = split == "train"
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train if shuffle is None else shuffle,
+            drop_last=train and len(self.datasets[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")
+
+
+def _key(r: Record) -> str:
+    return r.id
+
+
+def _check_unique(records: list[Record]) -> None:
+    seen: dict[str, Record] = {}
+    for r in records:
+        if r.id in seen:
+            raise DataError(f"{r.image_path}: duplicate image id {r.id!r} (also {seen[r.id].image_path})")
+        seen[r.id] = r

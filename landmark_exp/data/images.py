@@ -1,0 +1,152 @@
+"""Image files -> normalised greyscale arrays at model resolution, decoded once.
+
+Decoding a 2400x1935 X-ray costs tens of milliseconds; a training run reads each
+image hundreds of times. `ImageCache` resizes once and keeps the result in memory
+and (optionally) on disk, keyed by the source file's identity and the
+preprocessing, so a changed file or a new input size never reuses a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from landmark_exp.data.geometry import Geometry, resize_image
+from landmark_exp.data.records import DataError, Record
+
+CACHE_VERSION = 1
+
+
+def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
+    """Read any common greyscale storage (8/16-bit, RGB with R=G=B, palette) as float32 in [0, 1].
+
+    normalize="dtype" divides by the storage's maximum (255 or 65535) so that all
+    images of one dataset share one scale; "minmax" stretches each image to [0, 1]
+    (useful for 16-bit detectors that fill only 12 bits).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = _to_grey_array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+    if normalize == "minmax":
+        lo, hi = float(arr.min()), float(arr.max())
+        return ((arr - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+    if normalize != "dtype":
+        raise ValueError(f"unknown normalize={normalize!r} (expected 'dtype' or 'minmax')")
+    return arr
+
+
+def _to_grey_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im, dtype=np.uint16).astype(np.float32) / 65535.0
+    if im.mode == "I":
+        a = np.asarray(im, dtype=np.int64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        return (a.astype(np.float32) / top).clip(0, 1)
+    if im.mode == "F":
+        return np.asarray(im, dtype=np.float32).clip(0, 1)
+    if im.mode in ("RGB", "RGBA", "P", "PA", "LA", "1", "CMYK", "YCbCr"):
+        if im.mode == "RGB":
+            rgb = np.asarray(im)
+            if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+                return rgb[..., 0].astype(np.float32) / 255.0
+        im = im.convert("L")
+    return np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+class ImageCache:
+    """Resized images in memory, backed by `cache_dir` (None: memory only)."""
+
+    def __init__(
+        self,
+        input_size: tuple[int, int],
+        letterbox: bool = False,
+        normalize: str = "dtype",
+        cache_dir: Path | str | None = None,
+    ) -> None:
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.letterbox = bool(letterbox)
+        self.normalize = normalize
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._memory: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+        self.decoded = 0  # how many times an original file was decoded (benchmarks and tests read it)
+
+    def key(self, path: Path) -> str:
+        st = path.stat()
+        ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.input_size}|{self.letterbox}|{self.normalize}|{CACHE_VERSION}"
+        return hashlib.sha1(ident.encode()).hexdigest()
+
+    def get(self, record: Record) -> tuple[np.ndarray, tuple[int, int]]:
+        """(float16 image at input_size, original (height, width))."""
+        path = Path(record.image_path)
+        if not path.is_file():
+            raise DataError(f"{path}: image file not found")
+        k = self.key(path)
+        hit = self._memory.get(k)
+        if hit is not None:
+            return hit
+        hit = self._read_disk(k)
+        if hit is None:
+            full = read_grey(path, self.normalize)
+            self.decoded += 1
+            small = resize_image(full, self.input_size, self.letterbox).astype(np.float16)
+            hit = (small, (int(full.shape[0]), int(full.shape[1])))
+            self._write_disk(k, hit)
+        self._memory[k] = hit
+        return hit
+
+    def get_many(self, records: list[Record], workers: int | None = None) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        """Decode in threads (PIL and cv2 release the GIL); errors surface with their file name."""
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(self.get, records))
+
+    def geometry(self, orig_hw: tuple[int, int]) -> Geometry:
+        return Geometry.for_resize(orig_hw, self.input_size, self.letterbox)
+
+    def _read_disk(self, k: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        if self.cache_dir is None:
+            return None
+        f = self.cache_dir / f"{k}.npz"
+        if not f.is_file():
+            return None
+        try:
+            with np.load(f) as z:
+                return z["image"], (int(z["orig_hw"][0]), int(z["orig_hw"][1]))
+        except Exception:  # a corrupt cache entry is rebuilt, never trusted
+            return None
+
+    def _write_disk(self, k: str, value: tuple[np.ndarray, tuple[int, int]]) -> None:
+        if self.cache_dir is None:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, image=value[0], orig_hw=np.array(value[1]))
+            os.replace(tmp, self.cache_dir / f"{k}.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,59 @@
+"""What every data source produces: one `Record` per image, in original pixels.
+
+Sources (ISBI layout, images + CSV, synthetic) all end here, so everything
+downstream (caching, transforms, metrics) sees one format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ISBI2015_LANDMARKS: tuple[str, ...] = (
+    "sella",
+    "nasion",
+    "orbitale",
+    "porion",
+    "subspinale",
+    "supramentale",
+    "pogonion",
+    "menton",
+    "gnathion",
+    "gonion",
+    "lower_incisal_incision",
+    "upper_incisal_incision",
+    "upper_lip",
+    "lower_lip",
+    "subnasale",
+    "soft_tissue_pogonion",
+    "posterior_nasal_spine",
+    "anterior_nasal_spine",
+    "articulare",
+)
+
+
+class DataError(ValueError):
+    """A user's data problem: the message is one line naming the file (and line/row)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One annotated image.
+
+    `landmarks` is (K, 2) float64 in the original image's pixel grid, x = column,
+    y = row, pixel centres at integers. `spacing` is mm per pixel as (x, y).
+    `size` is the original (height, width) when known, else None until decoded.
+    """
+
+    id: str
+    image_path: Path
+    landmarks: np.ndarray
+    spacing: tuple[float, float]
+    annotation_path: Path | None = None
+    size: tuple[int, int] | None = None
+
+    @property
+    def num_landmarks(self) -> int:
+        return int(self.landmarks.shape[0])

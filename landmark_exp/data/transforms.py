@@ -1,0 +1,43 @@
+"""Training augmentation: albumentations transforms applied to image and landmarks together.
+
+Applied in model-input pixels, after the cached resize. Landmarks that leave the
+image are kept (never clipped) and flagged invisible, so the loss masks them.
+Left-right flips are not offered: they mirror the face and swap no landmark
+pairs in a lateral cephalogram, so they teach the model a face it never sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import albumentations as A
+import numpy as np
+
+
+class Augmenter:
+    """Wraps a list of albumentations transforms (built by Hydra from `data.augment`) into one keypoint pipeline."""
+
+    def __init__(self, transforms: Sequence[A.BasicTransform] | Mapping[str, A.BasicTransform], seed: int | None = None) -> None:
+        if isinstance(transforms, Mapping):
+            transforms = [t for t in transforms.values() if t is not None]
+        for t in transforms:
+            if isinstance(t, A.HorizontalFlip | A.VerticalFlip | A.Transpose | A.D4):
+                raise ValueError(
+                    f"{type(t).__name__} mirrors the face and is not landmark-safe for cephalograms; remove it"
+                )
+        self.pipeline = A.Compose(
+            list(transforms),
+            keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+            seed=seed,
+        )
+
+    def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.pipeline(image=image, keypoints=keypoints)
+        return out["image"], np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)[:, :2]
+
+
+def visible_mask(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """True where a model-pixel landmark lies on the image (pixel centres 0..W-1, edges at -0.5 and W-0.5)."""
+    h, w = size
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    return (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5) & np.isfinite(x) & np.isfinite(y)
