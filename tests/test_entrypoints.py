@@ -65,4 +65,5 @@ def test_cpu_ddp_with_two_processes_scores_the_whole_test_split(tmp_path):
     run(["evaluate.py", f"ckpt_path={rundir}/checkpoints/best.ckpt", f"paths.log_dir={tmp_path}/outputs",
          "trainer.accelerator=cpu"])
     b = json.loads((_only("outputs/evaluate/runs/*", tmp_path) / "metrics.json").read_text())
-    assert b["n_images"] == 5 and a["mre"] == pytest.approx(b["mre"], abs=1e-6)
+    # same images, same model: equal up to float32 batch-composition noise
+    assert b["n_images"] == 5 and a["mre"] == pytest.approx(b["mre"], abs=1e-4)

@@ -76,3 +76,14 @@ def test_single_channel_missing_blob_falls_back_to_aligned_mean_shape():
     coords, peak = decode_single_channel(mask, mean_shape)
     np.testing.assert_allclose(coords[0, 2].numpy(), (mean_shape[2] + 2.0).numpy(), atol=0.05)
     assert peak[0, 2] == 0
+
+
+def test_shape_prior_discards_a_far_false_peak_without_biasing_the_true_one():
+    true = torch.tensor([[[20.3, 30.6]]], dtype=torch.float64)
+    hm = gaussian_heatmaps(true, (64, 64), 2.0) * 0.8
+    hm = hm + 1.0 * gaussian_heatmaps(torch.tensor([[[58.0, 5.0]]]), (64, 64), 2.0)  # stronger false blob
+    plain, _ = decode(hm)
+    assert (plain[0, 0] - torch.tensor([58.0, 5.0], dtype=torch.float64)).norm() < 0.1
+    prior = torch.tensor([[24.0, 28.0]], dtype=torch.float64)
+    coords, peak = decode(hm, prior=prior, prior_sigma=8.0)
+    assert (coords[0, 0] - true[0, 0]).norm() < 0.01 and 0.6 < peak[0, 0] <= 0.8

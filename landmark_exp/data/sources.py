@@ -411,9 +411,10 @@ class SyntheticSource(ISBI2015Source):
     """The built-in default data: generated on first use, in the ISBI layout, read by ISBI2015Source."""
 
     def __init__(self, root: str | Path, generator: dict | None = None, **kwargs) -> None:
-        from landmark_exp.data.synthetic import SYNTHETIC_SPACING_MM
+        from landmark_exp.data.synthetic import synthetic_spacing_mm
 
-        kwargs.setdefault("spacing", SYNTHETIC_SPACING_MM)
+        size = {k: v for k, v in (generator or {}).items() if k in ("width", "height")}
+        kwargs.setdefault("spacing", synthetic_spacing_mm(**size))
         super().__init__(root, **kwargs)
         self.generator = dict(generator or {})
 

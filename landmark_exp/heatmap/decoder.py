@@ -85,11 +85,30 @@ def _local_centroid(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: i
     return torch.stack([ox, oy], dim=-1)
 
 
-def decode(heatmaps: torch.Tensor, method: str = "quadratic", window: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, K, H, W) heatmaps -> (B, K, 2) float64 model-pixel coordinates and (B, K) peak values."""
+def decode(
+    heatmaps: torch.Tensor,
+    method: str = "quadratic",
+    window: int = 2,
+    prior: torch.Tensor | None = None,
+    prior_sigma: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, H, W) heatmaps -> (B, K, 2) float64 model-pixel coordinates and (B, K) peak values.
+
+    With `prior` (K, 2) model-pixel positions (the mean training shape) and
+    `prior_sigma` (pixels), the peak is *chosen* on the heatmap times a broad
+    Gaussian around the prior, which discards far-away false maxima; the
+    sub-pixel position is then refined on the raw heatmap, so the prior adds no bias.
+    """
     b, k, h, w = heatmaps.shape
     maps = heatmaps.detach().reshape(b * k, h, w)
-    ix, iy, peak = argmax_2d(maps)
+    if prior is not None and prior_sigma:
+        from landmark_exp.heatmap.generator import gaussian_heatmaps
+
+        weight = gaussian_heatmaps(prior[None].to(maps.device, torch.float32), (h, w), float(prior_sigma))
+        ix, iy, _ = argmax_2d(maps.float() * weight.expand(b, k, h, w).reshape(b * k, h, w))
+        peak = maps[torch.arange(b * k, device=maps.device), iy, ix]
+    else:
+        ix, iy, peak = argmax_2d(maps)
     xy = refine(maps, ix, iy, method, window)
     return xy.view(b, k, 2), peak.view(b, k)
 
