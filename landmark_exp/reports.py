@@ -197,3 +197,26 @@ def write_sweep_summary(sweep_dir: Path | str) -> pd.DataFrame:
             table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
         console.print(table)
     return frame
+
+
+# -- the published state of the art on ISBI 2015 Test1 (0.1 mm/px, mean of both doctors unless noted) --
+PUBLISHED_ISBI2015_TEST1: tuple[tuple[str, float, tuple[float, float, float, float]], ...] = (
+    ("Lindner RFRV-CLM 2016", 1.67, (74.95, 80.28, 84.56, 89.68)),
+    ("plain U-Net 800x640 (FARNet ablation)", 1.38, (84.45, 90.45, 93.57, 97.33)),
+    ("landmarker SCN 512x512", 1.20, (84.53, 90.18, 93.47, 97.16)),
+    ("Chen et al. 2019 (AFPF)", 1.17, (86.67, 92.67, 95.54, 98.53)),
+    ("Zhong et al. 2019 / FARNet 2022", 1.12, (88.03, 92.73, 95.96, 98.48)),
+)
+
+
+def published_table(summary: dict, name: str = "landmark_exp (this run)") -> Table:
+    """The literature's Test1 rows with ours inserted in MRE order (only comparable on ISBI Test1)."""
+    rows = [(n, m, s, False) for n, m, s in PUBLISHED_ISBI2015_TEST1]
+    rows.append((name, summary["mre"], tuple(summary[f"sdr_{t:g}"] for t in THRESHOLDS_MM), True))
+    table = Table(title="ISBI 2015 Test1, published results (comparable only when this split is Test1)")
+    for col in ["method", "MRE (mm)"] + [f"SDR@{t:g}mm %" for t in THRESHOLDS_MM]:
+        table.add_column(col, justify="right")
+    for n, m, s, ours in sorted(rows, key=lambda r: -r[1]):
+        style = "bold green" if ours else None
+        table.add_row(n, f"{m:.2f}", *[f"{v:.2f}" for v in s], style=style)
+    return table

@@ -100,12 +100,12 @@ def train(cfg: DictConfig) -> dict:
 
 
 def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: Path, title: str, best: str = "",
-           overlays: int = 0) -> None:
+           overlays: int = 0, extra: dict | None = None) -> None:
     res = module.test_results
     summary, baseline = res["summary"], res["baseline"]
     print_report(summary, title, baseline)
     ids = [dm.records[split][i].id for i in res["index"]]
-    extra = {"split": split, "checkpoint": best, "baseline_mean_shape": {k: baseline[k] for k in baseline if k != "per_landmark"}}
+    extra = {**(extra or {}), "split": split, "checkpoint": best, "baseline_mean_shape": {k: baseline[k] for k in baseline if k != "per_landmark"}}
     skipped = getattr(dm.source, "skipped", [])
     if skipped:
         extra["skipped_samples"] = skipped
@@ -146,6 +146,32 @@ def evaluate(cfg: DictConfig) -> dict:
     with torch.inference_mode():
         trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
     n = len(dm.datasets[cfg.split])
+    by_gt = score_each_doctor(module, dm, cfg.split)
     report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=str(cfg.ckpt_path),
-           overlays=int(cfg.get("overlays", 8)))
+           overlays=int(cfg.get("overlays", 8)), extra={"by_ground_truth": by_gt} if by_gt else None)
+    if dm.num_landmarks == 19 and cfg.get("compare_published", True):
+        from landmark_exp.reports import published_table
+
+        console.print(published_table(module.test_results["summary"]))
     return module.test_results["summary"]
+
+
+def score_each_doctor(module: LandmarkModule, dm: LandmarkDataModule, split: str) -> dict:
+    """The same predictions scored against the senior, junior and mean annotations (ISBI layout only)."""
+    from landmark_exp.data.sources import ISBI2015Source, parse_points
+    from landmark_exp.metrics import radial_errors_mm, summarize
+    from landmark_exp.reports import summary_table
+
+    source, res = dm.source, module.test_results
+    if not isinstance(source, ISBI2015Source):
+        return {}
+    ids = [dm.records[split][i].id for i in res["index"]]
+    truth = {d: np.stack([parse_points(source.annotation_path(d, i), source.num_landmarks) for i in ids])
+             for d in ("senior", "junior")}
+    truth["mean"] = (truth["senior"] + truth["junior"]) / 2
+    out = {}
+    for gt, t in truth.items():
+        s = summarize(radial_errors_mm(res["pred"], t, res["spacing"]), dm.landmark_names)
+        console.print(summary_table(s, f"{split} against ground truth = {gt}"))
+        out[gt] = {k: v for k, v in s.items() if k != "per_landmark"}
+    return out

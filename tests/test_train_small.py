@@ -21,3 +21,18 @@ def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
     preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
     assert len(preds) == 4 * 19
     assert (tmp_path / "eval" / "overlays").is_dir()
+
+
+def test_evaluate_scores_senior_junior_and_mean_and_prints_the_published_table(tmp_path, isbi_root, capsys):
+    cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY], tmp_path / "run")
+    train(cfg)
+    ev = compose("evaluate", [f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "trainer.accelerator=cpu"], tmp_path / "eval")
+    evaluate(ev)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    by = metrics["by_ground_truth"]
+    assert set(by) == {"senior", "junior", "mean"}
+    # the checkpoint's data uses gt=mean, so that row is the headline number
+    assert by["mean"]["mre"] == metrics["mre"]
+    assert by["senior"]["mre"] != by["junior"]["mre"]  # the fixture's junior is offset by one pixel
+    out = capsys.readouterr().out
+    assert "Zhong et al. 2019" in out and "landmark_exp (this run)" in out
