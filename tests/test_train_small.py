@@ -36,3 +36,14 @@ def test_evaluate_scores_senior_junior_and_mean_and_prints_the_published_table(t
     assert by["senior"]["mre"] != by["junior"]["mre"]  # the fixture's junior is offset by one pixel
     out = capsys.readouterr().out
     assert "Zhong et al. 2019" in out and "landmark_exp (this run)" in out
+
+
+def test_training_resumes_from_last_checkpoint(tmp_path, isbi_root):
+    import torch
+
+    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
+    train(compose("train", base, tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    train(compose("train", [*base, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "run"))
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # continued: epoch 2 of 2, not a fresh start
