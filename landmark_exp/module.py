@@ -46,11 +46,12 @@ class LandmarkModule(L.LightningModule):
         self.sigma = float(heatmap.get("sigma", 2.0))
         self.decode_method = heatmap.get("decoder", "quadratic")
         self.decode_window = int(heatmap.get("window", 2))
-        # broad shape prior for choosing peaks, as a fraction of the input diagonal (None: off)
-        self.prior_fraction = heatmap.get("prior_sigma")
         self.num_landmarks = num_landmarks
         self.landmark_names = list(landmark_names or [f"L{i + 1}" for i in range(num_landmarks)])
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        # broad shape prior for choosing peaks: configured as a fraction of the input diagonal (None: off)
+        fraction = heatmap.get("prior_sigma")
+        self.prior_sigma_px = float(fraction) * float(np.hypot(*self.input_size)) if fraction else None
         out = getattr(self.net, "out_channels", num_landmarks)
         if out not in (num_landmarks, 1):
             raise ValueError(
@@ -78,9 +79,8 @@ class LandmarkModule(L.LightningModule):
         """Model-pixel (B, K, 2) coordinates and (B, K) confidences from the network's output."""
         if self.single_channel:
             return decode_single_channel(heatmaps, self.mean_shape, self.decode_method, self.decode_window)
-        prior_sigma = None
-        if self.prior_fraction and bool(self.mean_shape.abs().sum() > 0):
-            prior_sigma = float(self.prior_fraction) * float(np.hypot(*self.input_size))
+        # an all-zero mean shape means "never set" (a module built outside train.py): no prior then
+        prior_sigma = self.prior_sigma_px if bool(self.mean_shape.any()) else None
         return decode(heatmaps, self.decode_method, self.decode_window, self.mean_shape, prior_sigma)
 
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,9 +16,17 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
+from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
 from landmark_exp.module import LandmarkModule, load_module
-from landmark_exp.reports import atomic_write_text, console, print_report, save_png, write_results
+from landmark_exp.reports import (
+    atomic_write_text,
+    console,
+    draw_overlay,
+    print_report,
+    save_png,
+    write_results,
+)
 
 
 @rank_zero_only
@@ -112,17 +120,9 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
     write_results(out_dir, summary, extra, ids, res, dm.landmark_names)
     for j, i in enumerate(res["index"][:overlays]):
         rec = dm.records[split][i]
-        from landmark_exp.data.images import read_grey
-
-        img = read_grey(rec.image_path)
-        save_png(out_dir / "overlays" / f"{rec.id}.png", _overlay(img, rec.landmarks, res["pred"][j]))
+        overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, res["pred"][j], numbers=True)
+        save_png(out_dir / "overlays" / f"{rec.id}.png", overlay)
     console.print(f"results written to {out_dir}")
-
-
-def _overlay(img: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    from landmark_exp.reports import draw_overlay
-
-    return draw_overlay(img, true, pred, numbers=True)
 
 
 @_guard

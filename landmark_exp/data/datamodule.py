@@ -26,8 +26,6 @@ from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
 from landmark_exp.data.transforms import Augmenter, visible_mask
 
-SPLITS = ("train", "val", "test")
-
 
 class LandmarkDataset(Dataset):
     """A split with its images already decoded and resized (see `ImageCache`)."""
@@ -165,16 +163,8 @@ class LandmarkDataModule(L.LightningDataModule):
         return out
 
     def _decode(self, records: list[Record]) -> tuple[list[np.ndarray], list[Geometry]]:
+        # landmarks were already checked against the image size by the source (from the file header)
         decoded = self.cache.get_many(records)
-        for rec, (_, (h, w)) in zip(records, decoded, strict=True):
-            x, y = rec.landmarks[:, 0], rec.landmarks[:, 1]
-            bad = np.nonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5))[0]
-            if len(bad):
-                i = int(bad[0])
-                where = rec.annotation_path or rec.image_path
-                raise DataError(
-                    f"{where}: landmark {i + 1} at ({x[i]:g}, {y[i]:g}) is outside the {w}x{h} image {rec.image_path.name}"
-                )
         return [img for img, _ in decoded], [self.cache.geometry(hw) for _, hw in decoded]
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
