@@ -84,9 +84,16 @@ class LandmarkModule(L.LightningModule):
         return decode(heatmaps, self.decode_method, self.decode_window, self.mean_shape, prior_sigma)
 
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = self(batch["image"])
-        target, weight = self.targets(batch)
-        return pred, self.loss_fn(pred, target, weight)
+        flat = _flatten_patches(batch)
+        pred = self(flat["image"])
+        target, weight = self.targets(flat)
+        loss = self.loss_fn(pred, target, weight)
+        if batch["image"].ndim == 5:
+            # second stage: patch j of an image is read for landmark j only (its centre's landmark)
+            b, k = batch["image"].shape[:2]
+            j = torch.arange(k, device=pred.device)
+            pred = pred.view(b, k, *pred.shape[1:])[:, j, j]
+        return pred, loss
 
     def on_train_epoch_start(self) -> None:
         if self.trainer.optimizers:
@@ -109,7 +116,12 @@ class LandmarkModule(L.LightningModule):
         xy = self._eval_step(batch, self.val_predictions, "val")
         if batch_idx == 0:
             n = self.hparams.num_log_images
-            self._log_batch = {"image": batch["image"][:n].detach(), "true": batch["keypoints"][:n], "pred": xy[:n]}
+            if batch["image"].ndim == 5:  # the first image's first n patches, each with its own landmark
+                j = torch.arange(min(n, batch["image"].shape[1]), device=xy.device)
+                self._log_batch = {"image": batch["image"][0, j].detach(), "true": batch["keypoints"][0, j, j][:, None],
+                                   "pred": xy[0, j][:, None]}
+            else:
+                self._log_batch = {"image": batch["image"][:n].detach(), "true": batch["keypoints"][:n], "pred": xy[:n]}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_predictions, "test")
@@ -142,7 +154,8 @@ class LandmarkModule(L.LightningModule):
         self._log_summary("test", summary)
         baseline = to_original(self.mean_shape.cpu().numpy()[None], res["geometry"])
         res["baseline_errors"] = radial_errors_mm(baseline, res["true"], res["spacing"])
-        self.test_results = {**res, "summary": summary, "baseline": summarize(res["baseline_errors"], self.landmark_names)}
+        self.test_results = {**res, "summary": summary, "baseline": summarize(res["baseline_errors"], self.landmark_names),
+                             "baseline_name": "patch centres" if res["geometry"].ndim == 3 else "mean-shape baseline"}
 
     def _log_images(self) -> None:
         every = self.hparams.log_images_every_n_epochs
@@ -167,6 +180,13 @@ class LandmarkModule(L.LightningModule):
         cfg = dict(cfg)
         extra = {k: cfg.pop(k) for k in SCHEDULER_KEYS if k in cfg}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": instantiate(cfg, optimizer=opt), **extra}}
+
+
+def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Second-stage batches hold K patches per image (B, K, 1, h, w): the network sees B*K images."""
+    if batch["image"].ndim != 5:
+        return batch
+    return {**batch, **{key: batch[key].flatten(0, 1) for key in ("image", "keypoints", "visible")}}
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LandmarkModule:

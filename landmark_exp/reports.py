@@ -65,12 +65,13 @@ def _fmt_sdr(summary: dict) -> list[str]:
     return [f"{summary[f'sdr_{t:g}']:.2f}" for t in THRESHOLDS_MM]
 
 
-def summary_table(summary: dict, title: str, baseline: dict | None = None) -> Table:
-    """One row per result (ours, and the mean-shape baseline when given)."""
+def summary_table(summary: dict, title: str, baseline: dict | None = None,
+                  baseline_name: str = "mean-shape baseline") -> Table:
+    """One row per result (ours, and a reference when given: the mean shape, or the first stage)."""
     table = Table(title=title)
     for col in ["", "images", "MRE (mm)", "SD", "median"] + [f"SDR@{t:g}mm %" for t in THRESHOLDS_MM]:
         table.add_column(col, justify="right")
-    rows = [("model", summary)] + ([("mean-shape baseline", baseline)] if baseline else [])
+    rows = [("model", summary)] + ([(baseline_name, baseline)] if baseline else [])
     for name, s in rows:
         table.add_row(name, str(s["n_images"]), f"{s['mre']:.3f}", f"{s['sd']:.3f}", f"{s['median']:.3f}", *_fmt_sdr(s))
     return table
@@ -91,10 +92,11 @@ def per_landmark_table(summary: dict) -> Table:
     return table
 
 
-def print_report(summary: dict, title: str, baseline: dict | None = None, per_landmark: bool = True) -> None:
+def print_report(summary: dict, title: str, baseline: dict | None = None, per_landmark: bool = True,
+                 baseline_name: str = "mean-shape baseline") -> None:
     if per_landmark:
         console.print(per_landmark_table(summary))
-    console.print(summary_table(summary, title, baseline))
+    console.print(summary_table(summary, title, baseline, baseline_name))
 
 
 def predictions_frame(ids: Sequence[str], results: dict, names: Sequence[str]) -> pd.DataFrame:

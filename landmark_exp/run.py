@@ -53,7 +53,7 @@ def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
         heatmap=_container(cfg.heatmap),
         num_landmarks=dm.num_landmarks,
         landmark_names=dm.landmark_names,
-        input_size=list(dm.input_size),
+        input_size=list(dm.model_input_size),
         data=_container(cfg.data),
         **_container(cfg.get("module", {}) or {}),
     )
@@ -110,10 +110,12 @@ def train(cfg: DictConfig) -> dict:
 def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: Path, title: str, best: str = "",
            overlays: int = 0, extra: dict | None = None) -> None:
     res = module.test_results
-    summary, baseline = res["summary"], res["baseline"]
-    print_report(summary, title, baseline)
+    summary, baseline, baseline_name = res["summary"], res["baseline"], res["baseline_name"]
+    print_report(summary, title, baseline, baseline_name=baseline_name)
     ids = [dm.records[split][i].id for i in res["index"]]
-    extra = {**(extra or {}), "split": split, "checkpoint": best, "baseline_mean_shape": {k: baseline[k] for k in baseline if k != "per_landmark"}}
+    # the reference row: the mean training shape, or (coarse to fine) the first stage / the patch centres
+    extra = {**(extra or {}), "split": split, "checkpoint": best,
+             "reference": {"name": baseline_name, **{k: baseline[k] for k in baseline if k != "per_landmark"}}}
     skipped = getattr(dm.source, "skipped", [])
     if skipped:
         extra["skipped_samples"] = skipped
@@ -140,11 +142,15 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(
             f"{cfg.ckpt_path}: checkpoint predicts {module.num_landmarks} landmarks, the data has {dm.num_landmarks}"
         )
-    if tuple(dm.input_size) != tuple(module.input_size):
-        raise ValueError(f"{cfg.ckpt_path}: checkpoint input size {module.input_size} != data input size {dm.input_size}")
+    if tuple(dm.model_input_size) != tuple(module.input_size):
+        raise ValueError(
+            f"{cfg.ckpt_path}: checkpoint input size {module.input_size} != data input size {dm.model_input_size}"
+        )
     trainer = build_trainer(cfg, logger=False)
     with torch.inference_mode():
         trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
+    if cfg.get("refine_ckpt"):
+        module, dm = refine_stage(cfg, module, dm, data_cfg, trainer)
     n = len(dm.datasets[cfg.split])
     by_gt = score_each_doctor(module, dm, cfg.split)
     report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=str(cfg.ckpt_path),
@@ -154,6 +160,38 @@ def evaluate(cfg: DictConfig) -> dict:
 
         console.print(published_table(module.test_results["summary"]))
     return module.test_results["summary"]
+
+
+# what a second-stage model takes from the first stage's data config: the same images, splits and cache
+SHARED_DATA_KEYS = ("source", "train_splits", "val_split", "test_split", "val_fraction", "random_split", "seed", "cache_dir")
+
+
+def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule, data_cfg: DictConfig,
+                 trainer: L.Trainer) -> tuple[LandmarkModule, LandmarkDataModule]:
+    """Coarse to fine: cut a patch around each first-stage estimate and let the second-stage model
+    (`refine_ckpt`, trained with `data.patch`) re-locate the landmark there, `refine_iterations` times."""
+    fine = load_module(cfg.refine_ckpt)
+    fine_data = OmegaConf.create(fine.hparams.data or {})
+    if not fine_data.get("patch"):
+        raise ValueError(f"{cfg.refine_ckpt}: not a second-stage checkpoint (it was trained without data.patch)")
+    if fine.landmark_names != coarse.landmark_names:
+        raise ValueError(f"{cfg.refine_ckpt}: landmarks {fine.landmark_names} differ from the first stage's")
+    for key in SHARED_DATA_KEYS:
+        if key in data_cfg:
+            fine_data[key] = data_cfg[key]
+    fdm: LandmarkDataModule = instantiate(fine_data)
+    fdm.prepare_data()
+    fdm.setup("test")
+    first = coarse.test_results
+    pred = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
+    ds = fdm.datasets[cfg.split]
+    for _ in range(int(cfg.get("refine_iterations", 1))):
+        ds.centres = np.stack([pred[r.id] for r in ds.records])
+        with torch.inference_mode():
+            trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
+        pred = dict(zip([ds.records[i].id for i in fine.test_results["index"]], fine.test_results["pred"], strict=True))
+    fine.test_results.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage")
+    return fine, fdm
 
 
 def score_each_doctor(module: LandmarkModule, dm: LandmarkDataModule, split: str) -> dict:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.images import ImageCache
+from landmark_exp.data.patches import PatchDataset
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
 from landmark_exp.data.transforms import Augmenter, visible_mask
@@ -86,6 +87,7 @@ class LandmarkDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         augment: Sequence | Mapping | None = None,
         pin_memory: bool = False,
+        patch: Mapping | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -100,9 +102,17 @@ class LandmarkDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = pin_memory
         self.cache = ImageCache(self.input_size, letterbox, normalize, cache_dir)
+        # second-stage mode: samples are K patches of `patch.size` cut from the cached image around each
+        # landmark (see data/patches.py); `input_size` is then the working resolution they are cut from
+        self.patch = dict(patch) if patch else None
+        if self.patch is not None:
+            size = self.patch.get("size")
+            if size is None or len(size) != 2 or min(size) < 8:
+                raise ValueError(f"data.patch.size must be [height, width] of at least 8 pixels, got {size}")
+            self.patch["size"] = (int(size[0]), int(size[1]))
         self.augment = Augmenter(augment, seed=self.seed) if augment else None
         self.records: dict[str, list[Record]] = {}
-        self.datasets: dict[str, LandmarkDataset] = {}
+        self.datasets: dict[str, LandmarkDataset | PatchDataset] = {}
 
     # -- what the rest of the package asks of the data --------------------------------------------
     @property
@@ -113,8 +123,19 @@ class LandmarkDataModule(L.LightningDataModule):
     def landmark_names(self) -> list[str]:
         return self.source.landmark_names
 
+    @property
+    def model_input_size(self) -> tuple[int, int]:
+        """(h, w) of what the network sees: the resized image, or a patch in second-stage mode."""
+        return self.patch["size"] if self.patch else self.input_size
+
     def mean_shape(self) -> torch.Tensor:
-        """Mean training landmark position in model pixels (K, 2): the baseline and the single-channel prior."""
+        """Mean training landmark position in model pixels (K, 2): the baseline and the single-channel prior.
+
+        In second-stage mode each landmark sits, before refinement, at its patch's centre: that is the
+        decoder's prior and the baseline (so the report shows what refinement bought)."""
+        if self.patch:
+            h, w = self.patch["size"]
+            return torch.tensor([[(w - 1) / 2, (h - 1) / 2]] * self.num_landmarks, dtype=torch.float64)
         ds = self.datasets["train"]
         shapes = [to_model(r.landmarks, g.as_array()) for r, g in zip(ds.records, ds.geometries, strict=True)]
         return torch.from_numpy(np.mean(shapes, axis=0))
@@ -131,7 +152,12 @@ class LandmarkDataModule(L.LightningDataModule):
         for name, records in self.records.items():
             images, geoms = self._decode(records)
             augment = self.augment if name == "train" else None
-            self.datasets[name] = LandmarkDataset(records, images, geoms, augment)
+            if self.patch:
+                self.datasets[name] = PatchDataset(records, images, geoms, self.patch["size"],
+                                                   self.patch.get("jitter", 0.0), augment, random=name == "train",
+                                                   seed=self.seed)
+            else:
+                self.datasets[name] = LandmarkDataset(records, images, geoms, augment)
 
     def _split_records(self) -> dict[str, list[Record]]:
         pool = [r for s in self.train_splits for r in self.source.load(s)]

@@ -58,15 +58,23 @@ def _letterbox_box(orig_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[t
     return (nh, nw), ((h - nh) // 2, (w - nw) // 2)
 
 
+def _coefficients(xy, geom):
+    """(a, b) broadcastable to xy (..., K, 2): geom (..., 4) is one map per image, (..., K, 4) one per point
+    (the patches of the second stage, see data/patches.py)."""
+    if geom.ndim == xy.ndim:
+        return geom[..., 0:2], geom[..., 2:4]
+    return geom[..., None, 0:2], geom[..., None, 2:4]
+
+
 def to_model(xy, geom):
     """Original px -> model px. Works on numpy arrays or tensors; geom (..., 4) broadcasts over (..., K, 2)."""
-    a, b = geom[..., None, 0:2], geom[..., None, 2:4]
+    a, b = _coefficients(xy, geom)
     return xy * a + b
 
 
 def to_original(xy, geom):
     """Model px -> original px: the exact inverse of `to_model`."""
-    a, b = geom[..., None, 0:2], geom[..., None, 2:4]
+    a, b = _coefficients(xy, geom)
     return (xy - b) / a
 
 

@@ -1,0 +1,99 @@
+"""Patches around landmark estimates: the input of the coarse-to-fine second stage.
+
+At 256x256 one model pixel of an ISBI image is ~0.76 x 0.94 mm. The second stage
+looks again, at a finer working resolution (the cached image, e.g. 800x645 =
+0.3 mm/px), at a small window around each landmark's first estimate. A sample is
+one image's K patches; patch k is centred on landmark k's estimate:
+
+- training: the ground truth plus uniform jitter of +/- `jitter` working pixels
+  (so the network learns to find the landmark anywhere near the centre),
+- validation/test after `train.py`: ground truth plus a fixed, seeded jitter,
+- cascade inference: `centres` (first-stage predictions, original pixels).
+
+Each patch keeps all K landmarks as keypoints (those inside it are supervised,
+the rest masked), and carries its own geometry (B, K, 4): a crop is a translation
+of the working grid, so original <-> patch pixels stay one exact affine map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from landmark_exp.data.geometry import Geometry, to_model
+from landmark_exp.data.records import Record
+from landmark_exp.data.transforms import Augmenter, visible_mask
+
+
+def crop(image: np.ndarray, x0: int, y0: int, size: tuple[int, int]) -> np.ndarray:
+    """The (h, w) window whose top-left pixel is (x0, y0), zero where it leaves the image."""
+    h, w = size
+    H, W = image.shape[:2]
+    out = np.zeros((h, w), dtype=image.dtype)
+    xs, ys, xe, ye = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    if xe > xs and ye > ys:
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = image[ys:ye, xs:xe]
+    return out
+
+
+def patch_origins(centres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Integer top-left (x0, y0) of windows of `size` (h, w) whose centre pixel is nearest each (x, y) centre."""
+    h, w = size
+    return np.floor(centres - np.array([(w - 1) / 2, (h - 1) / 2]) + 0.5).astype(np.int64)
+
+
+class PatchDataset(Dataset):
+    """One image's K patches per sample, from images cached at the working resolution."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        images: list[np.ndarray],
+        geometries: list[Geometry],
+        size: tuple[int, int],
+        jitter: float,
+        augment: Augmenter | None = None,
+        random: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.records, self.images, self.geometries = records, images, geometries
+        self.size, self.jitter, self.augment, self.random, self.seed = size, float(jitter), augment, random, seed
+        # first-stage predictions (N, K, 2) in original pixels, aligned with `records`; None: jittered truth
+        self.centres: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _centres(self, i: int, truth: np.ndarray, geom: np.ndarray) -> np.ndarray:
+        if self.centres is not None:
+            return to_model(self.centres[i], geom)
+        # training draws from torch's generator, which Lightning seeds per worker: reproducible under `seed`
+        seed = int(torch.randint(0, 2**31 - 1, ())) if self.random else (self.seed, i)
+        return truth + np.random.default_rng(seed).uniform(-self.jitter, self.jitter, truth.shape)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rec, geom = self.records[i], self.geometries[i].as_array()
+        image = self.images[i].astype(np.float32)
+        truth = to_model(rec.landmarks, geom)  # (K, 2) working pixels
+        k = len(truth)
+        origins = patch_origins(self._centres(i, truth, geom), self.size)
+        patches = np.empty((k, *self.size), dtype=np.float32)
+        keypoints = np.empty((k, k, 2), dtype=np.float32)
+        for j, (x0, y0) in enumerate(origins):
+            patch, kp = crop(image, int(x0), int(y0), self.size), truth - (x0, y0)
+            if self.augment is not None:
+                patch, kp = self.augment(patch, kp)
+            patches[j], keypoints[j] = patch, kp
+        visible = np.stack([visible_mask(kp, self.size) for kp in keypoints])
+        geoms = np.tile(geom, (k, 1))
+        geoms[:, 2:4] -= origins  # working = a * orig + b; patch = working - origin
+        return {
+            "image": torch.from_numpy(patches)[:, None],
+            "keypoints": torch.from_numpy(keypoints),
+            "visible": torch.from_numpy(visible),
+            "landmarks": torch.from_numpy(rec.landmarks),
+            "geometry": torch.from_numpy(geoms),
+            "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }

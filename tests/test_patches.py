@@ -1,0 +1,74 @@
+"""The second stage's patches: exact geometry back to original pixels, and the coarse-to-fine cascade."""
+
+import json
+
+import numpy as np
+import torch
+from conftest import TINY, compose
+
+from landmark_exp.data.geometry import Geometry, to_original
+from landmark_exp.data.patches import PatchDataset, crop, patch_origins
+from landmark_exp.data.records import Record
+
+
+def _record(landmarks: np.ndarray, hw=(40, 50)) -> Record:
+    return Record(id="001", image_path="x.png", landmarks=landmarks, spacing=(0.1, 0.1), size=hw)
+
+
+def test_crop_fills_outside_with_zeros_and_keeps_the_inside():
+    img = np.arange(20, dtype=np.float32).reshape(4, 5)
+    out = crop(img, -1, 2, (3, 3))
+    np.testing.assert_array_equal(out, [[0, 10, 11], [0, 15, 16], [0, 0, 0]])
+
+
+def test_patch_origin_puts_the_centre_on_the_middle_pixel():
+    # an 8x8 patch has its centre at 3.5: a centre at (10.2, 20.7) gives top-left (6.7 -> 7, 17.2 -> 17)
+    np.testing.assert_array_equal(patch_origins(np.array([[10.2, 20.7]]), (8, 8)), [[7, 17]])
+    np.testing.assert_array_equal(patch_origins(np.array([[10.0, 20.0]]), (9, 9)), [[6, 16]])
+
+
+def test_patch_keypoints_and_geometry_map_back_to_original_pixels_exactly():
+    landmarks = np.array([[12.3, 7.9], [40.0, 30.5], [2.0, 38.0]])
+    # working resolution = half of the 40x50 original (as an ImageCache at input_size (20, 25) would store it)
+    geom = Geometry.for_resize((40, 50), (20, 25))
+    image = np.random.default_rng(0).random((20, 25)).astype(np.float32)
+    ds = PatchDataset([_record(landmarks)], [image], [geom], size=(8, 8), jitter=3.0, seed=1)
+    s = ds[0]
+    assert s["image"].shape == (3, 1, 8, 8) and s["geometry"].shape == (3, 4)
+    # every patch's keypoints go back to the original landmarks through that patch's own geometry
+    for j in range(3):
+        back = to_original(s["keypoints"][j].double().numpy(), s["geometry"][j].numpy())
+        np.testing.assert_allclose(back, landmarks, atol=1e-5)
+    # the seeded validation jitter keeps landmark j within jitter + rounding of its patch's centre
+    centre = np.array([3.5, 3.5])
+    diag = s["keypoints"][torch.arange(3), torch.arange(3)].numpy()
+    assert np.all(np.abs(diag - centre) <= 3.0 + 0.5 + 1e-6)
+    assert torch.equal(ds[0]["image"], s["image"])  # validation patches are the same every epoch
+
+
+def test_given_centres_are_used_instead_of_the_truth():
+    landmarks = np.array([[12.0, 8.0], [30.0, 20.0]])
+    geom = Geometry.for_resize((40, 50), (40, 50))
+    ds = PatchDataset([_record(landmarks)], [np.zeros((40, 50), np.float32)], [geom], size=(9, 9), jitter=5.0)
+    ds.centres = (landmarks + [[2.0, -1.0], [0.0, 3.0]])[None]
+    s = ds[0]
+    # centre pixel of a 9x9 patch is 4: landmark j sits at 4 minus the centre's offset
+    np.testing.assert_allclose(s["keypoints"][0, 0].numpy(), [2.0, 5.0])
+    np.testing.assert_allclose(s["keypoints"][1, 1].numpy(), [4.0, 1.0])
+
+
+def test_coarse_to_fine_evaluation_refines_the_first_stage(tmp_path, isbi_root):
+    from landmark_exp.run import evaluate, train
+
+    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
+    train(compose("train", base, tmp_path / "coarse"))
+    fine = [*base, "data.input_size=[80,64]", "+data.patch.size=[16,16]", "+data.patch.jitter=3", "trainer.max_epochs=2"]
+    fine_summary = train(compose("train", fine, tmp_path / "fine"))
+    fine_metrics = json.loads((tmp_path / "fine" / "metrics.json").read_text())
+    assert fine_metrics["reference"]["name"] == "patch centres" and fine_summary["n_images"] == 4
+    ev = compose("evaluate", [f"ckpt_path={tmp_path}/coarse/checkpoints/best.ckpt", "trainer.accelerator=cpu",
+                              f"refine_ckpt={tmp_path}/fine/checkpoints/best.ckpt", "refine_iterations=2"], tmp_path / "ev")
+    result = evaluate(ev)
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["reference"]["name"] == "first stage" and metrics["mre"] == result["mre"]
+    assert set(metrics["by_ground_truth"]) == {"senior", "junior", "mean"}
