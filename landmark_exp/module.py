@@ -189,14 +189,20 @@ def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**batch, **{key: batch[key].flatten(0, 1) for key in ("image", "keypoints", "visible")}}
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LandmarkModule:
-    """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True)."""
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", heatmap: dict | None = None) -> LandmarkModule:
+    """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True).
+
+    `heatmap` overrides decoding settings (decoder, window, prior_sigma) for this use only, so decoding
+    choices can be compared on one trained model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")
-    module = LandmarkModule(**ckpt["hyper_parameters"])
+    hparams = dict(ckpt["hyper_parameters"])
+    if heatmap:
+        hparams["heatmap"] = {**(hparams.get("heatmap") or {}), **heatmap}
+    module = LandmarkModule(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()

@@ -133,7 +133,8 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
-    module = load_module(cfg.ckpt_path)
+    decoding = {k: v for k, v in (_container(cfg.get("heatmap")) or {}).items() if v is not None}
+    module = load_module(cfg.ckpt_path, heatmap=decoding)
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
     dm: LandmarkDataModule = instantiate(data_cfg)
     dm.prepare_data()

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 from conftest import TINY, compose
 
@@ -47,3 +48,20 @@ def test_training_resumes_from_last_checkpoint(tmp_path, isbi_root):
     assert torch.load(last, weights_only=True)["epoch"] == 0
     train(compose("train", [*base, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "run"))
     assert torch.load(last, weights_only=True)["epoch"] == 1  # continued: epoch 2 of 2, not a fresh start
+
+
+def test_evaluate_can_override_the_decoder_of_a_checkpoint(tmp_path, isbi_root):
+    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
+    train(compose("train", base, tmp_path / "run"))
+    ckpt = f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt"
+    quad = evaluate(compose("evaluate", [ckpt, "trainer.accelerator=cpu"], tmp_path / "q"))
+    arg = evaluate(compose("evaluate", [ckpt, "trainer.accelerator=cpu", "heatmap.decoder=argmax",
+                                        "heatmap.prior_sigma=0"], tmp_path / "a"))
+    assert quad["n_images"] == arg["n_images"] == 4 and quad["mre"] != arg["mre"]
+    # argmax lands on whole model pixels: the fixture's 64x80 images at 32x32 give x_model = 0.5 x - 0.25
+    # and y_model = 0.4 y - 0.3; the quadratic decoder's sub-pixel positions do not
+    for run, whole in (("a", True), ("q", False)):
+        p = pd.read_csv(tmp_path / run / "predictions.csv")
+        xm, ym = 0.5 * p.pred_x_px - 0.25, 0.4 * p.pred_y_px - 0.3
+        on_grid = np.allclose(xm, xm.round(), atol=1e-6) and np.allclose(ym, ym.round(), atol=1e-6)
+        assert on_grid == whole
