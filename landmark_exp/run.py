@@ -98,12 +98,13 @@ def train(cfg: DictConfig) -> dict:
     module.mean_shape.copy_(dm.mean_shape())
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    if not cfg.get("test", True) or "test" not in dm.datasets:
+    split = cfg.get("eval_split", "test")
+    if not cfg.get("test", True) or split not in dm.datasets:
         return {}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
+    trainer.test(module, dataloaders=dm.dataloader(split), ckpt_path=best or None, weights_only=False)
     if trainer.is_global_zero:
-        report(module, dm, "test", out_dir, title=f"test ({len(dm.datasets['test'])} images)", best=best)
+        report(module, dm, split, out_dir, title=f"{split} ({len(dm.datasets[split])} images)", best=best)
     return module.test_results.get("summary", {})
 
 

@@ -65,3 +65,11 @@ def test_evaluate_can_override_the_decoder_of_a_checkpoint(tmp_path, isbi_root):
         xm, ym = 0.5 * p.pred_x_px - 0.25, 0.4 * p.pred_y_px - 0.3
         on_grid = np.allclose(xm, xm.round(), atol=1e-6) and np.allclose(ym, ym.round(), atol=1e-6)
         assert on_grid == whole
+
+
+def test_eval_split_val_scores_the_validation_split_not_the_test_set(tmp_path, isbi_root):
+    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
+    summary = train(compose("train", [*base, "eval_split=val"], tmp_path / "run"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # 10 training images, val_fraction 0.15 -> 2 validation images; the 4 test images are not scored
+    assert metrics["split"] == "val" and metrics["n_images"] == summary["n_images"] == 2
