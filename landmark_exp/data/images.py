@@ -1,5 +1,9 @@
 """Image files -> normalised greyscale arrays at model resolution, decoded once.
 
+Every reader goes through `read_grey`: PNG/JPEG/BMP/TIFF via Pillow and DICOM via
+pydicom (16-bit, MONOCHROME1 inverted so bone is always bright); `dicom_spacing`
+gives a DICOM's own pixel spacing.
+
 Decoding a 2400x1935 X-ray costs tens of milliseconds; a training run reads each
 image hundreds of times. `ImageCache` resizes once and keeps the result in memory
 and (optionally) on disk, keyed by the source file's identity and the
@@ -9,6 +13,7 @@ preprocessing, so a changed file or a new input size never reuses a stale entry.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +26,22 @@ from landmark_exp.data.geometry import Geometry, resize_image
 from landmark_exp.data.records import DataError, Record
 
 CACHE_VERSION = 1
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+# pydicom raises many types for a broken file or an unsupported encoding; all are the file's problem
+_DICOM_ERRORS = (OSError, ValueError, AttributeError, KeyError, IndexError, TypeError, NotImplementedError, RuntimeError, EOFError)
+
+
+def is_dicom(path: Path | str) -> bool:
+    """A .dcm/.dicom name, or the 'DICM' magic after the 128-byte preamble (DICOM files often have no extension)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
@@ -33,12 +54,15 @@ def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = _to_grey_array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+    if is_dicom(path):
+        arr = _read_dicom(path)
+    else:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arr = _to_grey_array(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
     if normalize == "minmax":
         lo, hi = float(arr.min()), float(arr.max())
         return ((arr - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
@@ -65,8 +89,73 @@ def _to_grey_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
 
 
+def _dicom_dataset(path: Path, pixels: bool):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except (InvalidDicomError, *_DICOM_ERRORS) as e:
+        raise DataError(f"{path}: cannot read DICOM ({type(e).__name__}: {e})") from None
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    """Stored values scaled by the stored bit depth's range (the DICOM analogue of 'dtype'), bright = dense."""
+    ds = _dicom_dataset(path, pixels=True)
+    try:
+        arr = np.asarray(ds.pixel_array)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        samples = int(ds.get("SamplesPerPixel", 1))
+        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8 * arr.itemsize)))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+    except _DICOM_ERRORS as e:
+        raise DataError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from None
+    if frames > 1:
+        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not a single radiograph")
+    if samples == 3 and arr.ndim == 3:  # colour: pydicom already converted YBR to RGB
+        rgb = arr.astype(np.float32)
+        same = np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])
+        grey = rgb[..., 0] if same else rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (grey / float(2**bits - 1)).clip(0, 1).astype(np.float32)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: DICOM pixel data of shape {arr.shape} is not a 2-D greyscale image")
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    grey = ((arr.astype(np.float64) - lo) / (hi - lo)).clip(0, 1)
+    if photometric == "MONOCHROME1":  # 0 = white: invert so every image has bone bright
+        grey = 1.0 - grey
+    return grey.astype(np.float32)
+
+
+def dicom_spacing(path: Path | str) -> tuple[tuple[float, float] | None, str]:
+    """((x, y) mm/px, tag it came from), or (None, why not). PixelSpacing first, then ImagerPixelSpacing.
+
+    DICOM stores spacing as (row, column) = (y, x). ImagerPixelSpacing is at the
+    detector; it is used as is (no magnification correction), as the ISBI images were.
+    """
+    ds = _dicom_dataset(Path(path), pixels=False)
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(tag)
+        if value is None:
+            continue
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) and v > 0 for v in (row, col)):
+            return (col, row), tag
+    return None, "no valid PixelSpacing or ImagerPixelSpacing"
+
+
 def image_size(path: Path | str) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels."""
+    path = Path(path)
+    if path.is_file() and is_dicom(path):
+        ds = _dicom_dataset(path, pixels=False)
+        try:
+            return int(ds.Rows), int(ds.Columns)
+        except (AttributeError, TypeError, ValueError):
+            raise DataError(f"{path}: DICOM without Rows/Columns") from None
     try:
         with Image.open(path) as im:
             return im.height, im.width
@@ -74,6 +163,12 @@ def image_size(path: Path | str) -> tuple[int, int]:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+
+
+def model_input(full: np.ndarray, input_size: tuple[int, int], letterbox: bool = False) -> np.ndarray:
+    """The network's view of a decoded image: resized, stored as float16 (what training saw, so
+    prediction on a new image matches evaluation on the same file bit for bit)."""
+    return resize_image(full, input_size, letterbox).astype(np.float16)
 
 
 class ImageCache:
@@ -111,7 +206,7 @@ class ImageCache:
         if hit is None:
             full = read_grey(path, self.normalize)
             self.decoded += 1
-            small = resize_image(full, self.input_size, self.letterbox).astype(np.float16)
+            small = model_input(full, self.input_size, self.letterbox)
             hit = (small, (int(full.shape[0]), int(full.shape[1])))
             self._write_disk(k, hit)
         self._memory[k] = hit

@@ -33,7 +33,7 @@ import numpy as np
 from landmark_exp.data.images import image_size
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError, Record
 
-IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".dcm")
+IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".dcm", ".dicom")
 _LINK_STUB_MAX_BYTES = 1024
 
 
