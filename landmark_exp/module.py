@@ -7,6 +7,7 @@ without unpickling code (`load_module`).
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import torch
 from hydra.utils import instantiate
 
 from landmark_exp.data.geometry import to_original
-from landmark_exp.heatmap.decoder import decode, decode_single_channel
+from landmark_exp.data.records import DataError
+from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
 
@@ -75,13 +77,16 @@ class LandmarkModule(L.LightningModule):
             return single_channel(heat), None
         return heat, batch["visible"]
 
-    def predict_coordinates(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model-pixel (B, K, 2) coordinates and (B, K) confidences from the network's output."""
-        if self.single_channel:
-            return decode_single_channel(heatmaps, self.mean_shape, self.decode_method, self.decode_window)
+    def decoding(self) -> Decoding:
+        """How this model's heatmaps become coordinates (also what an exported model carries along)."""
         # an all-zero mean shape means "never set" (a module built outside train.py): no prior then
         prior_sigma = self.prior_sigma_px if bool(self.mean_shape.any()) else None
-        return decode(heatmaps, self.decode_method, self.decode_window, self.mean_shape, prior_sigma)
+        return Decoding(self.decode_method, self.decode_window, self.single_channel, self.mean_shape, prior_sigma,
+                        self.sigma)
+
+    def predict_coordinates(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-pixel (B, K, 2) coordinates and (B, K) confidences from the network's output."""
+        return self.decoding()(heatmaps)
 
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         flat = _flatten_patches(batch)
@@ -189,6 +194,10 @@ def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**batch, **{key: batch[key].flatten(0, 1) for key in ("image", "keypoints", "visible")}}
 
 
+class CheckpointError(DataError):
+    """A checkpoint that cannot be used as given: one line naming the file and the reason."""
+
+
 def load_module(path: str | Path, map_location: str | torch.device = "cpu", heatmap: dict | None = None) -> LandmarkModule:
     """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True).
 
@@ -196,13 +205,41 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", heat
     choices can be compared on one trained model."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any pickled object outside tensors and plain containers: never run its code
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused to load, it holds more than weights and plain data ({reason})") from None
+    except (RuntimeError, OSError, EOFError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")
     hparams = dict(ckpt["hyper_parameters"])
     if heatmap:
         hparams["heatmap"] = {**(hparams.get("heatmap") or {}), **heatmap}
-    module = LandmarkModule(**hparams)
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module = LandmarkModule(**hparams)
+        module.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first})") from None
     return module.eval()
+
+
+def check_matches_data(module: LandmarkModule, where: str | Path, num_landmarks: int, landmark_names: list[str],
+                       input_size: tuple[int, int] | list[int]) -> None:
+    """A checkpoint used on data it was not trained for is refused with one line saying what differs."""
+    if module.num_landmarks != num_landmarks:
+        raise CheckpointError(f"{where}: checkpoint predicts {module.num_landmarks} landmarks, the data has {num_landmarks}")
+    if tuple(module.input_size) != tuple(input_size):
+        raise CheckpointError(
+            f"{where}: checkpoint input size {list(module.input_size)} != data input size {list(input_size)}"
+        )
+    if list(module.landmark_names) != list(landmark_names):
+        i = next(i for i, (a, b) in enumerate(zip(module.landmark_names, landmark_names, strict=True)) if a != b)
+        raise CheckpointError(
+            f"{where}: landmark names differ from the data's, first at landmark {i + 1}: checkpoint "
+            f"{module.landmark_names[i]!r}, data {landmark_names[i]!r}"
+        )

@@ -131,8 +131,12 @@ def write_results(out_dir: Path | str, summary: dict, extra: dict | None = None,
         write_csv(out_dir / "predictions.csv", predictions_frame(ids, results, names))
 
 
-def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, numbers: bool = False) -> np.ndarray:
-    """Grey image + landmarks -> RGB uint8: truth as green circles, prediction as red crosses."""
+def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, numbers: bool = False,
+                 names: Sequence[str] | None = None) -> np.ndarray:
+    """Grey image + landmarks -> RGB uint8: truth as green circles, prediction as red crosses.
+
+    `numbers` labels each cross with its 1-based landmark number, `names` with "number name".
+    """
     grey = np.clip(image.astype(np.float32), 0, 1) if image.dtype != np.uint8 else image.astype(np.float32) / 255
     rgb = cv2.cvtColor((grey * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
     size = max(2, round(max(rgb.shape[:2]) / 150))
@@ -144,8 +148,10 @@ def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, n
     for i, (x, y) in enumerate(np.asarray(pred)):
         c = (round(x), round(y))
         cv2.drawMarker(rgb, c, (230, 0, 0), cv2.MARKER_CROSS, 2 * size, thick, cv2.LINE_AA)
-        if numbers:
-            cv2.putText(rgb, str(i + 1), (c[0] + size, c[1] - size), cv2.FONT_HERSHEY_SIMPLEX, size / 8, (255, 255, 0), thick)
+        if numbers or names is not None:
+            label = f"{i + 1} {names[i]}" if names is not None else str(i + 1)
+            cv2.putText(rgb, label, (c[0] + size, c[1] - size), cv2.FONT_HERSHEY_SIMPLEX, size / 8, (255, 255, 0), thick,
+                        cv2.LINE_AA)
     return rgb
 
 
@@ -154,6 +160,34 @@ def save_png(path: Path | str, rgb: np.ndarray) -> None:
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     atomic_write_bytes(path, buf.tobytes())
+
+
+def cephalometry_table(summary: dict, title: str) -> Table:
+    """Per measurement: classification accuracy against the ground truth's class, and the value's MAE."""
+    table = Table(title=title)
+    for col in ["measurement", "class accuracy %", "MAE", "unit"]:
+        table.add_column(col, justify="right")
+    for r in summary["per_measurement"]:
+        table.add_row(r["measurement"], f"{r['accuracy']:.2f}", f"{r['mae']:.3f}", r["unit"])
+    table.add_row("mean", f"{summary['mean_accuracy']:.2f}", "", "", style="bold")
+    return table
+
+
+def measurements_table(rows: Sequence[dict], title: str) -> Table:
+    """One row per image: each measurement's value and class (predict's console summary)."""
+    from landmark_exp.cephalometry import MEASUREMENTS
+
+    table = Table(title=title)
+    table.add_column("image")
+    for m in MEASUREMENTS:
+        table.add_column(f"{m.name} ({m.unit})", justify="right")
+    for row in rows:
+        cells = [row["id"]]
+        for m in MEASUREMENTS:
+            v = row["measurements"][m.name]
+            cells.append(f"{v['value']:.2f} C{v['class']}")
+        table.add_row(*cells)
+    return table
 
 
 # -- sweeps --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rich.tree import Tree
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
-from landmark_exp.module import LandmarkModule, load_module
+from landmark_exp.module import LandmarkModule, check_matches_data, load_module
 from landmark_exp.reports import (
     atomic_write_text,
     console,
@@ -138,25 +138,25 @@ def evaluate(cfg: DictConfig) -> dict:
     module = load_module(cfg.ckpt_path, heatmap=decoding)
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
     dm: LandmarkDataModule = instantiate(data_cfg)
+    # before decoding any image: a mismatch is known from the configs alone
+    check_matches_data(module, cfg.ckpt_path, dm.num_landmarks, dm.landmark_names, dm.model_input_size)
     dm.prepare_data()
     dm.setup("test")
-    if dm.num_landmarks != module.num_landmarks:
-        raise ValueError(
-            f"{cfg.ckpt_path}: checkpoint predicts {module.num_landmarks} landmarks, the data has {dm.num_landmarks}"
-        )
-    if tuple(dm.model_input_size) != tuple(module.input_size):
-        raise ValueError(
-            f"{cfg.ckpt_path}: checkpoint input size {module.input_size} != data input size {dm.model_input_size}"
-        )
     trainer = build_trainer(cfg, logger=False)
     with torch.inference_mode():
         trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
     if cfg.get("refine_ckpt"):
         module, dm = refine_stage(cfg, module, dm, data_cfg, trainer)
     n = len(dm.datasets[cfg.split])
+    extra: dict = {}
     by_gt = score_each_doctor(module, dm, cfg.split)
+    if by_gt:
+        extra["by_ground_truth"] = by_gt
+    ceph = score_cephalometry(module, dm, cfg.split, out_dir)
+    if ceph:
+        extra["cephalometry"] = ceph
     report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=str(cfg.ckpt_path),
-           overlays=int(cfg.get("overlays", 8)), extra={"by_ground_truth": by_gt} if by_gt else None)
+           overlays=int(cfg.get("overlays", 8)), extra=extra or None)
     if dm.num_landmarks == 19 and cfg.get("compare_published", True):
         from landmark_exp.reports import published_table
 
@@ -215,3 +215,20 @@ def score_each_doctor(module: LandmarkModule, dm: LandmarkDataModule, split: str
         console.print(summary_table(s, f"{split} against ground truth = {gt}"))
         out[gt] = {k: v for k, v in s.items() if k != "per_landmark"}
     return out
+
+
+def score_cephalometry(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: Path) -> dict:
+    """The challenge's classification task: measurements from predicted vs ground-truth landmarks (ISBI's 19 only)."""
+    from landmark_exp.cephalometry import compare
+    from landmark_exp.data.records import ISBI2015_LANDMARKS
+    from landmark_exp.reports import cephalometry_table, write_csv
+
+    if list(dm.landmark_names) != list(ISBI2015_LANDMARKS):
+        return {}
+    res = module.test_results
+    ids = [dm.records[split][i].id for i in res["index"]]
+    sp = res["spacing"][:, None, :]
+    summary, frame = compare(res["pred"] * sp, res["true"] * sp, ids)
+    console.print(cephalometry_table(summary, f"{split}: cephalometric classification (ISBI 2015 task 2) vs ground truth"))
+    write_csv(out_dir / "cephalometry.csv", frame)
+    return summary

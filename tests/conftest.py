@@ -62,3 +62,38 @@ TINY = [
     "model.widths=[4,8,8,8]", "model.bottleneck=8", "trainer.max_epochs=1", "trainer.accelerator=cpu",
     "trainer.log_every_n_steps=1", "data.batch_size=4", "data.num_workers=0", "data.input_size=[32,32]",
 ]
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 16,
+                pixel_spacing: tuple[float, float] | None = None, imager_spacing: tuple[float, float] | None = None) -> Path:
+    """A minimal single-frame DX DICOM file (explicit VR little endian); spacings as DICOM stores them: (row, column)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits_stored)
+    if pixel_spacing is not None:
+        ds.PixelSpacing = list(pixel_spacing)
+    if imager_spacing is not None:
+        ds.ImagerPixelSpacing = list(imager_spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict[str, Path]:
+    """One tiny model trained once per test session on the ISBI-layout fixture: {"ckpt", "root", "dir"}."""
+    from landmark_exp.run import train
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    root = write_isbi_fixture(tmp / "isbi")
+    train(compose("train", ["data=isbi2015", f"data.source.root={root}", f"paths.cache_dir={tmp}/cache", *TINY,
+                            "logger=none"], tmp / "run"))
+    return {"ckpt": tmp / "run" / "checkpoints" / "best.ckpt", "root": root, "dir": tmp}

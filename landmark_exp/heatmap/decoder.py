@@ -8,6 +8,9 @@ to a local centroid where the peak is flat (e.g. a saturated sigmoid).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -172,3 +175,70 @@ def _match(shape: np.ndarray, cand: np.ndarray, max_distance: float) -> tuple[di
         deltas = np.array([cand[c] - shape[r] for r, c in assigned.items()])
         shift = np.median(deltas, axis=0)
     return assigned, shift
+
+
+def peak_spread(heatmaps: torch.Tensor, xy: torch.Tensor, radius: int) -> torch.Tensor:
+    """Spread of each map around its decoded position: (B, K or 1, H, W), (B, K, 2) -> (B, K, 2) std in pixels.
+
+    The weighted standard deviation per axis of the (non-negative) heatmap in a
+    (2r+1)^2 window around the position: about the training sigma for a clean peak,
+    larger for a blurred or split one, so it says how sure the model is beyond the
+    peak height. A single-mask model's one map serves all its landmarks.
+    """
+    b, k = xy.shape[:2]
+    maps = heatmaps.detach().to(torch.float64)
+    if maps.shape[1] == 1 and k > 1:
+        maps = maps.expand(b, k, *maps.shape[-2:])
+    h, w = maps.shape[-2:]
+    maps = maps.reshape(b * k, h, w)
+    pos = xy.detach().to(maps.device, torch.float64).reshape(b * k, 2)
+    ix = pos[:, 0].round().clamp(0, w - 1).long()
+    iy = pos[:, 1].round().clamp(0, h - 1).long()
+    p, inside = _patches(maps, ix, iy, radius)
+    wgt = p.clamp_min(0) * inside
+    d = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
+    dx = d.view(1, 1, -1) + (ix - pos[:, 0]).view(-1, 1, 1)  # offsets from the sub-pixel position
+    dy = d.view(1, -1, 1) + (iy - pos[:, 1]).view(-1, 1, 1)
+    total = wgt.sum(dim=(1, 2)).clamp_min(1e-12)
+    var_x = (wgt * dx**2).sum(dim=(1, 2)) / total
+    var_y = (wgt * dy**2).sum(dim=(1, 2)) / total
+    return torch.stack([var_x, var_y], dim=-1).sqrt().view(b, k, 2)
+
+
+@dataclass(eq=False)
+class Decoding:
+    """Everything that turns one model's heatmaps into coordinates, in one object.
+
+    A `LandmarkModule` builds it from its config and mean shape; an exported model
+    carries it as metadata (`to_dict`/`from_dict`), so both decode identically.
+    """
+
+    method: str = "quadratic"
+    window: int = 2
+    single_channel: bool = False
+    mean_shape: torch.Tensor | None = None  # (K, 2) model pixels: the single-mask prior / peak-choice prior
+    prior_sigma: float | None = None  # pixels; None: plain argmax (no prior)
+    sigma: float = 2.0  # the training targets' sigma (pixels): sets the window of `peak_spread`
+
+    def __call__(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K or 1, H, W) -> (B, K, 2) float64 model-pixel coordinates and (B, K) peak values."""
+        if self.single_channel:
+            return decode_single_channel(heatmaps, self.mean_shape, self.method, self.window)
+        prior = self.mean_shape if self.prior_sigma else None
+        return decode(heatmaps, self.method, self.window, prior, self.prior_sigma)
+
+    def spread(self, heatmaps: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        return peak_spread(heatmaps, xy, max(2, math.ceil(3 * self.sigma)))
+
+    def to_dict(self) -> dict:
+        shape = None if self.mean_shape is None else self.mean_shape.detach().cpu().double().tolist()
+        return {"method": self.method, "window": self.window, "single_channel": self.single_channel,
+                "mean_shape": shape, "prior_sigma": self.prior_sigma, "sigma": self.sigma}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Decoding:
+        shape = d.get("mean_shape")
+        return cls(method=d.get("method", "quadratic"), window=int(d.get("window", 2)),
+                   single_channel=bool(d.get("single_channel", False)),
+                   mean_shape=None if shape is None else torch.tensor(shape, dtype=torch.float64),
+                   prior_sigma=d.get("prior_sigma"), sigma=float(d.get("sigma", 2.0)))

@@ -1,0 +1,56 @@
+"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`).
+
+Each composes the project's Hydra configs exactly as the top-level scripts do
+(`python predict.py ...` == `landmark-predict ...`). The configs live in the
+checkout's `conf/`, so the scripts need an editable install (`pip install -e .`)
+or LANDMARK_EXP_ROOT pointing at a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def _root() -> Path:
+    return Path(os.environ.get("LANDMARK_EXP_ROOT") or Path(__file__).resolve().parents[1])
+
+
+def _run(config_name: str, job: Callable[[DictConfig], object]) -> None:
+    import hydra
+
+    root = _root()
+    conf = root / "conf"
+    if not (conf / f"{config_name}.yaml").is_file():
+        sys.exit(f"landmark_exp: {conf / (config_name + '.yaml')} not found; install with `pip install -e .` "
+                 "from a checkout or set LANDMARK_EXP_ROOT to one")
+    os.environ.setdefault("LANDMARK_EXP_ROOT", str(root))
+    hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(job)()
+
+
+def train() -> None:
+    from landmark_exp.run import train as job
+
+    _run("train", job)
+
+
+def evaluate() -> None:
+    from landmark_exp.run import evaluate as job
+
+    _run("evaluate", job)
+
+
+def predict() -> None:
+    from landmark_exp.predict import predict as job
+
+    _run("predict", job)
+
+
+def export() -> None:
+    from landmark_exp.export import export as job
+
+    _run("export", job)

@@ -1,0 +1,123 @@
+"""Checkpoint -> ONNX model with a dynamic batch, and the proof that it predicts what PyTorch predicts.
+
+    python -m landmark_exp.export ckpt_path=<run>/checkpoints/best.ckpt [output=model.onnx] [device=cpu]
+
+The graph maps (B, 1, h, w) images to (B, K, h, w) heatmaps; decoding stays in
+Python (`Decoding`, stored with the input size, landmark names and preprocessing
+as JSON metadata), so an exported model decodes exactly as its checkpoint does.
+After writing, the export is checked against PyTorch on CPU: max abs difference
+of the heatmaps and of the decoded coordinates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from landmark_exp.data.records import DataError
+from landmark_exp.inference import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
+from landmark_exp.module import LandmarkModule, load_module
+from landmark_exp.reports import atomic_write_bytes, console, write_json
+from landmark_exp.run import _guard
+
+FORMATS = ("onnx",)
+
+
+def export_onnx(module: LandmarkModule, path: str | Path, opset: int = 18, dynamo: bool = True,
+                source: str | Path = "") -> Path:
+    """Write `module`'s network as ONNX (dynamic batch) with `ModelInfo` metadata; atomically."""
+    import onnx
+
+    path = Path(path)
+    module = module.cpu().eval()
+    h, w = module.input_size
+    example = (torch.rand(2, 1, h, w),)
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        raw = Path(tmp) / "model.onnx"
+        if dynamo:
+            torch.onnx.export(module.net, example, str(raw), input_names=["image"], output_names=["heatmaps"],
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        else:
+            torch.onnx.export(module.net, example, str(raw), input_names=["image"], output_names=["heatmaps"],
+                              opset_version=opset, dynamo=False,
+                              dynamic_axes={"image": {0: "batch"}, "heatmaps": {0: "batch"}})
+        model = onnx.load(str(raw))
+    info = ModelInfo.from_module(module, source)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(info.to_dict())
+    onnx.checker.check_model(model)
+    atomic_write_bytes(path, model.SerializeToString())
+    return path
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' progress prints, INFO logs and deprecation/tracer warnings (errors still raise)."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarray] | None = None,
+           seed: int = 0) -> dict[str, float]:
+    """Max abs difference ONNX Runtime vs PyTorch, both on CPU: heatmaps, and decoded coordinates in original pixels.
+
+    `images` default: three random images of different sizes (so the batch and the
+    geometry inverse are exercised, not only the network).
+    """
+    rng = np.random.default_rng(seed)
+    if images is None:
+        h, w = module.input_size
+        images = [rng.random((h * f, w * g)).astype(np.float32) for f, g in ((1, 1), (3, 2), (2, 3))]
+    ref, onx = torch_predictor(module, "cpu"), onnx_predictor(onnx_path, "cpu")
+    batch = np.stack([ref.prepare(im)[0] for im in images])
+    heat_diff = float((ref.heatmaps(batch).cpu() - onx.heatmaps(batch)).abs().max())
+    a, b = ref.predict(images), onx.predict(images)
+    xy_diff = max(float(np.abs(p.xy - q.xy).max()) for p, q in zip(a, b, strict=True))
+    conf_diff = max(float(np.abs(p.confidence - q.confidence).max()) for p, q in zip(a, b, strict=True))
+    return {"heatmaps_max_abs_diff": heat_diff, "coordinates_px_max_abs_diff": xy_diff,
+            "confidence_max_abs_diff": conf_diff, "batch": len(images)}
+
+
+@_guard
+def export(cfg: DictConfig) -> dict:
+    """The Hydra job behind `python -m landmark_exp.export`: export, check parity, write export.json."""
+    if cfg.format not in FORMATS:
+        raise DataError(f"format={cfg.format!r} is not supported (choose from {', '.join(FORMATS)})")
+    ckpt = Path(cfg.ckpt_path)
+    module = load_module(ckpt)
+    out = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(".onnx")
+    export_onnx(module, out, opset=int(cfg.opset), dynamo=bool(cfg.dynamo), source=ckpt)
+    result: dict = {"checkpoint": str(ckpt), "onnx": str(out), "bytes": out.stat().st_size}
+    console.print(f"exported {ckpt} -> {out} ({out.stat().st_size / 1e6:.1f} MB, dynamic batch)")
+    if cfg.get("check", True):
+        result["parity"] = parity(module, out)
+        console.print("ONNX Runtime vs PyTorch on CPU: " + ", ".join(f"{k} {v:.3g}" for k, v in result["parity"].items()))
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "export.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    from landmark_exp.cli import export as _main
+
+    _main()

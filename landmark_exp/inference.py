@@ -1,0 +1,178 @@
+"""A trained model applied to new images, behind one interface for a checkpoint or an exported ONNX model.
+
+`Predictor.predict` takes decoded images (as `read_grey` returns them) and gives
+landmarks in the original image's pixels with a confidence per landmark. Both
+backends share everything except the forward pass: the same resize
+(`model_input`), the same geometry inverse (`Geometry`) and the same decoding
+(`Decoding`, carried inside an ONNX export as metadata), so a checkpoint and its
+export agree to float rounding and `predict` agrees with `evaluate` on the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landmark_exp.data.geometry import Geometry, to_original
+from landmark_exp.data.images import model_input
+from landmark_exp.heatmap.decoder import Decoding
+from landmark_exp.module import CheckpointError, LandmarkModule, load_module
+
+ONNX_METADATA_KEY = "landmark_exp"
+
+
+@dataclass
+class ModelInfo:
+    """What prediction needs to know besides the weights; an ONNX export stores it as JSON metadata."""
+
+    num_landmarks: int
+    landmark_names: list[str]
+    input_size: tuple[int, int]
+    letterbox: bool = False
+    normalize: str = "dtype"
+    spacing: tuple[float, float] | None = None  # the training data's mm/px: default for images without their own
+    decoding: Decoding = field(default_factory=Decoding)
+    source: str = ""  # the checkpoint it came from
+
+    @classmethod
+    def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:
+        data = dict(module.hparams.get("data") or {})
+        spacing = (data.get("source") or {}).get("spacing")
+        if spacing is not None:
+            spacing = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(float(s) for s in spacing)
+        return cls(
+            num_landmarks=module.num_landmarks,
+            landmark_names=list(module.landmark_names),
+            input_size=tuple(module.input_size),
+            letterbox=bool(data.get("letterbox", False)),
+            normalize=str(data.get("normalize", "dtype")),
+            spacing=spacing,
+            decoding=module.decoding(),
+            source=str(source),
+        )
+
+    def to_dict(self) -> dict:
+        return {"num_landmarks": self.num_landmarks, "landmark_names": self.landmark_names,
+                "input_size": list(self.input_size), "letterbox": self.letterbox, "normalize": self.normalize,
+                "spacing": None if self.spacing is None else list(self.spacing),
+                "decoding": self.decoding.to_dict(), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelInfo:
+        return cls(num_landmarks=int(d["num_landmarks"]), landmark_names=list(d["landmark_names"]),
+                   input_size=(int(d["input_size"][0]), int(d["input_size"][1])), letterbox=bool(d.get("letterbox")),
+                   normalize=str(d.get("normalize", "dtype")),
+                   spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
+                   decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")))
+
+
+@dataclass
+class LandmarkPrediction:
+    """One image's result, all in the original image's pixel grid (x = column, y = row)."""
+
+    xy: np.ndarray  # (K, 2) landmarks
+    confidence: np.ndarray  # (K,) heatmap value at the peak (1 = a confident sigmoid peak)
+    spread: np.ndarray  # (K, 2) heatmap standard deviation around the peak, per axis, in original pixels
+    geometry: Geometry
+
+
+class Predictor:
+    """Images -> landmarks, given `ModelInfo` and a forward pass (B, 1, h, w) float32 -> (B, K or 1, h, w) heatmaps."""
+
+    def __init__(self, info: ModelInfo, forward: Callable[[np.ndarray], torch.Tensor], backend: str, device: str) -> None:
+        self.info, self._forward, self.backend, self.device = info, forward, backend, device
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """A decoded image -> the (1, h, w) float32 network input and its original->model map."""
+        geom = Geometry.for_resize(image.shape[:2], self.info.input_size, self.info.letterbox)
+        return model_input(image, self.info.input_size, self.info.letterbox).astype(np.float32)[None], geom
+
+    def heatmaps(self, batch: np.ndarray) -> torch.Tensor:
+        return self._forward(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkPrediction]:
+        """Decoded greyscale images (any sizes) -> one `LandmarkPrediction` each, in one batch."""
+        if not images:
+            return []
+        prepared = [self.prepare(im) for im in images]
+        heat = self.heatmaps(np.stack([x for x, _ in prepared]))
+        xy, peak = self.info.decoding(heat)
+        spread = self.info.decoding.spread(heat, xy)
+        out = []
+        for i, (_, geom) in enumerate(prepared):
+            g = geom.as_array()
+            out.append(LandmarkPrediction(
+                xy=to_original(xy[i].detach().cpu().double().numpy(), g),
+                confidence=peak[i].detach().cpu().double().numpy(),
+                spread=spread[i].detach().cpu().double().numpy() / g[None, 0:2],
+                geometry=geom,
+            ))
+        return out
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def torch_predictor(module: LandmarkModule, device: str = "auto", source: str | Path = "") -> Predictor:
+    device = resolve_device(device)
+    module = module.to(device).eval()
+
+    def forward(batch: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch).to(device))
+
+    info = ModelInfo.from_module(module, source)
+    return Predictor(info, forward, "pytorch", device)
+
+
+def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
+    """An exported model (see `landmark_exp.export`): ONNX Runtime on CUDA when asked for and available, else CPU."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX model not found")
+    device = resolve_device(device)
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        else:
+            warnings.warn("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU", stacklevel=2)
+            device = "cpu"
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        raise CheckpointError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+    meta = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if meta is None:
+        raise CheckpointError(f"{path}: no {ONNX_METADATA_KEY!r} metadata: export it with python -m landmark_exp.export")
+    info = ModelInfo.from_dict(json.loads(meta))
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    if list(inp.shape[1:]) != [1, *info.input_size]:
+        raise CheckpointError(f"{path}: graph input {inp.shape} does not match the metadata's input size {list(info.input_size)}")
+    if out.shape[1] not in (info.num_landmarks, 1):
+        raise CheckpointError(f"{path}: graph output has {out.shape[1]} channels, metadata says {info.num_landmarks} landmarks")
+
+    def forward(batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(session.run([out.name], {inp.name: batch})[0])
+
+    return Predictor(info, forward, "onnxruntime", device)
+
+
+def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
+    """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return onnx_predictor(path, device)
+    return torch_predictor(load_module(path), device, source=path)

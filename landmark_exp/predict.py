@@ -1,0 +1,230 @@
+"""What predict.py does: new images -> landmarks (px and mm), confidences, measurements, overlays.
+
+Input is one image, a folder (its image files, DICOM without extension included)
+or a glob pattern, or a list of those. Each image gets `<id>.csv` and `<id>.json`
+(landmarks in pixels and millimetres with peak confidence and spread; for the 19
+ISBI landmarks also the cephalometric measurements and their classes) and
+`<id>_overlay.png`; the folder gets `predictions.csv`, `measurements.csv`,
+`failures.csv` and `summary.json`. A file that cannot be read is listed with its
+reason and the others are still processed; every file is written atomically.
+
+Millimetres use the image's own spacing where it has one (DICOM PixelSpacing, then
+ImagerPixelSpacing), else `spacing=` from the config, else the model's training
+data spacing; a DICOM without spacing gets a warning.
+"""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, ListConfig
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from landmark_exp.data.images import dicom_spacing, is_dicom, read_grey
+from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
+from landmark_exp.data.sources import IMAGE_EXTENSIONS
+from landmark_exp.inference import LandmarkPrediction, Predictor, load_predictor
+from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
+from landmark_exp.run import _guard, show_config
+
+
+class SpacingWarning(UserWarning):
+    """A DICOM without its own pixel spacing: millimetres use the configured fallback."""
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and (path.suffix.lower() in IMAGE_EXTENSIONS or (not path.suffix and is_dicom(path)))
+
+
+def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
+    """Files named by `spec`: a file (taken as is), a folder (its image files, sorted) or a glob; or a list of them.
+
+    Files inside folders and globs count when they have an image extension, or no
+    extension and the DICOM magic. A name that matches nothing is a one-line error.
+    """
+    specs = [spec] if isinstance(spec, str | Path) else list(spec)
+    files: list[Path] = []
+    for s in specs:
+        p = Path(str(s)).expanduser()
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            found = sorted(q for q in p.iterdir() if _is_image(q))
+            if not found:
+                raise DataError(f"{p}: no image files in this folder")
+            files.extend(found)
+        elif glob.has_magic(str(s)):
+            found = sorted(q for q in map(Path, glob.glob(str(p), recursive=True)) if _is_image(q))
+            if not found:
+                raise DataError(f"{s}: the pattern matches no image files")
+            files.extend(found)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    seen: set[Path] = set()
+    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+
+
+def unique_ids(files: Sequence[Path]) -> list[str]:
+    """File stems, made unique with a suffix (two folders may both hold 001.png)."""
+    ids, count = [], {}
+    for f in files:
+        stem = f.stem if f.suffix else f.name
+        n = count.get(stem, 0)
+        count[stem] = n + 1
+        ids.append(stem if n == 0 else f"{stem}_{n + 1}")
+    return ids
+
+
+def image_spacing(path: Path, fallback: tuple[float, float] | None) -> tuple[tuple[float, float], str]:
+    """(mm/px (x, y), where it came from) for one image; DataError when there is none at all."""
+    why = ""
+    if is_dicom(path):
+        spacing, source = dicom_spacing(path)
+        if spacing is not None:
+            return spacing, f"dicom:{source}"
+        why = source
+    if fallback is None:
+        raise DataError(f"{path}: no pixel spacing ({why or 'not a DICOM'}); set spacing=<mm per pixel>")
+    if why:
+        warnings.warn(f"{path}: {why}; using the fallback spacing {fallback[0]:g} x {fallback[1]:g} mm/px",
+                      SpacingWarning, stacklevel=2)
+        return fallback, "fallback (DICOM without spacing)"
+    return fallback, "config"
+
+
+def _fallback_spacing(cfg_spacing, model_spacing: tuple[float, float] | None) -> tuple[float, float] | None:
+    if cfg_spacing is None:
+        return model_spacing
+    if isinstance(cfg_spacing, Iterable) and not isinstance(cfg_spacing, str):
+        sx, sy = (float(v) for v in cfg_spacing)
+    else:
+        sx = sy = float(cfg_spacing)
+    if not (sx > 0 and sy > 0 and np.isfinite(sx) and np.isfinite(sy)):
+        raise DataError(f"spacing={cfg_spacing!r}: pixel spacing must be positive mm per pixel")
+    return sx, sy
+
+
+def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], names: Sequence[str]) -> pd.DataFrame:
+    """One row per landmark: original pixels, millimetres, peak confidence and spread (mm, root of summed variances)."""
+    sx, sy = spacing
+    spread_mm = np.sqrt((pred.spread[:, 0] * sx) ** 2 + (pred.spread[:, 1] * sy) ** 2)
+    return pd.DataFrame({
+        "landmark": np.arange(1, len(names) + 1), "name": list(names),
+        "x_px": pred.xy[:, 0], "y_px": pred.xy[:, 1], "x_mm": pred.xy[:, 0] * sx, "y_mm": pred.xy[:, 1] * sy,
+        "confidence": pred.confidence, "spread_mm": spread_mm,
+    })
+
+
+def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.ndarray, pred: LandmarkPrediction,
+                         spacing: tuple[float, float], spacing_source: str, predictor: Predictor,
+                         overlay: bool) -> dict:
+    names = predictor.info.landmark_names
+    frame = landmarks_frame(pred, spacing, names)
+    record: dict = {
+        "id": image_id, "file": str(path), "size_hw": list(image.shape[:2]), "spacing_mm": list(spacing),
+        "spacing_source": spacing_source, "model": predictor.info.source, "backend": predictor.backend,
+        "landmarks": frame.to_dict(orient="records"),
+    }
+    if list(names) == list(ISBI2015_LANDMARKS):
+        from landmark_exp.cephalometry import analyse
+
+        record["measurements"] = analyse(frame[["x_mm", "y_mm"]].to_numpy())
+    write_csv(out_dir / f"{image_id}.csv", frame)
+    write_json(out_dir / f"{image_id}.json", record)
+    if overlay:
+        save_png(out_dir / f"{image_id}_overlay.png", draw_overlay(image, None, pred.xy, names=names))
+    return record
+
+
+def run_predictions(predictor: Predictor, files: Sequence[Path], out_dir: Path, spacing: tuple[float, float] | None,
+                    batch_size: int = 4, overlay: bool = True) -> tuple[list[dict], list[dict]]:
+    """Predict every file in batches behind a progress bar; returns (results, failures with their reasons)."""
+    ids = unique_ids(files)
+    results: list[dict] = []
+    failures: list[dict] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=len(files) < 2) as progress:
+        task = progress.add_task("predicting", total=len(files))
+        for start in range(0, len(files), max(1, batch_size)):
+            batch = []
+            for path, image_id in zip(files[start : start + batch_size], ids[start : start + batch_size], strict=True):
+                try:
+                    image = read_grey(path, predictor.info.normalize)
+                    sp, source = image_spacing(path, spacing)
+                except DataError as e:
+                    failures.append({"file": str(path), "reason": _reason(str(e), path)})
+                    progress.advance(task)
+                    continue
+                batch.append((path, image_id, image, sp, source))
+            for (path, image_id, image, sp, source), pred in zip(batch, predictor.predict([b[2] for b in batch]), strict=True):
+                results.append(_write_image_outputs(out_dir, image_id, path, image, pred, sp, source, predictor, overlay))
+                progress.advance(task)
+    return results, failures
+
+
+def _reason(message: str, path: Path) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def write_summary(out_dir: Path, results: list[dict], failures: list[dict], predictor: Predictor) -> None:
+    rows = [{"image_id": r["id"], "file": r["file"], **lm} for r in results for lm in r["landmarks"]]
+    if rows:
+        write_csv(out_dir / "predictions.csv", pd.DataFrame(rows))
+    measured = [r for r in results if "measurements" in r]
+    if measured:
+        table = [{"image_id": r["id"], **{k: v for name, m in r["measurements"].items()
+                                           for k, v in ((name, m["value"]), (f"{name}_class", m["class"]),
+                                                        (f"{name}_label", m["label"]))}} for r in measured]
+        write_csv(out_dir / "measurements.csv", pd.DataFrame(table))
+    write_csv(out_dir / "failures.csv", pd.DataFrame(failures, columns=["file", "reason"]))
+    write_json(out_dir / "summary.json", {
+        "model": predictor.info.source, "backend": predictor.backend, "device": predictor.device,
+        "n_images": len(results), "n_failed": len(failures), "failures": failures,
+        "images": [{k: r[k] for k in ("id", "file", "spacing_mm", "spacing_source")} for r in results],
+    })
+
+
+def _failures_table(failures: list[dict]) -> Table:
+    table = Table(title=f"{len(failures)} file(s) could not be read", title_style="bold red")
+    table.add_column("file")
+    table.add_column("reason")
+    for f in failures:
+        table.add_row(f["file"], f["reason"])
+    return table
+
+
+@_guard
+def predict(cfg: DictConfig) -> dict:
+    """The Hydra job behind predict.py: load the model, predict every input, write and print the results."""
+    out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    show_config(cfg, out_dir)
+    predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"))
+    inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
+    files = collect_inputs(inputs)
+    spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
+    console.print(f"{len(files)} image(s), model {cfg.ckpt_path} ({predictor.backend} on {predictor.device}); "
+                  f"images without their own spacing: "
+                  + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
+    results, failures = run_predictions(predictor, files, out_dir, spacing, int(cfg.get("batch_size", 4)),
+                                        bool(cfg.get("overlay", True)))
+    write_summary(out_dir, results, failures, predictor)
+    measured = [r for r in results if "measurements" in r]
+    if measured and len(measured) <= int(cfg.get("show", 20)):
+        from landmark_exp.reports import measurements_table
+
+        console.print(measurements_table(measured, "cephalometric measurements (value, class C1 = normal)"))
+    if failures:
+        console.print(_failures_table(failures))
+    if not results:
+        raise DataError(f"none of the {len(files)} input file(s) could be read (see {out_dir / 'failures.csv'})")
+    console.print(f"{len(results)} image(s) predicted, {len(failures)} failed; results in {out_dir}")
+    return {"n_images": len(results), "n_failed": len(failures), "out_dir": str(out_dir)}

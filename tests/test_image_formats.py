@@ -1,0 +1,75 @@
+"""Every reader goes through read_grey: 8/16-bit PNG, JPEG, BMP, TIFF and DICOM (16-bit, MONOCHROME1)."""
+
+import numpy as np
+import pytest
+from conftest import write_dicom
+from PIL import Image
+
+from landmark_exp.data.images import dicom_spacing, image_size, is_dicom, read_grey
+from landmark_exp.data.records import DataError
+
+
+@pytest.fixture
+def pixels() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(40, 30)).astype(np.uint8)
+
+
+def test_16bit_png_reads_on_the_same_scale_as_8bit(tmp_path, pixels):
+    Image.fromarray(pixels).save(tmp_path / "a8.png")
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / "a16.png")  # 0..255 -> 0..65535
+    assert Image.open(tmp_path / "a16.png").mode.startswith("I")
+    np.testing.assert_allclose(read_grey(tmp_path / "a16.png"), read_grey(tmp_path / "a8.png"), atol=1e-6)
+
+
+@pytest.mark.parametrize("ext, atol", [(".bmp", 0), (".tif", 0), (".jpg", 0.1)])
+def test_bmp_tiff_jpeg_read_as_the_same_grey_image(tmp_path, pixels, ext, atol):
+    smooth = np.repeat(np.repeat(pixels[::4, ::4], 4, 0), 4, 1)[:40, :30]  # JPEG-friendly blocks
+    Image.fromarray(smooth).save(tmp_path / f"a{ext}")
+    got = read_grey(tmp_path / f"a{ext}")
+    assert got.shape == (40, 30) and got.dtype == np.float32
+    assert np.abs(got - smooth / 255.0).mean() <= atol + 1e-7
+
+
+def test_dicom_16bit_monochrome1_is_inverted_to_the_png_it_came_from(tmp_path, pixels):
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    write_dicom(tmp_path / "mono1.dcm", (65535 - pixels.astype(np.uint16) * 257), "MONOCHROME1")
+    write_dicom(tmp_path / "mono2.dcm", pixels.astype(np.uint16) * 257, "MONOCHROME2")
+    png = read_grey(tmp_path / "a.png")
+    np.testing.assert_allclose(read_grey(tmp_path / "mono1.dcm"), png, atol=1e-6)
+    np.testing.assert_allclose(read_grey(tmp_path / "mono2.dcm"), png, atol=1e-6)
+    assert image_size(tmp_path / "mono1.dcm") == (40, 30)
+
+
+def test_dicom_scales_by_its_stored_bit_depth(tmp_path):
+    twelve = np.array([[0, 4095], [2048, 1024]], dtype=np.uint16)
+    write_dicom(tmp_path / "a.dcm", twelve, bits_stored=12)
+    np.testing.assert_allclose(read_grey(tmp_path / "a.dcm"), twelve / 4095.0, atol=1e-6)
+    np.testing.assert_allclose(read_grey(tmp_path / "a.dcm", normalize="minmax"), twelve / 4095.0, atol=1e-6)
+
+
+def test_dicom_without_extension_is_recognised_by_its_magic(tmp_path, pixels):
+    write_dicom(tmp_path / "IM0001", pixels.astype(np.uint16))
+    assert is_dicom(tmp_path / "IM0001") and not is_dicom(tmp_path / "nothing")
+    assert read_grey(tmp_path / "IM0001").shape == (40, 30)
+
+
+def test_dicom_spacing_is_row_column_in_the_file_and_x_y_here(tmp_path, pixels):
+    p = write_dicom(tmp_path / "both.dcm", pixels.astype(np.uint16), pixel_spacing=(0.2, 0.1), imager_spacing=(0.3, 0.3))
+    assert dicom_spacing(p) == ((0.1, 0.2), "PixelSpacing")
+    p = write_dicom(tmp_path / "imager.dcm", pixels.astype(np.uint16), imager_spacing=(0.15, 0.15))
+    assert dicom_spacing(p) == ((0.15, 0.15), "ImagerPixelSpacing")
+    p = write_dicom(tmp_path / "none.dcm", pixels.astype(np.uint16))
+    spacing, why = dicom_spacing(p)
+    assert spacing is None and "PixelSpacing" in why
+    p = write_dicom(tmp_path / "zero.dcm", pixels.astype(np.uint16), pixel_spacing=(0.0, 0.0))
+    assert dicom_spacing(p)[0] is None
+
+
+def test_corrupt_files_give_one_line_errors_naming_the_file(tmp_path):
+    (tmp_path / "bad.dcm").write_bytes(b"not a dicom at all" * 20)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    for name in ("bad.dcm", "bad.png"):
+        with pytest.raises(DataError) as e:
+            read_grey(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)

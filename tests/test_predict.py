@@ -1,0 +1,138 @@
+"""predict: every input format, spacing sources and fallbacks, a corrupt file among good ones, agreement with evaluate."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import compose, write_dicom
+from PIL import Image
+
+from landmark_exp.cephalometry import NAMES
+from landmark_exp.data.records import DataError
+from landmark_exp.predict import SpacingWarning, collect_inputs, image_spacing, predict
+
+
+def _fixture_image(tiny_run, i: int = 11) -> np.ndarray:
+    return np.asarray(Image.open(tiny_run["root"] / "RawImage" / "Test1Data" / f"{i:03d}.png"))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, tiny_run):
+    """The same fixture X-ray as 8-bit PNG, 16-bit PNG, BMP, TIFF, JPEG, DICOM (MONOCHROME1 16-bit, with and
+    without spacing, one without extension), plus a corrupt PNG and a text file that is not an image."""
+    img = _fixture_image(tiny_run)
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(img).save(d / "a_png8.png")
+    Image.fromarray(img.astype(np.uint16) * 257).save(d / "b_png16.png")
+    Image.fromarray(img).save(d / "c_bmp.bmp")
+    Image.fromarray(img).save(d / "d_tiff.tif")
+    Image.fromarray(img).save(d / "e_jpeg.jpg", quality=95)
+    write_dicom(d / "f_dicom.dcm", 65535 - img.astype(np.uint16) * 257, "MONOCHROME1", pixel_spacing=(0.2, 0.2))
+    write_dicom(d / "g_dicom_nospacing", img.astype(np.uint16) * 257)
+    (d / "h_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _run(tmp_path, ckpt, inputs, *extra):
+    cfg = compose("predict", [f"ckpt_path={ckpt}", f"input={inputs}", "device=cpu", *extra], tmp_path / "out")
+    return predict(cfg), tmp_path / "out"
+
+
+def test_folder_of_every_format_with_a_corrupt_file(tmp_path, tiny_run, mixed_folder):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, out = _run(tmp_path, tiny_run["ckpt"], mixed_folder)
+    assert result == {"n_images": 7, "n_failed": 1, "out_dir": str(out)}
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(failures["file"]) == [str(mixed_folder / "h_corrupt.png")] and "cannot read image" in failures["reason"][0]
+    spacing_warnings = [w for w in caught if issubclass(w.category, SpacingWarning)]
+    assert len(spacing_warnings) == 1 and "g_dicom_nospacing" in str(spacing_warnings[0].message)
+
+    ids = ["a_png8", "b_png16", "c_bmp", "d_tiff", "e_jpeg", "f_dicom", "g_dicom_nospacing"]
+    frames = {i: pd.read_csv(out / f"{i}.csv") for i in ids}
+    for i in ids:
+        assert (out / f"{i}.json").is_file() and (out / f"{i}_overlay.png").is_file()
+        assert list(frames[i].columns) == ["landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "confidence", "spread_mm"]
+    # identical pixels in every lossless format, DICOM included: identical landmarks
+    for i in ["b_png16", "c_bmp", "d_tiff", "f_dicom", "g_dicom_nospacing"]:
+        np.testing.assert_allclose(frames[i][["x_px", "y_px"]], frames["a_png8"][["x_px", "y_px"]], atol=1e-4)
+    # millimetres follow each file's spacing: DICOM's own 0.2, else the checkpoint's 0.1
+    np.testing.assert_allclose(frames["f_dicom"]["x_mm"], frames["f_dicom"]["x_px"] * 0.2, rtol=1e-5)  # CSV: 6 digits
+    np.testing.assert_allclose(frames["a_png8"]["y_mm"], frames["a_png8"]["y_px"] * 0.1, rtol=1e-5)
+    record = json.loads((out / "f_dicom.json").read_text())
+    assert record["spacing_source"] == "dicom:PixelSpacing" and record["spacing_mm"] == [0.2, 0.2]
+    assert json.loads((out / "g_dicom_nospacing.json").read_text())["spacing_source"].startswith("fallback")
+    assert set(record["measurements"]) == set(NAMES)
+    assert {"value", "unit", "class", "label"} <= set(record["measurements"]["ANB"])
+    assert len(record["landmarks"]) == 19 and record["landmarks"][0]["name"] == "sella"
+    assert (frames["a_png8"]["confidence"].between(0, 1)).all() and (frames["a_png8"]["spread_mm"] > 0).all()
+    summary = pd.read_csv(out / "predictions.csv")
+    assert len(summary) == 7 * 19 and len(pd.read_csv(out / "measurements.csv")) == 7
+    overlay = np.asarray(Image.open(out / "a_png8_overlay.png"))
+    assert overlay.shape == (*_fixture_image(tiny_run).shape, 3)
+    assert ((overlay[..., 0] > 200) & (overlay[..., 1] < 60)).any()  # red crosses drawn
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_configured_spacing_overrides_the_checkpoints_for_files_without_their_own(tmp_path, tiny_run, mixed_folder):
+    _, out = _run(tmp_path, tiny_run["ckpt"], f"[{mixed_folder / 'a_png8.png'},{mixed_folder / 'f_dicom.dcm'}]",
+                  "spacing=[0.25,0.5]")
+    png = pd.read_csv(out / "a_png8.csv")
+    np.testing.assert_allclose(png["x_mm"], png["x_px"] * 0.25, rtol=1e-5)
+    np.testing.assert_allclose(png["y_mm"], png["y_px"] * 0.5, rtol=1e-5)
+    dcm = pd.read_csv(out / "f_dicom.csv")  # a DICOM's own spacing still wins
+    np.testing.assert_allclose(dcm["y_mm"], dcm["y_px"] * 0.2, rtol=1e-5)
+
+
+def test_spacing_sources(tmp_path):
+    img = np.zeros((8, 8), dtype=np.uint16)
+    Image.fromarray(img.astype(np.uint8)).save(tmp_path / "a.png")
+    assert image_spacing(tmp_path / "a.png", (0.1, 0.1)) == ((0.1, 0.1), "config")
+    with pytest.raises(DataError, match="set spacing="):
+        image_spacing(tmp_path / "a.png", None)
+    p = write_dicom(tmp_path / "imager.dcm", img, imager_spacing=(0.14, 0.14))
+    assert image_spacing(p, (0.1, 0.1)) == ((0.14, 0.14), "dicom:ImagerPixelSpacing")
+    p = write_dicom(tmp_path / "none.dcm", img)
+    with pytest.warns(SpacingWarning, match="none.dcm"):
+        assert image_spacing(p, (0.3, 0.3))[0] == (0.3, 0.3)
+
+
+def test_inputs_as_file_folder_glob_and_list(tmp_path, mixed_folder):
+    assert collect_inputs(str(mixed_folder / "notes.txt")) == [mixed_folder / "notes.txt"]  # named explicitly: tried
+    folder = collect_inputs(str(mixed_folder))
+    assert [p.name for p in folder][-1] == "h_corrupt.png" and "notes.txt" not in [p.name for p in folder]
+    assert "g_dicom_nospacing" in [p.name for p in folder]  # no extension, DICOM magic
+    assert [p.name for p in collect_inputs(str(mixed_folder / "*.png"))] == ["a_png8.png", "b_png16.png", "h_corrupt.png"]
+    both = collect_inputs([str(mixed_folder / "a_png8.png"), str(mixed_folder / "a_png8.png"), str(mixed_folder / "c_bmp.bmp")])
+    assert [p.name for p in both] == ["a_png8.png", "c_bmp.bmp"]
+    with pytest.raises(DataError, match="no such file or folder"):
+        collect_inputs(str(tmp_path / "missing.png"))
+    with pytest.raises(DataError, match="matches no image"):
+        collect_inputs(str(tmp_path / "*.dcm"))
+
+
+def test_all_inputs_unreadable_is_a_one_line_error(tmp_path, tiny_run, capsys):
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(SystemExit):
+        _run(tmp_path, tiny_run["ckpt"], tmp_path / "bad.png")
+    out = capsys.readouterr().out
+    assert "data error:" in out and "none of the 1 input file(s) could be read" in out
+
+
+def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
+    from landmark_exp.run import evaluate
+
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0"], tmp_path / "eval"))
+    ev = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false")
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
+    merged = ev.merge(pr, on=["image_id", "landmark"])
+    assert len(merged) == 4 * 19
+    np.testing.assert_allclose(merged["x_px"], merged["pred_x_px"], atol=1e-6)
+    np.testing.assert_allclose(merged["y_px"], merged["pred_y_px"], atol=1e-6)
+    np.testing.assert_allclose(merged["confidence_x"], merged["confidence_y"], atol=1e-6)  # evaluate's vs predict's
