@@ -212,7 +212,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", heat
         # weights_only refuses any pickled object outside tensors and plain containers: never run its code
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: refused to load, it holds more than weights and plain data ({reason})") from None
-    except (RuntimeError, OSError, EOFError) as e:
+    except Exception as e:  # torch.load raises many types (struct.error, EOFError, RuntimeError ...) on a bad file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")

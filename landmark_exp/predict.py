@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, ListConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_grey

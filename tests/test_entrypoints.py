@@ -1,6 +1,7 @@
 """The command lines users type, run as subprocesses on tiny data."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from conftest import ROOT, TINY, write_isbi_fixture
 pytestmark = pytest.mark.slow
 
 
-def run(args: list[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run(args: list[str], cwd: Path = ROOT, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -67,3 +69,22 @@ def test_cpu_ddp_with_two_processes_scores_the_whole_test_split(tmp_path):
     b = json.loads((_only("outputs/evaluate/runs/*", tmp_path) / "metrics.json").read_text())
     # same images, same model: equal up to float32 batch-composition noise
     assert b["n_images"] == 5 and a["mre"] == pytest.approx(b["mre"], abs=1e-4)
+
+
+def test_export_module_then_predict_py_and_the_console_script_on_the_onnx_model(tmp_path, tiny_run):
+    onnx_path = tmp_path / "model.onnx"
+    proc = run(["-m", "landmark_exp.export", f"ckpt_path={tiny_run['ckpt']}", f"output={onnx_path}",
+                f"paths.log_dir={tmp_path}/outputs"])
+    assert onnx_path.is_file() and "ONNX Runtime vs PyTorch on CPU" in proc.stdout
+    folder = tiny_run["root"] / "RawImage" / "Test1Data"
+    run(["predict.py", f"ckpt_path={onnx_path}", f"input={folder}", f"output_dir={tmp_path}/py", "device=cpu"])
+    # what the `landmark-predict` console script runs, from another working directory (this checkout importable,
+    # as after `pip install -e .`)
+    run(["-c", "from landmark_exp.cli import predict; predict()", f"ckpt_path={tiny_run['ckpt']}",
+         f"input={folder}/*.png", f"output_dir={tmp_path}/cli", f"paths.log_dir={tmp_path}/outputs"], cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)})
+    a = pd.read_csv(tmp_path / "py" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "cli" / "predictions.csv")
+    assert len(a) == len(b) == 4 * 19
+    assert (a[["x_px", "y_px"]] - b[["x_px", "y_px"]]).abs().to_numpy().max() < 1e-2  # ONNX vs checkpoint
+    assert (tmp_path / "py" / "011_overlay.png").is_file() and (tmp_path / "cli" / "summary.json").is_file()

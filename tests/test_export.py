@@ -1,0 +1,74 @@
+"""ONNX export: dynamic batch, metadata, and parity with PyTorch on CPU (heatmaps and decoded coordinates)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import compose
+
+from landmark_exp.data.images import read_grey
+from landmark_exp.export import export, export_onnx, parity
+from landmark_exp.inference import load_predictor, onnx_predictor
+from landmark_exp.module import CheckpointError, load_module
+from landmark_exp.predict import predict
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(load_module(tiny_run["ckpt"]), path, source=tiny_run["ckpt"])
+    return path
+
+
+def _test_images(tiny_run):
+    return [read_grey(p) for p in sorted((tiny_run["root"] / "RawImage" / "Test1Data").glob("*.png"))]
+
+
+def test_onnx_runtime_matches_pytorch_on_heatmaps_and_coordinates(tiny_run, exported):
+    result = parity(load_module(tiny_run["ckpt"]), exported, _test_images(tiny_run))
+    assert result["batch"] == 4
+    assert result["heatmaps_max_abs_diff"] < 1e-5
+    assert result["coordinates_px_max_abs_diff"] < 1e-2
+    assert result["confidence_max_abs_diff"] < 1e-5
+
+
+def test_the_export_has_a_dynamic_batch_and_carries_what_decoding_needs(tiny_run, exported):
+    onx, ref = onnx_predictor(exported, "cpu"), load_predictor(tiny_run["ckpt"], "cpu")
+    assert onx.backend == "onnxruntime" and ref.backend == "pytorch"
+    for n in (1, 5):
+        batch = np.random.default_rng(n).random((n, 1, 32, 32), dtype=np.float32)
+        assert tuple(onx.heatmaps(batch).shape) == (n, 19, 32, 32)
+    assert onx.info.to_dict() == ref.info.to_dict()  # names, input size, preprocessing, spacing, decoding prior
+    assert onx.info.landmark_names[0] == "sella" and onx.info.spacing == (0.1, 0.1)
+
+
+def test_export_job_writes_the_model_and_its_parity_report(tmp_path, tiny_run):
+    cfg = compose("export", [f"ckpt_path={tiny_run['ckpt']}", f"output={tmp_path / 'm.onnx'}"], tmp_path / "job")
+    result = export(cfg)
+    assert (tmp_path / "m.onnx").is_file()
+    report = json.loads((tmp_path / "job" / "export.json").read_text())
+    assert report["parity"]["heatmaps_max_abs_diff"] < 1e-5 and result["onnx"] == str(tmp_path / "m.onnx")
+
+
+def test_predict_from_the_onnx_model_equals_predict_from_the_checkpoint(tmp_path, tiny_run, exported):
+    folder = tiny_run["root"] / "RawImage" / "Test1Data"
+    outs = {}
+    for name, model in (("ckpt", tiny_run["ckpt"]), ("onnx", exported)):
+        predict(compose("predict", [f"ckpt_path={model}", f"input={folder}", "device=cpu", "overlay=false"], tmp_path / name))
+        outs[name] = pd.read_csv(tmp_path / name / "predictions.csv")
+    np.testing.assert_allclose(outs["onnx"][["x_px", "y_px"]], outs["ckpt"][["x_px", "y_px"]], atol=1e-2)
+    assert json.loads((tmp_path / "onnx" / "summary.json").read_text())["backend"] == "onnxruntime"
+
+
+def test_an_onnx_file_without_our_metadata_is_refused(tmp_path, exported):
+    import onnx
+
+    model = onnx.load(str(exported))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    with pytest.raises(CheckpointError, match="metadata"):
+        onnx_predictor(tmp_path / "bare.onnx", "cpu")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        onnx_predictor(tmp_path / "junk.onnx", "cpu")
