@@ -145,14 +145,37 @@ def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, n
         for x, y in np.asarray(true):
             if np.isfinite(x) and np.isfinite(y):
                 cv2.circle(rgb, (round(x), round(y)), size, (0, 200, 0), thick, cv2.LINE_AA)
-    for i, (x, y) in enumerate(np.asarray(pred)):
-        c = (round(x), round(y))
+    centres = [(round(x), round(y)) for x, y in np.asarray(pred)]
+    for c in centres:
         cv2.drawMarker(rgb, c, (230, 0, 0), cv2.MARKER_CROSS, 2 * size, thick, cv2.LINE_AA)
-        if numbers or names is not None:
-            label = f"{i + 1} {names[i]}" if names is not None else str(i + 1)
-            cv2.putText(rgb, label, (c[0] + size, c[1] - size), cv2.FONT_HERSHEY_SIMPLEX, size / 8, (255, 255, 0), thick,
-                        cv2.LINE_AA)
+    if not numbers and names is None:
+        return rgb
+    placed: list[tuple[int, int, int, int]] = []  # labels after all crosses, so no cross hides a label
+    for i, c in enumerate(centres):
+        label = f"{i + 1} {names[i].replace('_', ' ')}" if names is not None else str(i + 1)
+        scale = size / 8 if names is None else size / 11
+        at = (c[0] + size, c[1] - size)
+        if names is not None:
+            at = _free_spot(label, at, scale, thick, placed)
+            # dark outline: readable on bone and on background alike
+            cv2.putText(rgb, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(rgb, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thick, cv2.LINE_AA)
     return rgb
+
+
+def _free_spot(label: str, at: tuple[int, int], scale: float, thick: int,
+               placed: list[tuple[int, int, int, int]]) -> tuple[int, int]:
+    """Nudge a label up or down by whole lines until it overlaps no label placed before (landmarks cluster)."""
+    (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick + 2)
+    step = h + base
+    for k in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+        x, y = at[0], at[1] + k * step
+        box = (x, y - h, x + w, y + base)
+        if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+            placed.append(box)
+            return x, y
+    placed.append((at[0], at[1] - h, at[0] + w, at[1] + base))
+    return at
 
 
 def save_png(path: Path | str, rgb: np.ndarray) -> None:
