@@ -6,6 +6,10 @@ backends share everything except the forward pass: the same resize
 (`model_input`), the same geometry inverse (`Geometry`) and the same decoding
 (`Decoding`, carried inside an ONNX export as metadata), so a checkpoint and its
 export agree to float rounding and `predict` agrees with `evaluate` on the same file.
+
+A second-stage model (trained with `data.patch`) re-locates each landmark on a
+patch cut around a first estimate (`Predictor.refine`, the patches of
+`data/patches.py`); `CascadePredictor` chains the two as `evaluate.py refine_ckpt=` does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
+from landmark_exp.data.patches import crop, patch_origins
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import CheckpointError, LandmarkModule, load_module
 
@@ -39,6 +44,8 @@ class ModelInfo:
     spacing: tuple[float, float] | None = None  # the training data's mm/px: default for images without their own
     decoding: Decoding = field(default_factory=Decoding)
     source: str = ""  # the checkpoint it came from
+    # a second-stage model: the (h, w) the image is resized to before patches of `input_size` are cut
+    working_size: tuple[int, int] | None = None
 
     @classmethod
     def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:
@@ -46,6 +53,7 @@ class ModelInfo:
         spacing = (data.get("source") or {}).get("spacing")
         if spacing is not None:
             spacing = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(float(s) for s in spacing)
+        working = data.get("input_size") if data.get("patch") else None
         return cls(
             num_landmarks=module.num_landmarks,
             landmark_names=list(module.landmark_names),
@@ -55,21 +63,25 @@ class ModelInfo:
             spacing=spacing,
             decoding=module.decoding(),
             source=str(source),
+            working_size=None if working is None else (int(working[0]), int(working[1])),
         )
 
     def to_dict(self) -> dict:
         return {"num_landmarks": self.num_landmarks, "landmark_names": self.landmark_names,
                 "input_size": list(self.input_size), "letterbox": self.letterbox, "normalize": self.normalize,
                 "spacing": None if self.spacing is None else list(self.spacing),
-                "decoding": self.decoding.to_dict(), "source": self.source}
+                "decoding": self.decoding.to_dict(), "source": self.source,
+                "working_size": None if self.working_size is None else list(self.working_size)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
+        working = d.get("working_size")
         return cls(num_landmarks=int(d["num_landmarks"]), landmark_names=list(d["landmark_names"]),
                    input_size=(int(d["input_size"][0]), int(d["input_size"][1])), letterbox=bool(d.get("letterbox")),
                    normalize=str(d.get("normalize", "dtype")),
                    spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
-                   decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")))
+                   decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")),
+                   working_size=None if working is None else (int(working[0]), int(working[1])))
 
 
 @dataclass
@@ -98,6 +110,9 @@ class Predictor:
 
     def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkPrediction]:
         """Decoded greyscale images (any sizes) -> one `LandmarkPrediction` each, in one batch."""
+        if self.info.working_size is not None:
+            raise CheckpointError(f"{self.info.source}: a second-stage (patch) model needs first estimates: "
+                                  "give it as refine_ckpt= next to a first-stage ckpt_path=")
         if not images:
             return []
         prepared = [self.prepare(im) for im in images]
@@ -114,6 +129,50 @@ class Predictor:
                 geometry=geom,
             ))
         return out
+
+
+    def refine(self, image: np.ndarray, centres: np.ndarray) -> LandmarkPrediction:
+        """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once."""
+        size, working = self.info.input_size, self.info.working_size
+        if working is None:
+            raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
+        geom = Geometry.for_resize(image.shape[:2], working, self.info.letterbox)
+        g = geom.as_array()
+        resized = model_input(image, working, self.info.letterbox).astype(np.float32)
+        origins = patch_origins(geom.to_model(np.asarray(centres, dtype=np.float64)), size)
+        patches = np.stack([crop(resized, int(x0), int(y0), size) for x0, y0 in origins])[:, None]
+        heat = self.heatmaps(patches)  # (K, K or 1, h, w): patch j is read for landmark j only
+        k = len(origins)
+        j = torch.arange(k)
+        own = heat[j, j if heat.shape[1] > 1 else 0][None]  # (1, K, h, w)
+        xy, peak = self.info.decoding(own)
+        spread = self.info.decoding.spread(own, xy)[0].detach().cpu().double().numpy()
+        patch_xy = xy[0].detach().cpu().double().numpy()
+        return LandmarkPrediction(xy=to_original(patch_xy + origins, g), confidence=peak[0].detach().cpu().double().numpy(),
+                                  spread=spread / g[None, 0:2], geometry=geom)
+
+
+class CascadePredictor:
+    """Coarse to fine, as `evaluate.py refine_ckpt=`: a whole-image model's estimates, refined `iterations` times."""
+
+    def __init__(self, first: Predictor, second: Predictor, iterations: int = 1) -> None:
+        if second.info.working_size is None:
+            raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
+        if second.info.landmark_names != first.info.landmark_names:
+            raise CheckpointError(f"{second.info.source}: its landmark names differ from the first stage's "
+                                  f"{first.info.source}")
+        if second.info.normalize != first.info.normalize:
+            raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
+                                  f"stage's {first.info.normalize!r}")
+        self.first, self.second, self.iterations = first, second, int(iterations)
+        self.info = first.info
+        self.backend, self.device = first.backend, first.device
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkPrediction]:
+        preds = self.first.predict(images)
+        for _ in range(self.iterations):
+            preds = [self.second.refine(im, p.xy) for im, p in zip(images, preds, strict=True)]
+        return preds
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -170,9 +229,13 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
     return Predictor(info, forward, "onnxruntime", device)
 
 
-def load_predictor(path: str | Path, device: str = "auto") -> Predictor:
-    """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)."""
+def load_predictor(path: str | Path, device: str = "auto", refine: str | Path | None = None,
+                   refine_iterations: int = 1) -> Predictor | CascadePredictor:
+    """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code).
+
+    With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return onnx_predictor(path, device)
-    return torch_predictor(load_module(path), device, source=path)
+    first = onnx_predictor(path, device) if path.suffix.lower() == ".onnx" else torch_predictor(load_module(path), device, path)
+    if refine is None:
+        return first
+    return CascadePredictor(first, load_predictor(refine, device), refine_iterations)

@@ -36,7 +36,7 @@ from rich.table import Table
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_grey
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
-from landmark_exp.inference import LandmarkPrediction, Predictor, load_predictor
+from landmark_exp.inference import CascadePredictor, LandmarkPrediction, Predictor, load_predictor
 from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
 from landmark_exp.run import _guard, show_config
 
@@ -129,13 +129,13 @@ def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], name
 
 
 def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.ndarray, pred: LandmarkPrediction,
-                         spacing: tuple[float, float], spacing_source: str, predictor: Predictor,
+                         spacing: tuple[float, float], spacing_source: str, predictor: Predictor | CascadePredictor,
                          overlay: bool) -> dict:
     names = predictor.info.landmark_names
     frame = landmarks_frame(pred, spacing, names)
     record: dict = {
         "id": image_id, "file": str(path), "size_hw": list(image.shape[:2]), "spacing_mm": list(spacing),
-        "spacing_source": spacing_source, "model": predictor.info.source, "backend": predictor.backend,
+        "spacing_source": spacing_source, **_models(predictor), "backend": predictor.backend,
         "landmarks": frame.to_dict(orient="records"),
     }
     if list(names) == list(ISBI2015_LANDMARKS):
@@ -149,7 +149,14 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
     return record
 
 
-def run_predictions(predictor: Predictor, files: Sequence[Path], out_dir: Path, spacing: tuple[float, float] | None,
+def _models(predictor: Predictor | CascadePredictor) -> dict:
+    if isinstance(predictor, CascadePredictor):
+        return {"model": predictor.first.info.source, "refine_model": predictor.second.info.source,
+                "refine_iterations": predictor.iterations}
+    return {"model": predictor.info.source}
+
+
+def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path, spacing: tuple[float, float] | None,
                     batch_size: int = 4, overlay: bool = True) -> tuple[list[dict], list[dict]]:
     """Predict every file in batches behind a progress bar; returns (results, failures with their reasons)."""
     ids = unique_ids(files)
@@ -181,7 +188,8 @@ def _reason(message: str, path: Path) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def write_summary(out_dir: Path, results: list[dict], failures: list[dict], predictor: Predictor) -> None:
+def write_summary(out_dir: Path, results: list[dict], failures: list[dict],
+                  predictor: Predictor | CascadePredictor) -> None:
     rows = [{"image_id": r["id"], "file": r["file"], **lm} for r in results for lm in r["landmarks"]]
     if rows:
         write_csv(out_dir / "predictions.csv", pd.DataFrame(rows))
@@ -193,7 +201,7 @@ def write_summary(out_dir: Path, results: list[dict], failures: list[dict], pred
         write_csv(out_dir / "measurements.csv", pd.DataFrame(table))
     write_csv(out_dir / "failures.csv", pd.DataFrame(failures, columns=["file", "reason"]))
     write_json(out_dir / "summary.json", {
-        "model": predictor.info.source, "backend": predictor.backend, "device": predictor.device,
+        **_models(predictor), "backend": predictor.backend, "device": predictor.device,
         "n_images": len(results), "n_failed": len(failures), "failures": failures,
         "images": [{k: r[k] for k in ("id", "file", "spacing_mm", "spacing_source")} for r in results],
     })
@@ -214,11 +222,13 @@ def predict(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
-    predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"))
+    predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"), cfg.get("refine_ckpt"),
+                               int(cfg.get("refine_iterations", 1)))
     inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
     files = collect_inputs(inputs)
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
-    console.print(f"{len(files)} image(s), model {cfg.ckpt_path} ({predictor.backend} on {predictor.device}); "
+    refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
+    console.print(f"{len(files)} image(s), model {cfg.ckpt_path}{refined} ({predictor.backend} on {predictor.device}); "
                   f"images without their own spacing: "
                   + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
     results, failures = run_predictions(predictor, files, out_dir, spacing, int(cfg.get("batch_size", 4)),

@@ -18,7 +18,7 @@ from rich.tree import Tree
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
-from landmark_exp.module import LandmarkModule, check_matches_data, load_module
+from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
 from landmark_exp.reports import (
     atomic_write_text,
     console,
@@ -175,9 +175,9 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     fine = load_module(cfg.refine_ckpt)
     fine_data = OmegaConf.create(fine.hparams.data or {})
     if not fine_data.get("patch"):
-        raise ValueError(f"{cfg.refine_ckpt}: not a second-stage checkpoint (it was trained without data.patch)")
+        raise CheckpointError(f"{cfg.refine_ckpt}: not a second-stage checkpoint (it was trained without data.patch)")
     if fine.landmark_names != coarse.landmark_names:
-        raise ValueError(f"{cfg.refine_ckpt}: landmarks {fine.landmark_names} differ from the first stage's")
+        raise CheckpointError(f"{cfg.refine_ckpt}: landmarks {fine.landmark_names} differ from the first stage's")
     for key in SHARED_DATA_KEYS:
         if key in data_cfg:
             fine_data[key] = data_cfg[key]

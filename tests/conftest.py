@@ -97,3 +97,15 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     train(compose("train", ["data=isbi2015", f"data.source.root={root}", f"paths.cache_dir={tmp}/cache", *TINY,
                             "logger=none"], tmp / "run"))
     return {"ckpt": tmp / "run" / "checkpoints" / "best.ckpt", "root": root, "dir": tmp}
+
+
+@pytest.fixture(scope="session")
+def tiny_refine(tiny_run) -> Path:
+    """A second-stage (patch) model for tiny_run's data, trained once per session: its best.ckpt."""
+    from landmark_exp.run import train
+
+    tmp = tiny_run["dir"]
+    train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache", *TINY,
+                            "logger=none", "data.input_size=[80,64]", "+data.patch.size=[16,16]", "+data.patch.jitter=3",
+                            "trainer.max_epochs=2"], tmp / "fine"))
+    return tmp / "fine" / "checkpoints" / "best.ckpt"

@@ -72,3 +72,16 @@ def test_an_onnx_file_without_our_metadata_is_refused(tmp_path, exported):
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a readable ONNX model"):
         onnx_predictor(tmp_path / "junk.onnx", "cpu")
+
+
+def test_a_second_stage_model_exports_and_the_onnx_cascade_matches_the_checkpoint_cascade(tmp_path, tiny_run, tiny_refine,
+                                                                                          exported):
+    fine = load_module(tiny_refine)
+    export_onnx(fine, tmp_path / "fine.onnx", source=tiny_refine)
+    result = parity(fine, tmp_path / "fine.onnx", _test_images(tiny_run))
+    assert result["heatmaps_max_abs_diff"] < 1e-5 and result["coordinates_px_max_abs_diff"] < 1e-2
+    assert onnx_predictor(tmp_path / "fine.onnx", "cpu").info.working_size == (80, 64)
+    images = _test_images(tiny_run)
+    a = load_predictor(tiny_run["ckpt"], "cpu", refine=tiny_refine, refine_iterations=2).predict(images)
+    b = load_predictor(exported, "cpu", refine=tmp_path / "fine.onnx", refine_iterations=2).predict(images)
+    assert max(float(np.abs(p.xy - q.xy).max()) for p, q in zip(a, b, strict=True)) < 1e-2

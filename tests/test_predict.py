@@ -136,3 +136,27 @@ def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
     np.testing.assert_allclose(merged["x_px"], merged["pred_x_px"], atol=1e-6)
     np.testing.assert_allclose(merged["y_px"], merged["pred_y_px"], atol=1e-6)
     np.testing.assert_allclose(merged["confidence_x"], merged["confidence_y"], atol=1e-6)  # evaluate's vs predict's
+
+
+def test_coarse_to_fine_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run, tiny_refine):
+    from landmark_exp.run import evaluate
+
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", f"refine_ckpt={tiny_refine}", "refine_iterations=2",
+                                  "trainer.accelerator=cpu", "overlays=0"], tmp_path / "eval"))
+    ev = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
+                  f"refine_ckpt={tiny_refine}", "refine_iterations=2")
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    merged = ev.merge(pr, on=["image_id", "landmark"])
+    assert len(merged) == 4 * 19
+    np.testing.assert_allclose(merged[["x_px", "y_px"]].to_numpy(), merged[["pred_x_px", "pred_y_px"]].to_numpy(), atol=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["refine_model"] == str(tiny_refine) and summary["refine_iterations"] == 2
+
+
+def test_a_second_stage_model_alone_is_refused(tmp_path, tiny_refine, capsys):
+    Image.fromarray(np.zeros((80, 64), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit):
+        _run(tmp_path, tiny_refine, tmp_path / "a.png")
+    assert "second-stage (patch) model" in capsys.readouterr().out
