@@ -36,6 +36,7 @@ from rich.table import Table
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_grey
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
+from landmark_exp.data.sources import _spacing as parse_spacing
 from landmark_exp.inference import CascadePredictor, LandmarkPrediction, Predictor, load_predictor
 from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
 from landmark_exp.run import _guard, show_config
@@ -73,8 +74,10 @@ def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
             files.extend(found)
         else:
             raise DataError(f"{p}: no such file or folder")
-    seen: set[Path] = set()
-    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique: dict[Path, Path] = {}  # one entry per file, however often it is named
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def unique_ids(files: Sequence[Path]) -> list[str]:
@@ -106,15 +109,14 @@ def image_spacing(path: Path, fallback: tuple[float, float] | None) -> tuple[tup
 
 
 def _fallback_spacing(cfg_spacing, model_spacing: tuple[float, float] | None) -> tuple[float, float] | None:
+    """`spacing=` (a number or [x, y]) validated as the sources validate theirs, else the model's."""
     if cfg_spacing is None:
         return model_spacing
-    if isinstance(cfg_spacing, Iterable) and not isinstance(cfg_spacing, str):
-        sx, sy = (float(v) for v in cfg_spacing)
-    else:
-        sx = sy = float(cfg_spacing)
-    if not (sx > 0 and sy > 0 and np.isfinite(sx) and np.isfinite(sy)):
-        raise DataError(f"spacing={cfg_spacing!r}: pixel spacing must be positive mm per pixel")
-    return sx, sy
+    value = list(cfg_spacing) if isinstance(cfg_spacing, Iterable) and not isinstance(cfg_spacing, str) else cfg_spacing
+    try:
+        return parse_spacing(value)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"spacing={cfg_spacing}: {e}") from None
 
 
 def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], names: Sequence[str]) -> pd.DataFrame:
@@ -156,8 +158,9 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
     return {"model": predictor.info.source}
 
 
-def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path, spacing: tuple[float, float] | None,
-                    batch_size: int = 4, overlay: bool = True) -> tuple[list[dict], list[dict]]:
+def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path,
+                    spacing: tuple[float, float] | None, batch_size: int = 4,
+                    overlay: bool = True) -> tuple[list[dict], list[dict]]:
     """Predict every file in batches behind a progress bar; returns (results, failures with their reasons)."""
     ids = unique_ids(files)
     results: list[dict] = []

@@ -73,3 +73,26 @@ def test_corrupt_files_give_one_line_errors_naming_the_file(tmp_path):
         with pytest.raises(DataError) as e:
             read_grey(tmp_path / name)
         assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_compressed_dicom_without_a_decoder_is_a_one_line_error_and_with_one_reads(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    arr = np.random.default_rng(0).integers(0, 4096, (64, 48)).astype(np.uint16)  # J2K needs >= ~32 px
+    ds = pydicom.dcmread(write_dicom(tmp_path / "a.dcm", arr, bits_stored=12))
+    try:
+        import pylibjpeg  # noqa: F401  (the optional `dicom` extra)
+    except ImportError:
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51junk"])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(tmp_path / "c.dcm", enforce_file_format=True)
+        with pytest.raises(DataError, match="cannot decode DICOM pixel data") as e:
+            read_grey(tmp_path / "c.dcm")
+        assert "\n" not in str(e.value)
+        pytest.skip("pylibjpeg not installed: the decoding half needs pip install -e '.[dicom]'")
+    ds.compress(JPEG2000Lossless)
+    ds.save_as(tmp_path / "c.dcm", enforce_file_format=True)
+    np.testing.assert_allclose(read_grey(tmp_path / "c.dcm"), arr / 4095.0, atol=1e-6)

@@ -62,7 +62,7 @@ def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
                 im.load()
                 arr = _to_grey_array(im)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+            raise DataError(f"{path}: cannot read image ({_one_line(e)})") from None
     if normalize == "minmax":
         lo, hi = float(arr.min()), float(arr.max())
         return ((arr - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
@@ -89,6 +89,11 @@ def _to_grey_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as `Type: message` on one line (pydicom's messages span several)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def _dicom_dataset(path: Path, pixels: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -96,7 +101,7 @@ def _dicom_dataset(path: Path, pixels: bool):
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except (InvalidDicomError, *_DICOM_ERRORS) as e:
-        raise DataError(f"{path}: cannot read DICOM ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: cannot read DICOM ({_one_line(e)})") from None
 
 
 def _read_dicom(path: Path) -> np.ndarray:
@@ -110,7 +115,8 @@ def _read_dicom(path: Path) -> np.ndarray:
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8 * arr.itemsize)))
         signed = int(ds.get("PixelRepresentation", 0)) == 1
     except _DICOM_ERRORS as e:
-        raise DataError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from None
+        # compressed transfer syntaxes need decoder plugins: pip install -e '.[dicom]' (pylibjpeg)
+        raise DataError(f"{path}: cannot decode DICOM pixel data ({_one_line(e)})") from None
     if frames > 1:
         raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not a single radiograph")
     if samples == 3 and arr.ndim == 3:  # colour: pydicom already converted YBR to RGB
