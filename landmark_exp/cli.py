@@ -33,8 +33,13 @@ def _run(config_name: str, job: Callable[[DictConfig], object]) -> None:
 
 
 def train() -> None:
-    from landmark_exp.run import train as job
+    from landmark_exp.resume import resume_argv
+    from landmark_exp.run import train as fit
 
+    def job(cfg: DictConfig) -> float | None:
+        return fit(cfg).get("val_mre")  # as train.py: the objective of hparams_search sweeps
+
+    sys.argv = resume_argv(sys.argv, _root() / "conf", "train")
     _run("train", job)
 
 

@@ -10,9 +10,10 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -24,21 +25,36 @@ from landmark_exp.metrics import THRESHOLDS_MM
 
 # wide enough for the per-landmark table when piped to a file or CI log
 console = Console(width=None if sys.stdout.isatty() else 150)
+# mkstemp creates 0600 files; results on shared machines get the usual umask-based mode instead
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+@contextmanager
+def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces `path` only once fully written and synced.
+
+    The temporary file sits beside `path` (same filesystem, so os.replace is atomic); on any
+    error, or a kill before the rename, `path` keeps its previous content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_open(path) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -218,11 +234,15 @@ SWEEP_COLUMNS = ["mre", "sd", "median"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]
 
 
 def collect_sweep(sweep_dir: Path | str) -> pd.DataFrame:
-    """One row per job directory under `sweep_dir`: its overrides, status and test metrics.
+    """One row per job directory under `sweep_dir`: its overrides, status, error and metrics.
 
-    Built from the run directories alone (metrics.json, .hydra/overrides.yaml), so it
-    can be rebuilt at any time, also while or after jobs fail.
+    status: done (metrics.json), failed (error.txt; `error` holds its last line) or incomplete
+    (running, or killed: resume it with `train.py resume=<job dir>`). Built from the run
+    directories alone (.hydra/overrides.yaml, metrics.json, error.txt), so it can be rebuilt
+    at any time, also while or after jobs fail.
     """
+    import yaml
+
     rows = []
     for job in sorted(Path(sweep_dir).iterdir(), key=lambda p: (len(p.name), p.name)):
         if not job.is_dir() or not (job / ".hydra").is_dir():
@@ -230,22 +250,24 @@ def collect_sweep(sweep_dir: Path | str) -> pd.DataFrame:
         row: dict[str, Any] = {"job": job.name}
         ov = job / ".hydra" / "overrides.yaml"
         if ov.is_file():
-            import yaml
-
-            row["overrides"] = " ".join(yaml.safe_load(ov.read_text()) or [])
-        m = job / "metrics.json"
+            row["overrides"] = " ".join(o for o in yaml.safe_load(ov.read_text()) or [] if not o.startswith("ckpt_path="))
+        m, err = job / "metrics.json", job / "error.txt"
         if m.is_file():
             metrics = json.loads(m.read_text())
             row["status"] = "done"
             row.update({k: metrics.get(k) for k in SWEEP_COLUMNS})
+            row["best_val_mre"] = metrics.get("best_val_mre")
+        elif err.is_file():
+            lines = err.read_text().strip().splitlines()
+            row.update(status="failed", error=lines[-1] if lines else "")
         else:
-            err = job / "error.txt"
-            row["status"] = "failed: " + err.read_text().strip().splitlines()[-1] if err.is_file() else "no metrics"
+            row["status"] = "incomplete"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def write_sweep_summary(sweep_dir: Path | str) -> pd.DataFrame:
+    """<sweep dir>/sweep_summary.csv, and the same table printed."""
     frame = collect_sweep(sweep_dir)
     if not frame.empty:
         write_csv(Path(sweep_dir) / "sweep_summary.csv", frame)
@@ -253,9 +275,13 @@ def write_sweep_summary(sweep_dir: Path | str) -> pd.DataFrame:
         for c in frame.columns:
             table.add_column(str(c))
         for _, r in frame.iterrows():
-            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
+            table.add_row(*["" if _missing(v) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
         console.print(table)
     return frame
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
 
 
 # -- the published state of the art on ISBI 2015 Test1 (0.1 mm/px, mean of both doctors unless noted) --

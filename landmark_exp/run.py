@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,16 @@ from rich.tree import Tree
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
+from landmark_exp.guards import NonFiniteError, NonFiniteGuard
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
+from landmark_exp.provenance import write_run_info
 from landmark_exp.reports import (
     atomic_write_text,
     console,
     draw_overlay,
     print_report,
     save_png,
+    write_json,
     write_results,
 )
 
@@ -60,28 +64,60 @@ def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
 
 
 def build_trainer(cfg: DictConfig, logger: bool = True) -> L.Trainer:
+    """The configured Trainer plus what makes long runs safe: atomic checkpoint files, exact resume, NaN guard."""
+    from landmark_exp.checkpoints import AtomicCheckpointIO, TrainingState
+
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks += [TrainingState(), NonFiniteGuard(**_container(cfg.get("trainer_guard") or {}))]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c] if logger else []
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _guard(fn):
-    """Record a failing job's error in its run directory (the sweep table lists it), then re-raise."""
+    """Record a failing job's error in its run directory (error.txt; the sweep table lists it).
+
+    A single run then stops (exit status 1: one line for data and numerical problems, else the
+    traceback). In a multirun the job returns {} instead, so the launcher goes on with the other
+    jobs; the sweep summary reports the failures and the sweep exits with status 1.
+    """
 
     def wrapped(cfg: DictConfig) -> dict:
+        out = Path(cfg.paths.output_dir)
         try:
-            return fn(cfg)
+            result = fn(cfg)
         except BaseException as e:
-            out = Path(cfg.paths.output_dir)
+            message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
             if out.is_dir():
-                atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{type(e).__name__}: {e}\n")
-            if isinstance(e, DataError):
-                # a user's data problem: one line naming the file, no traceback
-                console.print(f"[bold red]data error:[/] {e}", soft_wrap=True)
-                raise SystemExit(1) from None
-            raise
+                atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
+            if isinstance(e, KeyboardInterrupt) or not _in_multirun():
+                if isinstance(e, DataError | NonFiniteError):
+                    # a user's data problem, or training diverged: one line naming the file or step, no traceback
+                    what = "data error" if isinstance(e, DataError) else "training stopped"
+                    console.print(f"[bold red]{what}:[/] {e}", soft_wrap=True)
+                    raise SystemExit(1) from None
+                raise
+            console.print(f"[bold red]job failed[/] ({out}): {message}", soft_wrap=True)
+        else:
+            (out / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of this run, now resumed
+            return result
+        _release_memory()  # outside the except block: the traceback's frames (and tensors) are gone now
+        return {}
 
     return wrapped
+
+
+def _release_memory() -> None:
+    """After a failed job, before the next one in this process (e.g. after a CUDA out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @_guard
@@ -90,6 +126,7 @@ def train(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
+    write_run_info(out_dir)
     L.seed_everything(cfg.seed, workers=True)
     dm: LandmarkDataModule = instantiate(cfg.data)
     dm.prepare_data()
@@ -98,14 +135,30 @@ def train(cfg: DictConfig) -> dict:
     module.mean_shape.copy_(dm.mean_shape())
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    val_mre = best_val_mre(trainer)
     split = cfg.get("eval_split", "test")
     if not cfg.get("test", True) or split not in dm.datasets:
-        return {}
+        if trainer.is_global_zero:  # still marks the run done (sweep table) with its validation score
+            write_json(out_dir / "metrics.json", {"best_val_mre": val_mre, "split": None})
+        return {"val_mre": val_mre}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, dataloaders=dm.dataloader(split), ckpt_path=best or None, weights_only=False)
     if trainer.is_global_zero:
-        report(module, dm, split, out_dir, title=f"{split} ({len(dm.datasets[split])} images)", best=best)
-    return module.test_results.get("summary", {})
+        extra: dict[str, Any] = {"best_val_mre": val_mre}
+        skipped = [s for cb in trainer.callbacks if isinstance(cb, NonFiniteGuard) for s in cb.skipped]
+        if skipped:
+            extra["skipped_nonfinite_steps"] = skipped
+        report(module, dm, split, out_dir, title=f"{split} ({len(dm.datasets[split])} images)", best=best, extra=extra)
+    return {**module.test_results.get("summary", {}), "val_mre": val_mre}
+
+
+def best_val_mre(trainer: L.Trainer) -> float | None:
+    """The monitored validation MRE of the checkpoint that is tested (else the last epoch's)."""
+    cb = trainer.checkpoint_callback
+    score = cb.best_model_score if cb is not None and getattr(cb, "monitor", None) == "val/mre" else None
+    if score is None:
+        score = trainer.callback_metrics.get("val/mre")
+    return float(score) if score is not None else None
 
 
 def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: Path, title: str, best: str = "",
@@ -134,6 +187,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
+    write_run_info(out_dir)
     decoding = {k: v for k, v in (_container(cfg.get("heatmap")) or {}).items() if v is not None}
     module = load_module(cfg.ckpt_path, heatmap=decoding)
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)

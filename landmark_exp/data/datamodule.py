@@ -25,10 +25,10 @@ from landmark_exp.data.images import ImageCache
 from landmark_exp.data.patches import PatchDataset
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
-from landmark_exp.data.transforms import Augmenter, visible_mask
+from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
 
-class LandmarkDataset(Dataset):
+class LandmarkDataset(EpochSeeded, Dataset):
     """A split with its images already decoded and resized (see `ImageCache`)."""
 
     def __init__(
@@ -37,8 +37,10 @@ class LandmarkDataset(Dataset):
         images: list[np.ndarray],
         geometries: list[Geometry],
         augment: Augmenter | None = None,
+        seed: int = 0,
     ) -> None:
         self.records, self.images, self.geometries, self.augment = records, images, geometries, augment
+        self.init_epoch_seed(seed)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -48,6 +50,7 @@ class LandmarkDataset(Dataset):
         image = self.images[i].astype(np.float32)
         keypoints = to_model(rec.landmarks, geom)
         if self.augment is not None:
+            self.augment.reseed(*self.sample_key(i))
             image, keypoints = self.augment(image, keypoints)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image))[None],
@@ -157,7 +160,7 @@ class LandmarkDataModule(L.LightningDataModule):
                                                    self.patch.get("jitter", 0.0), augment, random=name == "train",
                                                    seed=self.seed)
             else:
-                self.datasets[name] = LandmarkDataset(records, images, geoms, augment)
+                self.datasets[name] = LandmarkDataset(records, images, geoms, augment, seed=self.seed)
 
     def _split_records(self) -> dict[str, list[Record]]:
         pool = [r for s in self.train_splits for r in self.source.load(s)]

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.records import Record
-from landmark_exp.data.transforms import Augmenter, visible_mask
+from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
 
 def crop(image: np.ndarray, x0: int, y0: int, size: tuple[int, int]) -> np.ndarray:
@@ -43,7 +43,7 @@ def patch_origins(centres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.floor(centres - np.array([(w - 1) / 2, (h - 1) / 2]) + 0.5).astype(np.int64)
 
 
-class PatchDataset(Dataset):
+class PatchDataset(EpochSeeded, Dataset):
     """One image's K patches per sample, from images cached at the working resolution."""
 
     def __init__(
@@ -58,7 +58,8 @@ class PatchDataset(Dataset):
         seed: int = 0,
     ) -> None:
         self.records, self.images, self.geometries = records, images, geometries
-        self.size, self.jitter, self.augment, self.random, self.seed = size, float(jitter), augment, random, seed
+        self.size, self.jitter, self.augment, self.random = size, float(jitter), augment, random
+        self.init_epoch_seed(seed)
         # first-stage predictions (N, K, 2) in original pixels, aligned with `records`; None: jittered truth
         self.centres: np.ndarray | None = None
 
@@ -68,8 +69,8 @@ class PatchDataset(Dataset):
     def _centres(self, i: int, truth: np.ndarray, geom: np.ndarray) -> np.ndarray:
         if self.centres is not None:
             return to_model(self.centres[i], geom)
-        # training draws from torch's generator, which Lightning seeds per worker: reproducible under `seed`
-        seed = int(torch.randint(0, 2**31 - 1, ())) if self.random else (self.seed, i)
+        # training: new jitter each epoch, a function of (seed, epoch, sample) (EpochSeeded); else fixed per sample
+        seed = [*self.sample_key(i), 1] if self.random else (self.seed, i)
         return truth + np.random.default_rng(seed).uniform(-self.jitter, self.jitter, truth.shape)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -78,6 +79,8 @@ class PatchDataset(Dataset):
         truth = to_model(rec.landmarks, geom)  # (K, 2) working pixels
         k = len(truth)
         origins = patch_origins(self._centres(i, truth, geom), self.size)
+        if self.augment is not None:
+            self.augment.reseed(*self.sample_key(i))  # the K patches then draw in turn from this sample's stream
         patches = np.empty((k, *self.size), dtype=np.float32)
         keypoints = np.empty((k, k, 2), dtype=np.float32)
         for j, (x0, y0) in enumerate(origins):

@@ -8,10 +8,12 @@ pairs in a lateral cephalogram, so they teach the model a face it never sees.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
 import albumentations as A
 import numpy as np
+import torch
 
 
 class Augmenter:
@@ -31,9 +33,39 @@ class Augmenter:
             seed=seed,
         )
 
+    def reseed(self, *key: int) -> None:
+        """Make the next call's random draws a function of `key` alone (e.g. seed, epoch, sample).
+
+        All transforms then draw in turn from one stream (albumentations' `seed=` instead gives
+        each transform its own copy of the same stream, so their draws are correlated).
+        """
+        seq = np.random.SeedSequence([int(k) % 2**64 for k in key])
+        self.pipeline.set_random_state(np.random.default_rng(seq), random.Random(int(seq.generate_state(1)[0])))
+
     def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.pipeline(image=image, keypoints=keypoints)
         return out["image"], np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)[:, :2]
+
+
+class EpochSeeded:
+    """Randomness of sample i in epoch e as a function of (seed, e, i) alone (datasets mix this in).
+
+    The same sample comes out whatever the number of DataLoader workers or which of them loads
+    it, and exactly again when a run resumes at epoch e. The epoch lives in shared memory, so
+    workers (persistent ones too) see `set_epoch`, which `checkpoints.TrainingState` calls.
+    """
+
+    seed: int
+
+    def init_epoch_seed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch[0] = int(epoch)
+
+    def sample_key(self, i: int) -> tuple[int, int, int]:
+        return self.seed % 2**64, int(self._epoch[0]), int(i)
 
 
 def visible_mask(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,93 @@
+"""run_info.json: what produced a run directory (code version, libraries, command), so a result can be rerun.
+
+Written atomically at the start of every run; a resumed run keeps the earlier starts
+under "previous_starts".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from landmark_exp.reports import write_json
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (
+    "torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "omegaconf", "numpy", "albumentations",
+    "segmentation-models-pytorch", "opencv-python-headless", "opencv-python", "pandas", "pillow", "optuna",
+)
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """Commit of the code that runs, and whether tracked files differ from it (untracked files do not count)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=20).stdout.strip()
+
+    try:
+        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+        return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+                "dirty": bool(changed), "changed_files": [line[3:] for line in changed]}
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"commit": None, "dirty": None, "error": f"{type(e).__name__}: {e}".strip()}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_info() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "typed_command": os.environ.get("LANDMARK_EXP_TYPED_COMMAND"),  # differs after resume= (landmark_exp/resume.py)
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git": git_state(),
+        "packages": package_versions(),
+        "cuda": torch.version.cuda,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            info["overrides"] = list(hc.overrides.task)
+            # one job of a sweep (or a run) alone; in a launcher's worker process sys.argv is the worker's
+            info["job_command"] = shlex.join(["python", f"{hc.job.name}.py", *hc.overrides.task])
+    except ImportError:
+        pass
+    return info
+
+
+def write_run_info(out_dir: Path | str) -> dict[str, Any]:
+    path = Path(out_dir) / "run_info.json"
+    info = run_info()
+    if path.is_file():  # a resumed run: keep how it was started before
+        try:
+            old = json.loads(path.read_text())
+            info["previous_starts"] = [*old.pop("previous_starts", []), old]
+        except (OSError, ValueError):
+            pass
+    write_json(path, info)
+    return info
