@@ -74,7 +74,7 @@ def run_info() -> dict[str, Any]:
             hc = HydraConfig.get()
             info["overrides"] = list(hc.overrides.task)
             # one job of a sweep (or a run) alone; in a launcher's worker process sys.argv is the worker's
-            info["job_command"] = shlex.join(["python", f"{hc.job.name}.py", *hc.overrides.task])
+            info["job_command"] = shlex.join(["python", f"{hc.job.config_name}.py", *hc.overrides.task])
     except ImportError:
         pass
     return info
