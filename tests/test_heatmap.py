@@ -87,3 +87,15 @@ def test_shape_prior_discards_a_far_false_peak_without_biasing_the_true_one():
     prior = torch.tensor([[24.0, 28.0]], dtype=torch.float64)
     coords, peak = decode(hm, prior=prior, prior_sigma=8.0)
     assert (coords[0, 0] - true[0, 0]).norm() < 0.01 and 0.6 < peak[0, 0] <= 0.8
+
+
+def test_shape_prior_does_not_pull_a_broad_peak_towards_itself():
+    # a prior 20 px away tilts the weighted maximum ~2 px off a sigma-4 blob's top;
+    # decoding must still return the blob's own sub-pixel centre
+    true = torch.tensor([[[20.4, 30.7]]], dtype=torch.float64)
+    hm = gaussian_heatmaps(true, (64, 64), 4.0)
+    prior = torch.tensor([[40.4, 30.7]], dtype=torch.float64)
+    weighted = hm[0, 0] * gaussian_heatmaps(prior[None], (64, 64), 12.0)[0, 0]
+    assert abs(int(weighted.flatten().argmax()) % 64 - 20.4) > 1.5  # the tilt this test is about
+    coords, peak = decode(hm, prior=prior, prior_sigma=12.0)
+    assert (coords[0, 0] - true[0, 0]).norm() < 0.01 and peak[0, 0] > 0.95
