@@ -88,21 +88,28 @@ def _local_centroid(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: i
     return torch.stack([ox, oy], dim=-1)
 
 
-def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int = 2,
-           max_steps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int = 2, max_steps: int = 1,
+           weight: torch.Tensor | None = None, rtol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each integer peak to the raw maps' maximum within +/- r pixels (`max_steps` times).
 
     The prior-weighted argmax picks the right blob but sits off its top, towards the prior (the
     prior tilts it); the sub-pixel fit must start from the raw top, or the prior biases the answer.
     One step: on ISBI validation (benchmarks/RESULTS.md) climbing further walked into neighbouring
-    blobs more often than it helped."""
+    blobs more often than it helped. Pixels within `rtol` of the window's maximum count as tied and
+    the tie goes to the highest `weight` (the prior), so float rounding (ONNX vs PyTorch, a
+    saturated sigmoid's flat top) cannot flip the choice between equally high pixels."""
     n, h, w = maps.shape
     d = torch.arange(-r, r + 1, device=maps.device)
     m = torch.arange(n, device=maps.device)
     for _ in range(max_steps):
         rows = (iy[:, None] + d).clamp(0, h - 1)
         cols = (ix[:, None] + d).clamp(0, w - 1)
-        best = maps[m[:, None, None], rows[:, :, None], cols[:, None, :]].flatten(1).argmax(dim=1)
+        win = maps[m[:, None, None], rows[:, :, None], cols[:, None, :]].flatten(1).float()
+        top = win.amax(dim=1, keepdim=True)
+        tied = win >= top - rtol * top.abs()
+        tie_break = (torch.zeros_like(win) if weight is None
+                     else weight[m[:, None, None], rows[:, :, None], cols[:, None, :]].flatten(1).float())
+        best = torch.where(tied, tie_break, torch.full_like(win, -1.0)).argmax(dim=1)
         nx, ny = cols[m, best % (2 * r + 1)], rows[m, torch.div(best, 2 * r + 1, rounding_mode="floor")]
         if torch.equal(nx, ix) and torch.equal(ny, iy):
             break
@@ -130,8 +137,9 @@ def decode(
         from landmark_exp.heatmap.generator import gaussian_heatmaps
 
         weight = gaussian_heatmaps(prior[None].to(maps.device, torch.float32), (h, w), float(prior_sigma))
-        ix, iy, _ = argmax_2d(maps.float() * weight.expand(b, k, h, w).reshape(b * k, h, w))
-        ix, iy = _climb(maps, ix, iy, max(1, window))
+        weight = weight.expand(b, k, h, w).reshape(b * k, h, w)
+        ix, iy, _ = argmax_2d(maps.float() * weight)
+        ix, iy = _climb(maps, ix, iy, max(1, window), weight=maps.float() * weight)
         peak = maps[torch.arange(b * k, device=maps.device), iy, ix]
     else:
         ix, iy, peak = argmax_2d(maps)
