@@ -41,6 +41,22 @@ def test_soft_argmax_decoder_recovers_centres_within_a_tenth_of_a_pixel():
     assert (coords - centres).norm(dim=-1).max() < 0.1
 
 
+@pytest.mark.parametrize("sigma", [1.5, 2.0, 3.0])
+def test_least_squares_decoder_is_exact_on_clean_gaussians(sigma):
+    centres = _random_centres(16, 19, 64)
+    coords, _ = decode(gaussian_heatmaps(centres, (64, 64), sigma), "lsq", window=2)
+    assert (coords - centres).norm(dim=-1).max() < 1e-6
+
+
+def test_least_squares_decoder_averages_out_noise_the_3x3_fit_follows():
+    centres = _random_centres(32, 19, 96, margin=8)
+    g = torch.Generator().manual_seed(1)
+    clean = gaussian_heatmaps(centres, (96, 96), 2.0)
+    noisy = (clean + 0.02 * torch.randn(clean.shape, generator=g, dtype=clean.dtype)).clamp_min(0)
+    err = {m: float((decode(noisy, m, window=2)[0] - centres).norm(dim=-1).mean()) for m in ("quadratic", "lsq")}
+    assert err["lsq"] < 0.05 and err["lsq"] < 0.5 * err["quadratic"]
+
+
 def test_argmax_alone_loses_up_to_half_a_pixel_per_axis():
     centres = _random_centres(8, 19, 64)
     coords, _ = decode(gaussian_heatmaps(centres, (64, 64), 2.0), "argmax")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-METHODS = ("argmax", "quadratic", "soft_argmax")
+METHODS = ("argmax", "quadratic", "lsq", "soft_argmax")
 
 
 def argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,7 +49,7 @@ def refine(
     centroid = _local_centroid(maps, ix, iy, window)
     if method == "soft_argmax":
         return base + centroid
-    if method != "quadratic":
+    if method not in ("quadratic", "lsq"):
         raise ValueError(f"unknown decoding method {method!r} (choose from {METHODS})")
     p, inside = _patches(maps, ix, iy, 1)
     logp = torch.log(p.clamp_min(1e-10))
@@ -72,7 +72,44 @@ def refine(
     # (a truncated blob's centroid is biased inwards)
     interior = inside.amin(dim=(1, 2)) > 0
     fallback = torch.where(interior[:, None], centroid, torch.zeros_like(centroid))
-    return base + torch.where(ok[:, None], step, fallback)
+    quad = torch.where(ok[:, None], step, fallback)
+    if method == "lsq" and window > 1:
+        fit, fit_ok = _log_gaussian_lsq(maps, ix, iy, window)
+        quad = torch.where(fit_ok[:, None], fit, quad)
+    return base + quad
+
+
+def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offset of the peak of a Gaussian fitted to the (2r+1)^2 window by weighted least squares on log values.
+
+    The 3x3 Taylor fit is exact for a clean Gaussian but reads only 5 pixels, so noise in a network's
+    output moves it; fitting log p = c0 + c1 x + c2 y + c3 x^2 + c4 xy + c5 y^2 to all pixels of the
+    window, weighted by p^2 (log p's noise variance goes as 1/p^2), is just as exact on a clean peak and
+    averages the noise out. Returns (N, 2) offsets and where the fit is a proper maximum inside the window.
+    """
+    p, inside = _patches(maps, ix, iy, r)
+    n = p.shape[0]
+    d = torch.arange(-r, r + 1, device=maps.device, dtype=maps.dtype)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    basis = torch.stack([torch.ones_like(dx), dx, dy, dx * dx, dx * dy, dy * dy], dim=-1).reshape(-1, 6)  # (M, 6)
+    centre = p[:, r, r].clamp_min(1e-12)
+    flat = p.reshape(n, -1)
+    # pixels at or below 1e-3 of the peak carry no shape, only the log of noise
+    wgt = (flat.clamp_min(0) ** 2) * inside.reshape(n, -1) * (flat > 1e-3 * centre[:, None])
+    z = torch.log(flat.clamp_min(1e-12))
+    ata = torch.einsum("nm,mi,mj->nij", wgt, basis, basis)
+    atz = torch.einsum("nm,mi,nm->ni", wgt, basis, z)
+    ata = ata + 1e-9 * torch.eye(6, device=maps.device, dtype=maps.dtype)
+    c = torch.linalg.solve(ata, atz[..., None])[..., 0]
+    hxx, hxy, hyy = 2 * c[:, 3], c[:, 4], 2 * c[:, 5]
+    det = hxx * hyy - hxy**2
+    ok = (hxx < -1e-9) & (det > 1e-12) & ((wgt > 0).sum(dim=1) >= 6)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    ox = -(hyy * c[:, 1] - hxy * c[:, 2]) / safe
+    oy = -(hxx * c[:, 2] - hxy * c[:, 1]) / safe
+    step = torch.stack([ox, oy], dim=-1)
+    ok = ok & (step.abs() <= 1.0).all(dim=-1) & torch.isfinite(step).all(dim=-1)
+    return torch.where(ok[:, None], step, torch.zeros_like(step)), ok
 
 
 def _local_centroid(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> torch.Tensor:
