@@ -28,6 +28,7 @@ from landmark_exp.data.images import model_input
 from landmark_exp.data.patches import crop, patch_origins
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import CheckpointError, LandmarkModule, load_module
+from landmark_exp.performance import for_inference
 
 ONNX_METADATA_KEY = "landmark_exp"
 
@@ -182,16 +183,18 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def torch_predictor(module: LandmarkModule, device: str = "auto", source: str | Path = "") -> Predictor:
+def torch_predictor(module: LandmarkModule, device: str = "auto", source: str | Path = "",
+                    runtime: str = "tuned") -> Predictor:
+    """PyTorch forward pass; `runtime` as `performance.for_inference` (tuned: batch norm folded, NHWC)."""
     device = resolve_device(device)
-    module = module.to(device).eval()
+    info = ModelInfo.from_module(module, source)  # before tuning: the decoding reads the module's buffers
+    net = for_inference(module.net, device, runtime)
 
     def forward(batch: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
-            return module(torch.from_numpy(batch).to(device))
+            return net(torch.from_numpy(batch).to(device))
 
-    info = ModelInfo.from_module(module, source)
-    return Predictor(info, forward, "pytorch", device)
+    return Predictor(info, forward, f"pytorch-{runtime}", device)
 
 
 def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
@@ -230,12 +233,13 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
 
 
 def load_predictor(path: str | Path, device: str = "auto", refine: str | Path | None = None,
-                   refine_iterations: int = 1) -> Predictor | CascadePredictor:
+                   refine_iterations: int = 1, runtime: str = "tuned") -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code).
 
     With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade."""
     path = Path(path)
-    first = onnx_predictor(path, device) if path.suffix.lower() == ".onnx" else torch_predictor(load_module(path), device, path)
+    first = (onnx_predictor(path, device) if path.suffix.lower() == ".onnx"
+             else torch_predictor(load_module(path), device, path, runtime))
     if refine is None:
         return first
-    return CascadePredictor(first, load_predictor(refine, device), refine_iterations)
+    return CascadePredictor(first, load_predictor(refine, device, runtime=runtime), refine_iterations)

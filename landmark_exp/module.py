@@ -21,6 +21,7 @@ from landmark_exp.data.records import DataError
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
+from landmark_exp.performance import optimizer_options
 
 SCHEDULER_KEYS = ("monitor", "interval", "frequency")
 
@@ -178,7 +179,7 @@ class LandmarkModule(L.LightningModule):
                     logger.experiment.add_image(f"val/overlay_{i}", img, self.current_epoch, dataformats="HWC")
 
     def configure_optimizers(self):
-        opt = instantiate(self.hparams.optimizer, params=self.parameters())
+        opt = instantiate(optimizer_options(self.hparams.optimizer, self.device), params=self.parameters())
         cfg = self.hparams.scheduler
         if not cfg or not cfg.get("_target_"):
             return opt

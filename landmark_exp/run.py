@@ -21,6 +21,7 @@ from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
+from landmark_exp.performance import for_inference
 from landmark_exp.provenance import write_run_info
 from landmark_exp.reports import (
     atomic_write_text,
@@ -197,6 +198,8 @@ def evaluate(cfg: DictConfig) -> dict:
     dm.prepare_data()
     dm.setup("test")
     trainer = build_trainer(cfg, logger=False)
+    runtime = cfg.get("runtime", "tuned")
+    module.net = for_inference(module.net, trainer.strategy.root_device, runtime)
     with torch.inference_mode():
         trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
     if cfg.get("refine_ckpt"):
@@ -227,6 +230,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     """Coarse to fine: cut a patch around each first-stage estimate and let the second-stage model
     (`refine_ckpt`, trained with `data.patch`) re-locate the landmark there, `refine_iterations` times."""
     fine = load_module(cfg.refine_ckpt)
+    fine.net = for_inference(fine.net, trainer.strategy.root_device, cfg.get("runtime", "tuned"))
     fine_data = OmegaConf.create(fine.hparams.data or {})
     if not fine_data.get("patch"):
         raise CheckpointError(f"{cfg.refine_ckpt}: not a second-stage checkpoint (it was trained without data.patch)")

@@ -35,7 +35,7 @@ def test_onnx_runtime_matches_pytorch_on_heatmaps_and_coordinates(tiny_run, expo
 
 def test_the_export_has_a_dynamic_batch_and_carries_what_decoding_needs(tiny_run, exported):
     onx, ref = onnx_predictor(exported, "cpu"), load_predictor(tiny_run["ckpt"], "cpu")
-    assert onx.backend == "onnxruntime" and ref.backend == "pytorch"
+    assert onx.backend == "onnxruntime" and ref.backend == "pytorch-tuned"
     for n in (1, 5):
         batch = np.random.default_rng(n).random((n, 1, 32, 32), dtype=np.float32)
         assert tuple(onx.heatmaps(batch).shape) == (n, 19, 32, 32)

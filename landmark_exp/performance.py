@@ -1,0 +1,131 @@
+"""Speed switches, in one place: memory format, torch.compile, fused optimizers, matmul precision,
+and the inference-time graph rewrite (batch norm folded into the convolutions).
+
+Training switches are a Lightning callback (`PerformanceTuning`, in `conf/callbacks/default.yaml`) so
+the LightningModule stays free of device policy; `auto` resolves per accelerator from measurements in
+`benchmarks/RESULTS.md` ("Throughput"). Mixed precision and cudnn benchmark are the Trainer's own
+`precision` / `benchmark` options (`conf/trainer/gpu.yaml`: bf16-mixed, benchmark on).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+AUTO = "auto"
+
+
+def _resolve(value: bool | str, device: torch.device, on_cuda: bool, on_cpu: bool) -> bool:
+    if value == AUTO:
+        return on_cuda if device.type == "cuda" else on_cpu
+    return bool(value)
+
+
+def channels_last_default(device: torch.device) -> bool:
+    """NHWC on GPUs (tensor-core convolutions want it); on CPU see `benchmarks/RESULTS.md` ("Throughput")."""
+    return device.type == "cuda"
+
+
+class PerformanceTuning(L.Callback):
+    """Apply the configured speed switches to the network before fitting/testing.
+
+    channels_last: NHWC weights and inputs (`auto`: on GPUs). compile: `nn.Module.compile` in place
+    (state-dict keys unchanged, so checkpoints stay loadable without it). matmul_precision: torch's
+    float32 matmul precision (`high` lets fp32 matmuls use TF32 on GPUs that have it).
+    """
+
+    def __init__(self, channels_last: bool | str = AUTO, compile: bool = False, compile_mode: str | None = None,
+                 matmul_precision: str | None = "high") -> None:
+        self.channels_last, self.compile, self.compile_mode = channels_last, compile, compile_mode
+        self.matmul_precision = matmul_precision
+        self._nhwc = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        if self.matmul_precision and device.type == "cuda":  # CPU runs keep exact fp32 (deterministic resume)
+            torch.set_float32_matmul_precision(self.matmul_precision)
+        self._nhwc = _resolve(self.channels_last, device, True, channels_last_default(device))
+        net = pl_module.net
+        if self._nhwc:
+            net.to(memory_format=torch.channels_last)
+        if self.compile and not getattr(net, "_landmark_compiled", False):
+            net.compile(mode=self.compile_mode)
+            net._landmark_compiled = True
+
+    def _to_nhwc(self, batch: Any) -> None:
+        if self._nhwc and isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
+            image = batch["image"]
+            if image.ndim == 4:
+                batch["image"] = image.contiguous(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._to_nhwc(batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._to_nhwc(batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._to_nhwc(batch)
+
+
+def optimizer_options(optimizer_cfg: dict, device: torch.device) -> dict:
+    """The optimizer config with `fused: auto` resolved: fused kernels on CUDA where the class has them."""
+    cfg = dict(optimizer_cfg)
+    fused = cfg.pop("fused", AUTO)
+    if fused == AUTO:
+        target = cfg.get("_target_", "")
+        fused = device.type == "cuda" and target.rsplit(".", 1)[-1] in ("Adam", "AdamW", "SGD")
+    if fused:
+        cfg["fused"] = True
+    return cfg
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of `net` with every Conv2d -> BatchNorm2d pair (adjacent in a Sequential) folded into
+    one convolution: the same function up to float rounding, one pass over memory less per pair."""
+    net = copy.deepcopy(net).eval()
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                module._modules[b] = nn.Identity()
+    return net
+
+
+INFERENCE_RUNTIMES = ("eager", "tuned")
+
+
+class InferenceNet(nn.Module):
+    """A network folded for inference that takes and returns ordinary (NCHW) tensors, running NHWC inside."""
+
+    def __init__(self, net: nn.Module, channels_last: bool) -> None:
+        super().__init__()
+        self.net, self.channels_last = net, channels_last
+        self.out_channels = getattr(net, "out_channels", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).contiguous()
+
+
+def for_inference(net: nn.Module, device: str | torch.device = "cpu", runtime: str = "tuned") -> nn.Module:
+    """The network as prediction runs it. `eager`: as trained, in eval mode. `tuned`: batch norm folded into
+    the convolutions and NHWC (faster on GPUs and, measured, on CPUs too: benchmarks/RESULTS.md
+    "Inference"); the same heatmaps to float rounding (tested)."""
+    if runtime not in INFERENCE_RUNTIMES:
+        raise ValueError(f"runtime must be one of {INFERENCE_RUNTIMES}, not {runtime!r}")
+    device = torch.device(device)
+    if runtime == "eager" or isinstance(net, InferenceNet):
+        return net.to(device).eval()
+    folded = fold_batchnorm(net.to(device)).to(memory_format=torch.channels_last)
+    return InferenceNet(folded, channels_last=True).eval()
