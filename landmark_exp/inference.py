@@ -232,14 +232,35 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
     return Predictor(info, forward, "onnxruntime", device)
 
 
+RUNTIMES = ("tuned", "eager", "onnxruntime")
+
+
 def load_predictor(path: str | Path, device: str = "auto", refine: str | Path | None = None,
                    refine_iterations: int = 1, runtime: str = "tuned") -> Predictor | CascadePredictor:
-    """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code).
+    """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
+    and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
 
     With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade."""
+    if runtime not in RUNTIMES:
+        raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     path = Path(path)
-    first = (onnx_predictor(path, device) if path.suffix.lower() == ".onnx"
-             else torch_predictor(load_module(path), device, path, runtime))
+    if path.suffix.lower() == ".onnx":
+        first = onnx_predictor(path, device)
+    elif runtime == "onnxruntime":
+        first = _exported_predictor(path, device)
+    else:
+        first = torch_predictor(load_module(path), device, path, runtime)
     if refine is None:
         return first
     return CascadePredictor(first, load_predictor(refine, device, runtime=runtime), refine_iterations)
+
+
+def _exported_predictor(ckpt: Path, device: str) -> Predictor:
+    """A checkpoint exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
+    import tempfile
+
+    from landmark_exp.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
+        path = export_onnx(load_module(ckpt), Path(tmp) / "model.onnx", dynamo=False, source=ckpt)
+        return onnx_predictor(path, device)  # the session holds the model in memory: the file may go

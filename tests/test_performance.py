@@ -104,3 +104,16 @@ def test_the_performance_callback_puts_weights_and_batches_in_nhwc_when_asked():
     batch = {"image": torch.rand(2, 3, 16, 16)}
     on.on_train_batch_start(trainer, module, batch, 0)
     assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_checkpoint_runs_on_onnx_runtime_without_a_separate_export(tiny_run):
+    from landmark_exp.module import CheckpointError
+
+    images = [read_grey(p) for p in sorted((tiny_run["root"] / "RawImage" / "Test1Data").glob("*.png"))]
+    onnx = load_predictor(tiny_run["ckpt"], "cpu", runtime="onnxruntime")
+    assert onnx.backend == "onnxruntime"
+    eager = load_predictor(tiny_run["ckpt"], "cpu", runtime="eager").predict(images)
+    for a, b in zip(eager, onnx.predict(images), strict=True):
+        assert (np.abs(a.xy - b.xy) * a.geometry.as_array()[None, 0:2]).max() < 1e-3
+    with pytest.raises(CheckpointError, match="runtime='fast' is not one of"):
+        load_predictor(tiny_run["ckpt"], "cpu", runtime="fast")

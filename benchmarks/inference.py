@@ -1,0 +1,91 @@
+"""End-to-end prediction speed on real X-rays: eager fp32 PyTorch against the tuned runtimes, same model and images.
+
+Each runtime predicts the same Test1 images through `landmark_exp.inference` exactly as `predict.py`
+does (read + decode the 2400x1935 JPEG, resize, network, sub-pixel decoding, back to original pixels;
+with `--refine` the coarse-to-fine second stage too). Printed: images/s, the ratio to eager, and the
+largest landmark difference from eager in original pixels (the 1e-3 px parity bar).
+
+    python benchmarks/inference.py --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
+                                   [--images 20] [--batch 4] [--device cpu] [--runtimes eager tuned onnxruntime]
+
+Without --ckpt a spec U-Net (random weights, 256x256) is timed; its landmarks are meaningless, so its
+parity column only says the runtimes compute the same function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landmark_exp.data.images import read_grey
+from landmark_exp.inference import load_predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST1 = ROOT.parent / "shared" / "data" / "isbi2015" / "RawImage" / "Test1Data"
+
+
+def random_spec_checkpoint(folder: Path) -> Path:
+    """A checkpoint of the spec U-Net at 256x256 with random weights, saved as train.py would."""
+    import lightning as L
+
+    from landmark_exp.module import LandmarkModule
+
+    L.seed_everything(0, verbose=False)
+    module = LandmarkModule(model={"_target_": "landmark_exp.models.unet.UNet", "out_channels": 19},
+                            loss={"_target_": "landmark_exp.losses.DiceLoss"},
+                            optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3}, input_size=(256, 256),
+                            data={"source": {"spacing": 0.1}})
+    path = folder / "spec_random.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", type=Path)
+    ap.add_argument("--refine", type=Path)
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--runtimes", nargs="+", default=["eager", "tuned", "onnxruntime"])
+    args = ap.parse_args()
+    if not TEST1.is_dir():
+        sys.exit(f"needs the real Test1 images at {TEST1}")
+    files = sorted(TEST1.glob("*.jpg"))[: args.images]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}; cpu: {cpu} "
+          f"({os.cpu_count()} cores, torch {torch.get_num_threads()} threads); python {platform.python_version()}, "
+          f"torch {torch.__version__}; device {args.device}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.ckpt or random_spec_checkpoint(Path(tmp))
+        print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
+              + f"; {len(files)} Test1 images, batch {args.batch}, end to end (read + predict)")
+        results: dict[str, tuple[float, list[np.ndarray]]] = {}
+        for runtime in args.runtimes:
+            predictor = load_predictor(ckpt, args.device, refine=args.refine, runtime=runtime)
+            predictor.predict([read_grey(files[0])])  # warm-up (ONNX session, oneDNN primitives)
+            t0 = time.perf_counter()
+            xy: list[np.ndarray] = []
+            for i in range(0, len(files), args.batch):
+                images = [read_grey(f) for f in files[i: i + args.batch]]
+                xy += [p.xy for p in predictor.predict(images)]
+            results[runtime] = (time.perf_counter() - t0, xy)
+    base_s, base_xy = results.get("eager", next(iter(results.values())))
+    print("\n| runtime | images/s | s/image | speed-up vs eager | max landmark diff vs eager (original px) |")
+    print("|---|---|---|---|---|")
+    for runtime, (s, xy) in results.items():
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(xy, base_xy, strict=True))
+        print(f"| {runtime} | {len(files) / s:.2f} | {s / len(files):.3f} | {base_s / s:.2f}x | {diff:.2e} |")
+
+
+if __name__ == "__main__":
+    main()
