@@ -91,6 +91,21 @@ def flops_per_sample(net: torch.nn.Module, size: int, train: bool) -> float:
     return float(counter.get_total_flops())
 
 
+def cpu_nominal_peak_tflops() -> tuple[float | None, str]:
+    """cores x FMA lanes x 2 FLOP x 2 FMA units x the nominal clock of /proc/cpuinfo (boost clocks run higher)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, "unknown"
+    mhz = next((float(ln.split(":")[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")), None)
+    flags = next((ln.split(":")[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags and "fma" in flags else 4
+    if mhz is None:
+        return None, "unknown clock"
+    cores = os.cpu_count() or 1
+    return cores * lanes * 2 * 2 * mhz * 1e6 / 1e12, f"{cores} cores x {lanes} fp32 lanes x 2 FMA units x 2 x {mhz:.0f} MHz"
+
+
 def peak_tflops(device: torch.device, low_precision: bool) -> tuple[float | None, str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -98,10 +113,11 @@ def peak_tflops(device: torch.device, low_precision: bool) -> tuple[float | None
             if key in name:
                 return (bf16 if low_precision else tf32), f"{name} datasheet dense {'bf16' if low_precision else 'tf32'}"
         return None, f"{name}: peak unknown"
-    n = 2048
+    peak, what = cpu_nominal_peak_tflops()
+    n = 4096
     a, b = torch.rand(n, n), torch.rand(n, n)
-    s = timed(lambda: a @ b, device, steps=5, warmup=2)
-    return 2 * n**3 / s / 1e12, "measured fp32 GEMM 2048^3 (attainable)"
+    gemm = 2 * n**3 / timed(lambda: a @ b, device, steps=3, warmup=1) / 1e12
+    return peak, f"nominal fp32 FMA peak: {what}; a 4096^3 fp32 GEMM reaches {gemm:.3f} TFLOP/s here"
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -111,10 +127,10 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def train_step_fn(net: torch.nn.Module, size: int, batch: int, device: torch.device, tuned: bool,
-                  compile_: bool) -> Callable[[], None]:
+                  compile_: bool, nhwc: bool | None = None) -> Callable[[], None]:
     """One training step as LandmarkModule does it: targets on the device, dice loss, backward, Adam."""
     net = net.to(device).train()
-    nhwc = tuned and channels_last_default(device)
+    nhwc = (tuned and channels_last_default(device)) if nhwc is None else nhwc
     if nhwc:
         net = net.to(memory_format=torch.channels_last)
     if tuned and compile_:
@@ -207,6 +223,7 @@ def main() -> None:
     ap.add_argument("--onnx", action="store_true", help="also time ONNX Runtime inference (CPU)")
     ap.add_argument("--no-loader", action="store_true")
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--train-sizes", type=int, nargs="+", default=None, help="sizes to time training at (default: all)")
     args = ap.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -245,13 +262,17 @@ def main() -> None:
             f_train, f_inf = flops_per_sample(net, size, True), flops_per_sample(net, size, False)
             print(f"\n{size}x{size}: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
                   f"{f_train / 1e9:.1f} GFLOP/sample training, {f_inf / 1e9:.1f} GFLOP/sample inference")
-            if not args.no_train:
+            if not args.no_train and (args.train_sizes is None or size in args.train_sizes):
                 base = line("train eager fp32", f_train,
                             timed(train_step_fn(build_net(args.model, size), size, batch, device, False, False),
                                   device, steps, warmup), peak_eager)
                 line("train tuned" + (" +compile" if args.compile else ""), f_train,
                      timed(train_step_fn(build_net(args.model, size), size, batch, device, True, args.compile),
                            device, steps, warmup), peak_tuned, base)
+                if not gpu:  # the CPU default is NCHW: this line is what NHWC would give (and the noise floor)
+                    line("train NHWC (not the CPU default)", f_train,
+                         timed(train_step_fn(build_net(args.model, size), size, batch, device, True, False, nhwc=True),
+                               device, steps, warmup), peak_tuned, base)
             eager, _ = infer_fn(net, size, batch, device, False, False)
             tuned, _ = infer_fn(net, size, batch, device, True, args.compile)
             diff = float((eager().float() - tuned().float()).abs().max())

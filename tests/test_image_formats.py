@@ -96,3 +96,14 @@ def test_compressed_dicom_without_a_decoder_is_a_one_line_error_and_with_one_rea
     ds.compress(JPEG2000Lossless)
     ds.save_as(tmp_path / "c.dcm", enforce_file_format=True)
     np.testing.assert_allclose(read_grey(tmp_path / "c.dcm"), arr / 4095.0, atol=1e-6)
+
+
+def test_8bit_images_read_to_exactly_their_value_over_255(tmp_path):
+    """The table lookup must give what astype(float32) / 255 gives, bit for bit (caches and models rely on it)."""
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(values).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([values] * 3, axis=-1)).save(tmp_path / "rgb.png")
+    for name in ("grey.png", "rgb.png"):
+        got = read_grey(tmp_path / name)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, values.astype(np.float32) / 255.0)
