@@ -3,8 +3,8 @@
 1. Heatmap generation: (B, K) sub-pixel landmarks -> (B, K, H, W) Gaussians (sigma 2 px):
    `landmark_exp.heatmap.generator.gaussian_heatmaps` vs `landmarker.heatmap.GaussianHeatmapGenerator`;
    time, and the largest difference between the two renderings (they should draw the same function).
-2. Decoding: heatmaps -> sub-pixel coordinates, against the known centres: ours (argmax + log-quadratic
-   fit, `heatmap.decoder.decode`) vs landmarker's local soft-argmax (its default sub-pixel decoder, window
+2. Decoding: heatmaps -> sub-pixel coordinates, against the known centres: ours (`heatmap.decoder.decode`,
+   the default `lsq`: argmax + weighted least-squares log-Gaussian fit on 5x5; and the 3x3 `quadratic`) vs landmarker's local soft-argmax (its default sub-pixel decoder, window
    5, temperature 10) and its argmax. The heatmaps are landmarker's own renderings (so the test is not
    drawn with our generator), clean and with additive noise (std 0.02, clipped at 0, as a network's
    output is), time and mean / max radial error in pixels.
@@ -81,11 +81,14 @@ def main() -> None:
                             (f"noise {args.noise}", (peer_maps.float() + args.noise * torch.randn_like(peer_maps.float())).clamp_min(0))):
             t_lsa, lsa = median_seconds(lambda m=maps: coord_local_soft_argmax(m, window=5, t=10.0), args.repeats)
             t_am, am = median_seconds(lambda m=maps: coord_argmax(m), args.repeats)
-            t_q, (q, _) = median_seconds(lambda m=maps: decode(m, "quadratic"), args.repeats)
-            e_lsa, e_am, e_q = radial(lsa.flip(-1), xy), radial(am.flip(-1).float(), xy), radial(q, xy)
-            print(f"| {size} | decoding, {label} | local soft-argmax {1000 * t_lsa:.1f} ms | {1000 * t_q:.2f} ms "
+            t_q, (q, _) = median_seconds(lambda m=maps: decode(m, "lsq", window=2), args.repeats)
+            t_q3, (q3, _) = median_seconds(lambda m=maps: decode(m, "quadratic"), args.repeats)
+            e_lsa, e_am, e_q, e_q3 = (radial(lsa.flip(-1), xy), radial(am.flip(-1).float(), xy), radial(q, xy),
+                                      radial(q3, xy))
+            print(f"| {size} | decoding, {label} | local soft-argmax {1000 * t_lsa:.1f} ms | lsq {1000 * t_q:.2f} ms "
                   f"| {t_lsa / t_q:.0f}x | {e_lsa[0]:.3f} / {e_lsa[1]:.3f} (argmax {e_am[0]:.3f} / {e_am[1]:.3f}, "
-                  f"{1000 * t_am:.2f} ms) | {e_q[0]:.3f} / {e_q[1]:.3f} |")
+                  f"{1000 * t_am:.2f} ms) | lsq {e_q[0]:.3f} / {e_q[1]:.3f} (quadratic {e_q3[0]:.3f} / {e_q3[1]:.3f}, "
+                  f"{1000 * t_q3:.2f} ms) |")
 
 
 if __name__ == "__main__":
