@@ -16,7 +16,9 @@ def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
     assert metrics["n_images"] == 4 and metrics["mre"] == summary["mre"]
     assert len(pd.read_csv(run / "per_landmark.csv")) == 19
     assert (run / "config.yaml").is_file()
-    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "trainer.accelerator=cpu"], tmp_path / "eval")
+    # runtime=eager reproduces train.py's own test to the bit (tuned rounds differently: test_performance.py)
+    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "trainer.accelerator=cpu", "runtime=eager"],
+                 tmp_path / "eval")
     result = evaluate(ev)
     assert abs(result["mre"] - summary["mre"]) < 1e-9
     preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
