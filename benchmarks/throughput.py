@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import os
 import platform
 import tempfile
@@ -74,7 +75,7 @@ def timed(fn: Callable[[], object], device: torch.device, steps: int, warmup: in
     return (time.perf_counter() - t0) / steps
 
 
-def build_net(model: str, size: int) -> torch.nn.Module:
+def build_net(model: str) -> torch.nn.Module:
     widths = (64, 128, 256, 512) if model == "unet" else (16, 32, 64, 128)
     return UNet(1, 19, widths=widths)
 
@@ -165,7 +166,7 @@ def train_step_fn(net: torch.nn.Module, size: int, batch: int, device: torch.dev
 
 
 def infer_fn(net: torch.nn.Module, size: int, batch: int, device: torch.device, tuned: bool,
-             compile_: bool) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+             compile_: bool) -> Callable[[], torch.Tensor]:
     net = for_inference(net, device, "tuned" if tuned else "eager")  # tuned: BN folded, NHWC inside
     if tuned and compile_:
         net.compile()
@@ -177,7 +178,7 @@ def infer_fn(net: torch.nn.Module, size: int, batch: int, device: torch.device, 
         with torch.inference_mode(), ctx:
             return net(x)
 
-    return run, x
+    return run
 
 
 def onnx_fn(net: torch.nn.Module, size: int, batch: int, tmp: str) -> Callable[[], np.ndarray]:
@@ -185,7 +186,7 @@ def onnx_fn(net: torch.nn.Module, size: int, batch: int, tmp: str) -> Callable[[
 
     path = Path(tmp) / f"unet{size}.onnx"
     example = torch.rand(1, 1, size, size)
-    with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115 - the exporter's chatter
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter's chatter
         torch.onnx.export(net.eval(), (example,), str(path), input_names=["image"], output_names=["heatmaps"],
                           opset_version=18, dynamo=False, dynamic_axes={"image": {0: "batch"}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -258,23 +259,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            net = build_net(args.model, size)
+            net = build_net(args.model)
             f_train, f_inf = flops_per_sample(net, size, True), flops_per_sample(net, size, False)
             print(f"\n{size}x{size}: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
                   f"{f_train / 1e9:.1f} GFLOP/sample training, {f_inf / 1e9:.1f} GFLOP/sample inference")
             if not args.no_train and (args.train_sizes is None or size in args.train_sizes):
                 base = line("train eager fp32", f_train,
-                            timed(train_step_fn(build_net(args.model, size), size, batch, device, False, False),
+                            timed(train_step_fn(build_net(args.model), size, batch, device, False, False),
                                   device, steps, warmup), peak_eager)
                 line("train tuned" + (" +compile" if args.compile else ""), f_train,
-                     timed(train_step_fn(build_net(args.model, size), size, batch, device, True, args.compile),
+                     timed(train_step_fn(build_net(args.model), size, batch, device, True, args.compile),
                            device, steps, warmup), peak_tuned, base)
                 if not gpu:  # the CPU default is NCHW: this line is what NHWC would give (and the noise floor)
                     line("train NHWC (not the CPU default)", f_train,
-                         timed(train_step_fn(build_net(args.model, size), size, batch, device, True, False, nhwc=True),
+                         timed(train_step_fn(build_net(args.model), size, batch, device, True, False, nhwc=True),
                                device, steps, warmup), peak_tuned, base)
-            eager, _ = infer_fn(net, size, batch, device, False, False)
-            tuned, _ = infer_fn(net, size, batch, device, True, args.compile)
+            eager = infer_fn(net, size, batch, device, False, False)
+            tuned = infer_fn(net, size, batch, device, True, args.compile)
             diff = float((eager().float() - tuned().float()).abs().max())
             base = line("inference eager fp32", f_inf, timed(eager, device, steps, warmup), peak_eager)
             line("inference tuned", f_inf, timed(tuned, device, steps, warmup), peak_tuned, base)

@@ -20,12 +20,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 AUTO = "auto"
 
 
-def _resolve(value: bool | str, device: torch.device, on_cuda: bool, on_cpu: bool) -> bool:
-    if value == AUTO:
-        return on_cuda if device.type == "cuda" else on_cpu
-    return bool(value)
-
-
 def channels_last_default(device: torch.device) -> bool:
     """NHWC on GPUs (tensor-core convolutions want it); on CPU see `benchmarks/RESULTS.md` ("Throughput")."""
     return device.type == "cuda"
@@ -49,7 +43,7 @@ class PerformanceTuning(L.Callback):
         device = trainer.strategy.root_device
         if self.matmul_precision and device.type == "cuda":  # CPU runs keep exact fp32 (deterministic resume)
             torch.set_float32_matmul_precision(self.matmul_precision)
-        self._nhwc = _resolve(self.channels_last, device, True, channels_last_default(device))
+        self._nhwc = channels_last_default(device) if self.channels_last == AUTO else bool(self.channels_last)
         net = pl_module.net
         if self._nhwc:
             net.to(memory_format=torch.channels_last)
@@ -107,13 +101,13 @@ INFERENCE_RUNTIMES = ("eager", "tuned")
 class InferenceNet(nn.Module):
     """A network folded for inference that takes and returns ordinary (NCHW) tensors, running NHWC inside."""
 
-    def __init__(self, net: nn.Module, channels_last: bool) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net, self.channels_last = net, channels_last
+        self.net = net.to(memory_format=torch.channels_last)
         self.out_channels = getattr(net, "out_channels", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.ndim == 4:
+        if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x).contiguous()
 
@@ -121,11 +115,10 @@ class InferenceNet(nn.Module):
 def for_inference(net: nn.Module, device: str | torch.device = "cpu", runtime: str = "tuned") -> nn.Module:
     """The network as prediction runs it. `eager`: as trained, in eval mode. `tuned`: batch norm folded into
     the convolutions and NHWC (faster on GPUs and, measured, on CPUs too: benchmarks/RESULTS.md
-    "Inference"); the same heatmaps to float rounding (tested)."""
+    "Throughput"); the same heatmaps to float rounding (tested)."""
     if runtime not in INFERENCE_RUNTIMES:
         raise ValueError(f"runtime must be one of {INFERENCE_RUNTIMES}, not {runtime!r}")
     device = torch.device(device)
     if runtime == "eager" or isinstance(net, InferenceNet):
         return net.to(device).eval()
-    folded = fold_batchnorm(net.to(device)).to(memory_format=torch.channels_last)
-    return InferenceNet(folded, channels_last=True).eval()
+    return InferenceNet(fold_batchnorm(net.to(device))).eval()

@@ -176,8 +176,7 @@ def decode(
         from landmark_exp.heatmap.generator import gaussian_heatmaps
 
         weight = gaussian_heatmaps(prior[None].to(maps.device, torch.float32), (h, w), float(prior_sigma))
-        weight = weight.expand(b, k, h, w).reshape(b * k, h, w)
-        weighted = maps.float() * weight
+        weighted = (maps.view(b, k, h, w).float() * weight).view(b * k, h, w)  # (1, K) prior broadcast over B
         ix, iy, _ = argmax_2d(weighted)
         ix, iy = _climb(maps, ix, iy, max(1, window), weight=weighted)
         peak = maps[torch.arange(b * k, device=maps.device), iy, ix]
