@@ -1,6 +1,7 @@
 """Checkpoint -> ONNX model with a dynamic batch, and the proof that it predicts what PyTorch predicts.
 
     python -m landmark_exp.export ckpt_path=<run>/checkpoints/best.ckpt [output=model.onnx] [device=cpu]
+    python -m landmark_exp.export 'ckpt_path=[a.ckpt,b.ckpt,c.ckpt]' output=ensemble.onnx   # one graph, mean heatmaps
 
 The graph maps (B, 1, h, w) images to (B, K, h, w) heatmaps; decoding stays in
 Python (`Decoding`, stored with the input size, landmark names and preprocessing
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 
 from landmark_exp.data.records import DataError
 from landmark_exp.inference import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
-from landmark_exp.module import LandmarkModule, load_module
+from landmark_exp.module import LandmarkModule, checkpoint_paths, load_module
 from landmark_exp.reports import atomic_write_bytes, console, write_json
 from landmark_exp.run import _guard
 
@@ -108,11 +109,14 @@ def export(cfg: DictConfig) -> dict:
     """The Hydra job behind `python -m landmark_exp.export`: export, check parity, write export.json."""
     if cfg.format not in FORMATS:
         raise DataError(f"format={cfg.format!r} is not supported (choose from {', '.join(FORMATS)})")
-    ckpt = Path(cfg.ckpt_path)
-    module = load_module(ckpt)
-    out = Path(cfg.output) if cfg.get("output") else ckpt.with_suffix(".onnx")
+    paths = checkpoint_paths(cfg.ckpt_path)
+    if len(paths) > 1 and not cfg.get("output"):
+        raise DataError("ckpt_path: an ensemble of checkpoints needs output=<file>.onnx")
+    module = load_module(paths)
+    ckpt = ", ".join(map(str, paths))
+    out = Path(cfg.output) if cfg.get("output") else paths[0].with_suffix(".onnx")
     export_onnx(module, out, opset=int(cfg.opset), dynamo=bool(cfg.dynamo), source=ckpt)
-    result: dict = {"checkpoint": str(ckpt), "onnx": str(out), "bytes": out.stat().st_size}
+    result: dict = {"checkpoint": ckpt, "onnx": str(out), "bytes": out.stat().st_size}
     console.print(f"exported {ckpt} -> {out} ({out.stat().st_size / 1e6:.1f} MB, dynamic batch)")
     if cfg.get("check", True):
         result["parity"] = parity(module, out)

@@ -27,7 +27,7 @@ from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
 from landmark_exp.data.patches import crop, patch_origins
 from landmark_exp.heatmap.decoder import Decoding
-from landmark_exp.module import CheckpointError, LandmarkModule, load_module
+from landmark_exp.module import CheckpointError, CheckpointPaths, LandmarkModule, checkpoint_paths, load_module
 from landmark_exp.performance import for_inference
 
 ONNX_METADATA_KEY = "landmark_exp"
@@ -235,32 +235,37 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
 RUNTIMES = ("tuned", "eager", "onnxruntime")
 
 
-def load_predictor(path: str | Path, device: str = "auto", refine: str | Path | None = None,
+def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,
                    refine_iterations: int = 1, runtime: str = "tuned") -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
+    A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
 
     With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        first = onnx_predictor(path, device)
+    paths = checkpoint_paths(path)
+    source = ", ".join(map(str, paths))
+    onnx = [p for p in paths if p.suffix.lower() == ".onnx"]
+    if onnx and len(paths) > 1:
+        raise CheckpointError(f"{onnx[0]}: an ensemble is made of checkpoints; export the ensemble instead of its members")
+    if onnx:
+        first = onnx_predictor(onnx[0], device)
     elif runtime == "onnxruntime":
-        first = _exported_predictor(path, device)
+        first = _exported_predictor(paths, device, source)
     else:
-        first = torch_predictor(load_module(path), device, path, runtime)
+        first = torch_predictor(load_module(paths), device, source, runtime)
     if refine is None:
         return first
     return CascadePredictor(first, load_predictor(refine, device, runtime=runtime), refine_iterations)
 
 
-def _exported_predictor(ckpt: Path, device: str) -> Predictor:
-    """A checkpoint exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
+def _exported_predictor(ckpt: list[Path], device: str, source: str) -> Predictor:
+    """A checkpoint (or ensemble) exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
     import tempfile
 
     from landmark_exp.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
-        path = export_onnx(load_module(ckpt), Path(tmp) / "model.onnx", dynamo=False, source=ckpt)
+        path = export_onnx(load_module(ckpt), Path(tmp) / "model.onnx", dynamo=False, source=source)
         return onnx_predictor(path, device)  # the session holds the model in memory: the file may go

@@ -8,6 +8,7 @@ without unpickling code (`load_module`).
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ class LandmarkModule(L.LightningModule):
         self.test_predictions = LandmarkPredictions()
         self.test_results: dict[str, Any] = {}
         self._log_batch: dict[str, torch.Tensor] | None = None
+        self.members: list[str] = []  # the checkpoint(s) it was loaded from; several: an ensemble
+        self.member_data_seeds: list[int | None] = []  # the seed each member's data splits were carved with
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -199,11 +202,58 @@ class CheckpointError(DataError):
     """A checkpoint that cannot be used as given: one line naming the file and the reason."""
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", heatmap: dict | None = None) -> LandmarkModule:
+CheckpointPaths = str | Path | Sequence[str | Path]
+
+
+def checkpoint_paths(path: CheckpointPaths) -> list[Path]:
+    """One checkpoint, or a list of them (an ensemble; `ckpt_path=[a.ckpt,b.ckpt]` on the command line)."""
+    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    if not paths:
+        raise CheckpointError("ckpt_path: an empty list of checkpoints")
+    return paths
+
+
+def load_module(path: CheckpointPaths, map_location: str | torch.device = "cpu", heatmap: dict | None = None) -> LandmarkModule:
     """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True).
 
+    A list of checkpoints is an ensemble: one module whose network averages the members' heatmaps
+    (`models.ensemble.MeanOfNets`), decoded as the first member decodes, with the members' mean shape.
     `heatmap` overrides decoding settings (decoder, window, prior_sigma) for this use only, so decoding
     choices can be compared on one trained model."""
+    paths = checkpoint_paths(path)
+    modules = [_load_one(p, map_location, heatmap) for p in paths]
+    module = modules[0]
+    module.members = [str(p) for p in paths]
+    module.member_data_seeds = [(m.hparams.get("data") or {}).get("seed") for m in modules]
+    if len(modules) == 1:
+        return module
+    from landmark_exp.models.ensemble import MeanOfNets
+
+    for p, other in zip(paths[1:], modules[1:], strict=True):
+        _check_same_kind(module, other, paths[0], p)
+    module.net = MeanOfNets([m.net for m in modules]).eval()
+    module.mean_shape.copy_(torch.stack([m.mean_shape for m in modules]).mean(0))
+    return module
+
+
+def _check_same_kind(a: LandmarkModule, b: LandmarkModule, where_a: Path, where_b: Path) -> None:
+    """Ensemble members must read the same input and mean the same thing by each output channel."""
+    da, db = a.hparams.get("data") or {}, b.hparams.get("data") or {}
+    facts = {
+        "input size": (list(a.input_size), list(b.input_size)),
+        "landmarks": (a.landmark_names, b.landmark_names),
+        "single-mask output": (a.single_channel, b.single_channel),
+        "heatmap sigma": (a.sigma, b.sigma),
+        "letterbox": (bool(da.get("letterbox", False)), bool(db.get("letterbox", False))),
+        "normalize": (da.get("normalize", "dtype"), db.get("normalize", "dtype")),
+        "patch (second stage)": (da.get("patch"), db.get("patch")),
+    }
+    for what, (x, y) in facts.items():
+        if x != y:
+            raise CheckpointError(f"{where_b}: cannot join an ensemble with {where_a}: {what} {y} != {x}")
+
+
+def _load_one(path: Path, map_location: str | torch.device, heatmap: dict | None) -> LandmarkModule:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

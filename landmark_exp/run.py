@@ -195,6 +195,7 @@ def evaluate(cfg: DictConfig) -> dict:
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone
     check_matches_data(module, cfg.ckpt_path, dm.num_landmarks, dm.landmark_names, dm.model_input_size)
+    _warn_if_members_saw_split(module, cfg, dm)
     dm.prepare_data()
     dm.setup("test")
     trainer = build_trainer(cfg, logger=False)
@@ -212,13 +213,24 @@ def evaluate(cfg: DictConfig) -> dict:
     ceph = score_cephalometry(module, dm, cfg.split, out_dir)
     if ceph:
         extra["cephalometry"] = ceph
-    report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=str(cfg.ckpt_path),
+    report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=", ".join(module.members),
            overlays=int(cfg.get("overlays", 8)), extra=extra or None)
     if dm.num_landmarks == 19 and cfg.get("compare_published", True):
         from landmark_exp.reports import published_table
 
         console.print(published_table(module.test_results["summary"]))
     return module.test_results["summary"]
+
+
+def _warn_if_members_saw_split(module: LandmarkModule, cfg: DictConfig, dm: LandmarkDataModule) -> None:
+    """An ensemble scored on a split carved at random from the training pool, whose members carved it with
+    different data seeds, has members that trained on some of its images: say so before the numbers."""
+    seeds = set(module.member_data_seeds)
+    carved = {"val", "test"} if dm.random_split is not None else ({"val"} if dm.val_split is None else set())
+    if len(seeds) > 1 and cfg.split in carved:
+        console.print(f"[bold yellow]warning:[/] the ensemble's members carved the '{cfg.split}' split with different "
+                      f"data seeds ({', '.join(map(str, sorted(seeds, key=str)))}): each trained on images of the "
+                      "others' split, so this score is optimistic", soft_wrap=True)
 
 
 # what a second-stage model takes from the first stage's data config: the same images, splits and cache

@@ -1,0 +1,100 @@
+"""Ensembles: several checkpoints as one model (mean heatmaps) in evaluate, predict and export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, compose
+
+from landmark_exp.inference import load_predictor
+from landmark_exp.models.ensemble import MeanOfNets
+from landmark_exp.module import CheckpointError, load_module
+
+
+@pytest.fixture(scope="module")
+def second_member(tiny_run):
+    """A second tiny model on tiny_run's data and splits, from another initialisation (seed 7, data seed 42)."""
+    from landmark_exp.run import train
+
+    tmp = tiny_run["dir"]
+    train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache",
+                            *TINY, "logger=none", "seed=7", "data.seed=42"], tmp / "member2"))
+    return tmp / "member2" / "checkpoints" / "best.ckpt"
+
+
+def test_mean_of_nets_is_the_mean_of_the_members_outputs():
+    torch.manual_seed(0)
+    members = [torch.nn.Conv2d(1, 3, 3, padding=1) for _ in range(3)]
+    x = torch.rand(2, 1, 8, 8)
+    expected = torch.stack([m(x) for m in members]).mean(0)
+    torch.testing.assert_close(MeanOfNets(members)(x), expected)
+
+
+def test_an_ensemble_of_one_checkpoint_twice_scores_exactly_as_the_checkpoint(tmp_path, tiny_run):
+    from landmark_exp.run import evaluate
+
+    ckpt = tiny_run["ckpt"]
+    common = [f"paths.cache_dir={tiny_run['dir']}/cache", "trainer.accelerator=cpu", "overlays=0", "runtime=eager"]
+    single = evaluate(compose("evaluate", [f"ckpt_path={ckpt}", *common], tmp_path / "single"))
+    double = evaluate(compose("evaluate", [f"ckpt_path=[{ckpt},{ckpt}]", *common], tmp_path / "double"))
+    assert double["mre"] == pytest.approx(single["mre"], abs=1e-9)
+    assert json.loads((tmp_path / "double" / "metrics.json").read_text())["checkpoint"] == f"{ckpt}, {ckpt}"
+
+
+@pytest.mark.parametrize("runtime", ["eager", "tuned", "onnxruntime"])
+def test_ensemble_heatmaps_are_the_mean_of_its_members_heatmaps(tiny_run, second_member, runtime):
+    a, b = tiny_run["ckpt"], second_member
+    x = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
+    ha = load_predictor(a, "cpu", runtime="eager").heatmaps(x)
+    hb = load_predictor(b, "cpu", runtime="eager").heatmaps(x)
+    assert float((ha - hb).abs().max()) > 1e-3  # the members really differ
+    ensemble = load_predictor([a, b], "cpu", runtime=runtime)
+    torch.testing.assert_close(ensemble.heatmaps(x).cpu(), (ha + hb) / 2, atol=1e-5, rtol=0)
+    assert ensemble.info.source == f"{a}, {b}"
+
+
+def test_ensemble_uses_the_members_mean_shape(tiny_run, second_member):
+    ma, mb = load_module(tiny_run["ckpt"]), load_module(second_member)
+    both = load_module([tiny_run["ckpt"], second_member])
+    torch.testing.assert_close(both.mean_shape, (ma.mean_shape + mb.mean_shape) / 2)
+    assert both.members == [str(tiny_run["ckpt"]), str(second_member)]
+
+
+def test_members_of_another_kind_are_refused_naming_the_file_and_what_differs(tiny_run, tiny_refine):
+    with pytest.raises(CheckpointError, match=rf"^{tiny_refine}: cannot join an ensemble with .*input size \[16, 16\] != \[32, 32\]"):
+        load_module([tiny_run["ckpt"], tiny_refine])
+    with pytest.raises(CheckpointError, match="an empty list"):
+        load_module([])
+
+
+def test_exported_ensemble_predicts_what_the_pytorch_ensemble_predicts(tmp_path, tiny_run, second_member):
+    from landmark_exp.export import export
+
+    out = tmp_path / "ensemble.onnx"
+    result = export(compose("export", [f"ckpt_path=[{tiny_run['ckpt']},{second_member}]", f"output={out}"], tmp_path / "x"))
+    # random images through barely trained tiny nets give flat maps: the same bounds as a single model's export
+    assert result["parity"]["heatmaps_max_abs_diff"] < 1e-5 and result["parity"]["coordinates_px_max_abs_diff"] < 1e-2
+    assert json.loads((tmp_path / "x" / "export.json").read_text())["checkpoint"] == f"{tiny_run['ckpt']}, {second_member}"
+
+
+def test_ensemble_export_without_an_output_file_is_refused(tmp_path, tiny_run, second_member, capsys):
+    from landmark_exp.export import export
+
+    with pytest.raises(SystemExit):
+        export(compose("export", [f"ckpt_path=[{tiny_run['ckpt']},{second_member}]"], tmp_path / "x"))
+    assert "an ensemble of checkpoints needs output=<file>.onnx" in capsys.readouterr().out
+
+
+def test_validation_score_of_members_with_different_splits_is_flagged(tmp_path, tiny_run, capsys):
+    from landmark_exp.run import train, evaluate
+
+    tmp = tiny_run["dir"]
+    train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache",
+                            *TINY, "logger=none", "seed=3"], tmp_path / "other_split"))
+    other = tmp_path / "other_split" / "checkpoints" / "best.ckpt"
+    common = [f"paths.cache_dir={tmp}/cache", "trainer.accelerator=cpu", "overlays=0"]
+    evaluate(compose("evaluate", [f"ckpt_path=[{tiny_run['ckpt']},{other}]", "split=val", *common], tmp_path / "val"))
+    assert "optimistic" in capsys.readouterr().out
+    evaluate(compose("evaluate", [f"ckpt_path=[{tiny_run['ckpt']},{other}]", "split=test", *common], tmp_path / "test"))
+    assert "optimistic" not in capsys.readouterr().out
