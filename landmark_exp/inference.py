@@ -27,7 +27,13 @@ from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
 from landmark_exp.data.patches import crop, patch_origins
 from landmark_exp.heatmap.decoder import Decoding
-from landmark_exp.module import CheckpointError, CheckpointPaths, LandmarkModule, checkpoint_paths, load_module
+from landmark_exp.module import (
+    CheckpointError,
+    CheckpointPaths,
+    LandmarkModule,
+    checkpoint_paths,
+    load_module,
+)
 from landmark_exp.performance import for_inference
 
 ONNX_METADATA_KEY = "landmark_exp"

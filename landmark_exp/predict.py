@@ -231,7 +231,7 @@ def predict(cfg: DictConfig) -> dict:
     files = collect_inputs(inputs)
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
     refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
-    console.print(f"{len(files)} image(s), model {", ".join(map(str, checkpoint_paths(cfg.ckpt_path)))}{refined} ({predictor.backend} on {predictor.device}); "
+    console.print(f"{len(files)} image(s), model {_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "
                   f"images without their own spacing: "
                   + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
     results, failures = run_predictions(predictor, files, out_dir, spacing, int(cfg.get("batch_size", 4)),

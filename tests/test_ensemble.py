@@ -87,7 +87,7 @@ def test_ensemble_export_without_an_output_file_is_refused(tmp_path, tiny_run, s
 
 
 def test_validation_score_of_members_with_different_splits_is_flagged(tmp_path, tiny_run, capsys):
-    from landmark_exp.run import train, evaluate
+    from landmark_exp.run import evaluate, train
 
     tmp = tiny_run["dir"]
     train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache",
