@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from landmark_exp.data.images import dicom_spacing, is_dicom, read_grey
+from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
 from landmark_exp.data.sources import _spacing as parse_spacing
@@ -160,20 +160,27 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
 
 def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path,
                     spacing: tuple[float, float] | None, batch_size: int = 4,
-                    overlay: bool = True) -> tuple[list[dict], list[dict]]:
-    """Predict every file in batches behind a progress bar; returns (results, failures with their reasons)."""
+                    overlay: bool = True, read_workers: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Predict every file in batches behind a progress bar; returns (results, failures with their reasons).
+
+    Images are decoded `read_workers` at a time in threads ahead of the batch the network is running
+    (`read_ahead`; None: up to 4, 1: one after the other)."""
     ids = unique_ids(files)
     results: list[dict] = []
     failures: list[dict] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
+    batch_size = max(1, batch_size)
+    images = read_ahead(files, predictor.info.normalize, read_workers, depth=2 * batch_size)
     with Progress(*columns, console=console, disable=len(files) < 2) as progress:
         task = progress.add_task("predicting", total=len(files))
-        for start in range(0, len(files), max(1, batch_size)):
+        for start in range(0, len(files), batch_size):
             batch = []
             for path, image_id in zip(files[start : start + batch_size], ids[start : start + batch_size], strict=True):
                 try:
-                    image = read_grey(path, predictor.info.normalize)
+                    image = next(images)
+                    if isinstance(image, DataError):
+                        raise image
                     sp, source = image_spacing(path, spacing)
                 except DataError as e:
                     failures.append({"file": str(path), "reason": _reason(str(e), path)})
@@ -235,7 +242,7 @@ def predict(cfg: DictConfig) -> dict:
                   f"images without their own spacing: "
                   + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
     results, failures = run_predictions(predictor, files, out_dir, spacing, int(cfg.get("batch_size", 4)),
-                                        bool(cfg.get("overlay", True)))
+                                        bool(cfg.get("overlay", True)), cfg.get("read_workers"))
     write_summary(out_dir, results, failures, predictor)
     measured = [r for r in results if "measurements" in r]
     if measured and len(measured) <= int(cfg.get("show", 20)):

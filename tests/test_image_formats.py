@@ -107,3 +107,28 @@ def test_8bit_images_read_to_exactly_their_value_over_255(tmp_path):
         got = read_grey(tmp_path / name)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, values.astype(np.float32) / 255.0)
+
+
+@pytest.mark.parametrize("workers, depth", [(1, None), (3, None), (2, 5), (4, 100)])
+def test_read_ahead_yields_every_file_in_order_with_errors_in_their_place(tmp_path, workers, depth):
+    from landmark_exp.data.images import read_ahead
+
+    rng = np.random.default_rng(1)
+    files, expected = [], []
+    for i in range(9):
+        f = tmp_path / f"{i}.png"
+        if i in (2, 7):
+            f.write_bytes(b"not a png")
+            expected.append(None)
+        else:
+            img = rng.integers(0, 256, size=(12, 10)).astype(np.uint8)
+            Image.fromarray(img).save(f)
+            expected.append(img.astype(np.float32) / 255)
+        files.append(f)
+    got = list(read_ahead(files, workers=workers, depth=depth))
+    assert len(got) == len(files)
+    for f, want, have in zip(files, expected, got, strict=True):
+        if want is None:
+            assert isinstance(have, DataError) and str(have).startswith(f"{f}: ")
+        else:
+            np.testing.assert_array_equal(have, want)

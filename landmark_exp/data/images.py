@@ -16,7 +16,9 @@ import hashlib
 import math
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,31 @@ def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
 
 # uint8 -> float32 in [0, 1] by table: the same values as astype(float32) / 255, with one full-size float
 # array instead of two
+def read_ahead(paths: Sequence[Path], normalize: str = "dtype", workers: int | None = None,
+               depth: int | None = None) -> Iterator[np.ndarray | DataError]:
+    """`read_grey` for each path, in order, decoded `workers` at a time in threads up to `depth` files ahead,
+    so the next images decode while the network runs (PIL releases the GIL). A file that cannot be read
+    yields its DataError in its place, and the rest are still read. workers=1: one file at a time, no threads."""
+    def read(path: Path) -> np.ndarray | DataError:
+        try:
+            return read_grey(path, normalize)
+        except DataError as e:
+            return e
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers <= 1:
+        yield from map(read, paths)
+        return
+    depth = max(depth or 2 * workers, workers)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future] = deque(pool.submit(read, p) for p in paths[:depth])
+        for nxt in paths[depth:]:
+            yield pending.popleft().result()
+            pending.append(pool.submit(read, nxt))
+        while pending:
+            yield pending.popleft().result()
+
+
 _U8_TO_UNIT = np.arange(256, dtype=np.float32) / 255.0
 
 
