@@ -2,11 +2,12 @@
 
 Each runtime predicts the same Test1 images through `landmark_exp.inference` exactly as `predict.py`
 does (read + decode the 2400x1935 JPEG, resize, network, sub-pixel decoding, back to original pixels;
-with `--refine` the coarse-to-fine second stage too). Printed: images/s, the ratio to eager, and the
-largest landmark difference from eager in original pixels (the 1e-3 px parity bar).
+with `--refine` the coarse-to-fine second stage too). Each run is a runtime and a number of reader
+threads; the first run (eager, images read one after the other) is the baseline. Printed: images/s,
+the ratio to the baseline, and the largest landmark difference from it in original pixels.
 
     python benchmarks/inference.py --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
-                                   [--images 20] [--batch 4] [--device cpu] [--runtimes eager tuned onnxruntime]
+                                   [--images 20] [--batch 4] [--device cpu] [--runs eager:1 tuned:1 tuned:4 onnxruntime:4]
 
 Without --ckpt a spec U-Net (random weights, 256x256) is timed; its landmarks are meaningless, so its
 parity column only says the runtimes compute the same function.
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landmark_exp.data.images import read_grey
+from landmark_exp.data.images import read_ahead, read_grey
 from landmark_exp.inference import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--runtimes", nargs="+", default=["eager", "tuned", "onnxruntime"])
+    ap.add_argument("--runs", nargs="+", default=["eager:1", "tuned:1", "tuned:4", "onnxruntime:4"],
+                    help="runtime:read_workers pairs (read_workers 1: each image read when its batch starts, as a "
+                         "plain loop would; N: decoded N at a time ahead of the network, as predict.py does)")
     args = ap.parse_args()
     if not TEST1.is_dir():
         sys.exit(f"needs the real Test1 images at {TEST1}")
@@ -70,21 +73,23 @@ def main() -> None:
         print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
               + f"; {len(files)} Test1 images, batch {args.batch}, end to end (read + predict)")
         results: dict[str, tuple[float, list[np.ndarray]]] = {}
-        for runtime in args.runtimes:
+        for run in args.runs:
+            runtime, workers = run.split(":") if ":" in run else (run, "1")
             predictor = load_predictor(ckpt, args.device, refine=args.refine, runtime=runtime)
             predictor.predict([read_grey(files[0])])  # warm-up (ONNX session, oneDNN primitives)
             t0 = time.perf_counter()
             xy: list[np.ndarray] = []
+            images = read_ahead(files, workers=int(workers), depth=2 * args.batch)
             for i in range(0, len(files), args.batch):
-                images = [read_grey(f) for f in files[i: i + args.batch]]
-                xy += [p.xy for p in predictor.predict(images)]
-            results[runtime] = (time.perf_counter() - t0, xy)
-    base_s, base_xy = results.get("eager", next(iter(results.values())))
-    print("\n| runtime | images/s | s/image | speed-up vs eager | max landmark diff vs eager (original px) |")
+                batch = [next(images) for _ in files[i: i + args.batch]]
+                xy += [p.xy for p in predictor.predict(batch)]
+            results[f"{runtime}, {workers} reader(s)"] = (time.perf_counter() - t0, xy)
+    base_s, base_xy = next(iter(results.values()))
+    print(f"\n| runtime, reading | images/s | s/image | speed-up vs {next(iter(results))} | max landmark diff (original px) |")
     print("|---|---|---|---|---|")
-    for runtime, (s, xy) in results.items():
+    for name, (s, xy) in results.items():
         diff = max(float(np.abs(a - b).max()) for a, b in zip(xy, base_xy, strict=True))
-        print(f"| {runtime} | {len(files) / s:.2f} | {s / len(files):.3f} | {base_s / s:.2f}x | {diff:.2e} |")
+        print(f"| {name} | {len(files) / s:.2f} | {s / len(files):.3f} | {base_s / s:.2f}x | {diff:.2e} |")
 
 
 if __name__ == "__main__":
