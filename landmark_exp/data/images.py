@@ -73,8 +73,6 @@ def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
     return arr
 
 
-# uint8 -> float32 in [0, 1] by table: the same values as astype(float32) / 255, with one full-size float
-# array instead of two
 def read_ahead(paths: Sequence[Path], normalize: str = "dtype", workers: int | None = None,
                depth: int | None = None) -> Iterator[np.ndarray | DataError]:
     """`read_grey` for each path, in order, decoded `workers` at a time in threads up to `depth` files ahead,
@@ -100,6 +98,8 @@ def read_ahead(paths: Sequence[Path], normalize: str = "dtype", workers: int | N
             yield pending.popleft().result()
 
 
+# uint8 -> float32 in [0, 1] by table: the same values as astype(float32) / 255, with one full-size float
+# array instead of two
 _U8_TO_UNIT = np.arange(256, dtype=np.float32) / 255.0
 
 
