@@ -3,11 +3,14 @@
 Each runtime predicts the same Test1 images through `landmark_exp.inference` exactly as `predict.py`
 does (read + decode the 2400x1935 JPEG, resize, network, sub-pixel decoding, back to original pixels;
 with `--refine` the coarse-to-fine second stage too). Each run is a runtime and a number of reader
-threads; the first run (eager, images read one after the other) is the baseline. Printed: images/s,
-the ratio to the baseline, and the largest landmark difference from it in original pixels.
+threads; the first run is the baseline. Reader `plain` is what a plain script does (PIL, convert("L"),
+/255, one image after the other); an integer N is landmark_exp's `read_grey` (luma-only decoding of grey
+JPEGs), decoded N at a time ahead of the network (1: sequential). The default baseline is eager PyTorch with
+plain reading. Printed: images/s, the ratio to the baseline, and the largest landmark difference from it
+in original pixels.
 
     python benchmarks/inference.py --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
-                                   [--images 20] [--batch 4] [--device cpu] [--runs eager:1 tuned:1 tuned:4 onnxruntime:4]
+                                   [--images 20] [--batch 4] [--device cpu] [--runs eager:plain eager:1 tuned:4 onnxruntime:4]
 
 Without --ckpt a spec U-Net (random weights, 256x256) is timed; its landmarks are meaningless, so its
 parity column only says the runtimes compute the same function.
@@ -34,6 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST1 = ROOT.parent / "shared" / "data" / "isbi2015" / "RawImage" / "Test1Data"
 
 
+def plain_read(path: Path) -> np.ndarray:
+    """An X-ray read as a plain PyTorch script would: Pillow, convert to grey, float in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255)
+
+
+def images_of(files: list[Path], readers: str, depth: int):
+    """The decoded images, in order, by the run's reader (`plain` or a number of read_grey threads)."""
+    return map(plain_read, files) if readers == "plain" else read_ahead(files, workers=int(readers), depth=depth)
+
+
 def random_spec_checkpoint(folder: Path) -> Path:
     """A checkpoint of the spec U-Net at 256x256 with random weights, saved as train.py would."""
     import lightning as L
@@ -57,9 +73,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--runs", nargs="+", default=["eager:1", "tuned:1", "tuned:4", "onnxruntime:4"],
-                    help="runtime:read_workers pairs (read_workers 1: each image read when its batch starts, as a "
-                         "plain loop would; N: decoded N at a time ahead of the network, as predict.py does)")
+    ap.add_argument("--runs", nargs="+", default=["eager:plain", "eager:1", "tuned:4", "onnxruntime:4"],
+                    help="runtime:readers pairs (readers plain: PIL convert('L') in a plain loop; 1: read_grey, "
+                         "one image after the other; N: read_grey N at a time ahead of the network, as predict.py does)")
     args = ap.parse_args()
     if not TEST1.is_dir():
         sys.exit(f"needs the real Test1 images at {TEST1}")
@@ -79,11 +95,11 @@ def main() -> None:
             predictor.predict([read_grey(files[0])])  # warm-up (ONNX session, oneDNN primitives)
             t0 = time.perf_counter()
             xy: list[np.ndarray] = []
-            images = read_ahead(files, workers=int(workers), depth=2 * args.batch)
+            images = images_of(files, workers, 2 * args.batch)
             for i in range(0, len(files), args.batch):
                 batch = [next(images) for _ in files[i: i + args.batch]]
                 xy += [p.xy for p in predictor.predict(batch)]
-            results[f"{runtime}, {workers} reader(s)"] = (time.perf_counter() - t0, xy)
+            results[f"{runtime}, {'plain reading' if workers == 'plain' else f'{workers} reader(s)'}"] = (time.perf_counter() - t0, xy)
     base_s, base_xy = next(iter(results.values()))
     print(f"\n| runtime, reading | images/s | s/image | speed-up vs {next(iter(results))} | max landmark diff (original px) |")
     print("|---|---|---|---|---|")

@@ -1,11 +1,11 @@
-"""Where predict.py's time goes per image, stage by stage, on real Test1 JPEGs; and what decoding only the
-JPEG's luma channel would save and change.
+"""Where predict.py's time goes per image, stage by stage, on real Test1 JPEGs; and whether read_grey's
+luma-only decoding of grey JPEGs gives the pixels of a plain full decode.
 
     python benchmarks/predict_profile.py --ckpt <run>/checkpoints/best.ckpt [--images 12] [--runtime tuned]
 
-Stages (ms per image, mean over the images): read_grey (decode + grey + float), the alternative luma-only
-decode (PIL draft mode "L"), resize to the model input, network, decoding, spread. The luma check reads all
-Test1 (and training) images both ways and counts those whose pixels differ.
+Stages (ms per image, mean over the images): read_grey (chroma check, luma-only decode, float), a plain
+read for comparison (PIL convert("L"), /255), resize to the model input, network, decoding, spread. The
+parity check reads all Test1 (and training) images both ways and counts those whose pixels differ.
 """
 
 from __future__ import annotations
@@ -15,19 +15,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from inference import plain_read  # the benchmark beside this one (benchmarks/ is sys.path[0])
 
-from landmark_exp.data.images import _U8_TO_UNIT, read_grey
+from landmark_exp.data.images import read_grey
 from landmark_exp.inference import load_predictor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015" / "RawImage"
-
-
-def luma_only(path: Path) -> np.ndarray:
-    """The JPEG decoded straight to its Y channel (no colour conversion), as float32 in [0, 1] by the same table."""
-    with Image.open(path) as im:
-        im.draft("L", im.size)
-        return _U8_TO_UNIT[np.asarray(im.convert("L"), dtype=np.uint8)]
 
 
 def per_image_ms(fn, items) -> tuple[float, list]:
@@ -47,7 +40,7 @@ def main() -> None:
     read_grey(files[0])
     predictor.predict([read_grey(files[0])])  # warm-up
     t_read, images = per_image_ms(read_grey, files)
-    t_luma, _ = per_image_ms(luma_only, files)
+    t_plain, _ = per_image_ms(plain_read, files)
     t_prep, prepared = per_image_ms(predictor.prepare, images)
     batch = np.stack([x for x, _ in prepared])
     t0 = time.perf_counter()
@@ -60,15 +53,12 @@ def main() -> None:
     predictor.info.decoding.spread(heat, xy)
     t_spread = 1000 * (time.perf_counter() - t0) / len(files)
     print(f"model {args.ckpt} ({predictor.backend}), {len(files)} Test1 images, ms per image:")
-    for name, t in (("read_grey", t_read), ("luma-only decode (alternative)", t_luma), ("resize", t_prep),
+    for name, t in (("read_grey", t_read), ("plain read (comparison)", t_plain), ("resize", t_prep),
                     ("network", t_net), ("decoding", t_dec), ("spread", t_spread)):
         print(f"  {name:<32} {t:8.1f}")
     every = sorted(DATA.glob("*/*.jpg"))
-    differ = [f.name for f in every if not np.array_equal(read_grey(f), luma_only(f))]
-    print(f"luma-only differs from read_grey on {len(differ)} of {len(every)} images: {differ}")
-    for name in differ:
-        f = next(p for p in every if p.name == name)
-        print(f"  {name}: up to {255 * float(np.abs(read_grey(f) - luma_only(f)).max()):.0f} grey levels")
+    differ = [f.name for f in every if not np.array_equal(read_grey(f), plain_read(f))]
+    print(f"read_grey differs from the plain read on {len(differ)} of {len(every)} images: {differ}")
 
 
 if __name__ == "__main__":

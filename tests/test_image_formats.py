@@ -5,7 +5,7 @@ import pytest
 from conftest import write_dicom
 from PIL import Image
 
-from landmark_exp.data.images import dicom_spacing, image_size, is_dicom, read_grey
+from landmark_exp.data.images import _has_neutral_chroma, dicom_spacing, image_size, is_dicom, read_grey
 from landmark_exp.data.records import DataError
 
 
@@ -132,3 +132,36 @@ def test_read_ahead_yields_every_file_in_order_with_errors_in_their_place(tmp_pa
             assert isinstance(have, DataError) and str(have).startswith(f"{f}: ")
         else:
             np.testing.assert_array_equal(have, want)
+
+
+def _unit8(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) / np.float32(255)
+
+
+def test_grey_saved_as_rgb_jpeg_reads_its_luma_only_with_the_pixels_of_the_full_decode(tmp_path, pixels):
+    smooth = np.repeat(np.repeat(pixels[::4, ::4], 4, 0), 4, 1)[:40, :30]
+    path = tmp_path / "grey_rgb.jpg"
+    Image.fromarray(np.dstack([smooth] * 3)).save(path, quality=90)
+    full = np.asarray(Image.open(path).convert("RGB"))
+    assert np.array_equal(full[..., 0], full[..., 1]) and np.array_equal(full[..., 1], full[..., 2])
+    assert _has_neutral_chroma(path)
+    got = read_grey(path)
+    assert got.dtype == np.float32 and np.array_equal(got, _unit8(full[..., 0]))
+
+
+def test_colour_jpeg_is_read_in_full_and_converted_to_grey(tmp_path, pixels):
+    rgb = np.dstack([pixels, np.roll(pixels, 7, axis=0), 255 - pixels])
+    path = tmp_path / "colour.jpg"
+    Image.fromarray(rgb).save(path, quality=90)
+    assert not _has_neutral_chroma(path)
+    assert np.array_equal(read_grey(path), _unit8(np.asarray(Image.open(path).convert("L"))))
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "not_a_jpeg.jpg"])
+def test_broken_jpeg_still_gets_the_one_line_error_naming_it(tmp_path, pixels, name):
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.dstack([pixels] * 3)).save(good)
+    data = good.read_bytes()[:200] if name == "truncated.jpg" else b"hello"
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(DataError, match=f"{name}: cannot read image"):
+        read_grey(tmp_path / name)

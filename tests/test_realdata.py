@@ -131,3 +131,16 @@ def test_tiny_run_on_real_csv_layout_then_evaluate_on_test1_reproduces_it(subset
     truth = {r.id: r.landmarks for r in CSVSource(CEPHA, splits=CSV_SPLITS).load("test1")}
     for image_id, rows in preds.groupby("image_id"):
         np.testing.assert_array_equal(rows[["true_x_px", "true_y_px"]].to_numpy(), truth[image_id])
+
+
+def test_isbi_jpegs_read_bit_for_bit_as_their_full_rgb_decode() -> None:
+    """The luma-only decoding of grey-as-RGB JPEGs changes no pixel; 300.jpg (real colour) takes the full path."""
+    from PIL import Image
+
+    from landmark_exp.data.images import _has_neutral_chroma, read_grey
+
+    folder = ISBI / "RawImage" / "Test1Data"
+    for name in ("151.jpg", "152.jpg", "226.jpg", "300.jpg"):
+        full = np.asarray(Image.open(folder / name).convert("L")).astype(np.float32) / np.float32(255)
+        assert np.array_equal(read_grey(folder / name), full), name
+        assert _has_neutral_chroma(folder / name) == (name != "300.jpg"), name
