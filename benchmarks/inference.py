@@ -10,7 +10,7 @@ plain reading. Printed: images/s, the ratio to the baseline, and the largest lan
 in original pixels.
 
     python benchmarks/inference.py --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
-                                   [--images 20] [--batch 4] [--device cpu] [--runs eager:plain eager:1 tuned:4 onnxruntime:4]
+                                   [--images 20] [--batch 4] [--rounds 5] [--device cpu] [--runs eager:plain eager:1 tuned:4 onnxruntime:4]
 
 Without --ckpt a spec U-Net (random weights, 256x256) is timed; its landmarks are meaningless, so its
 parity column only says the runtimes compute the same function.
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", nargs="+", default=["eager:plain", "eager:1", "tuned:4", "onnxruntime:4"],
                     help="runtime:readers pairs (readers plain: PIL convert('L') in a plain loop; 1: read_grey, "
                          "one image after the other; N: read_grey N at a time ahead of the network, as predict.py does)")
@@ -88,25 +89,35 @@ def main() -> None:
         ckpt = args.ckpt or random_spec_checkpoint(Path(tmp))
         print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
               + f"; {len(files)} Test1 images, batch {args.batch}, end to end (read + predict)")
-        results: dict[str, tuple[float, list[np.ndarray]]] = {}
-        for run in args.runs:
-            runtime, workers = run.split(":") if ":" in run else (run, "1")
-            predictor = load_predictor(ckpt, args.device, refine=args.refine, runtime=runtime)
-            predictor.predict([read_grey(files[0])])  # warm-up (ONNX session, oneDNN primitives)
-            t0 = time.perf_counter()
-            xy: list[np.ndarray] = []
-            images = images_of(files, workers, 2 * args.batch)
-            for i in range(0, len(files), args.batch):
-                batch = [next(images) for _ in files[i: i + args.batch]]
-                xy += [p.xy for p in predictor.predict(batch)]
-            results[f"{runtime}, {'plain reading' if workers == 'plain' else f'{workers} reader(s)'}"] = (time.perf_counter() - t0, xy)
-    base_s, base_xy = next(iter(results.values()))
-    print(f"\n| runtime, reading | images/s | s/image | speed-up vs {next(iter(results))} | max landmark diff (original px) |")
-    print("|---|---|---|---|---|")
-    for name, (s, xy) in results.items():
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(xy, base_xy, strict=True))
-        print(f"| {name} | {len(files) / s:.2f} | {s / len(files):.3f} | {base_s / s:.2f}x | {diff:.2e} |")
-
+        runs = [r.split(":") if ":" in r else (r, "1") for r in args.runs]
+        predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt) for rt, _ in runs]
+        warm = [read_grey(f) for f in files[: args.batch]]
+        for predictor in predictors:  # warm-up at the timed batch size (ONNX session, oneDNN primitives)
+            predictor.predict(warm)
+        names = [f"{rt}, {'plain reading' if w == 'plain' else f'{w} reader(s)'}" for rt, w in runs]
+        seconds: dict[str, list[float]] = {n: [] for n in names}
+        xy: dict[str, list[np.ndarray]] = {}
+        for _ in range(args.rounds):  # every run once per round, so a slow spell of the machine hits all of them
+            for name, (_, workers), predictor in zip(names, runs, predictors, strict=True):
+                t0 = time.perf_counter()
+                out: list[np.ndarray] = []
+                images = images_of(files, workers, 2 * args.batch)
+                for i in range(0, len(files), args.batch):
+                    batch = [next(images) for _ in files[i: i + args.batch]]
+                    out += [p.xy for p in predictor.predict(batch)]
+                seconds[name].append(time.perf_counter() - t0)
+                xy[name] = out
+    base = names[0]
+    print(f"\n{args.rounds} rounds; images/s: median (min-max); speed-up: median (min-max) of each round's ratio to "
+          f"the same round's {base}")
+    print(f"\n| runtime, reading | images/s | speed-up vs {base} | max landmark diff (original px) |")
+    print("|---|---|---|---|")
+    for name in names:
+        rate = [len(files) / t for t in seconds[name]]
+        ratio = [b / t for b, t in zip(seconds[base], seconds[name], strict=True)]
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(xy[name], xy[base], strict=True))
+        print(f"| {name} | {np.median(rate):.2f} ({min(rate):.2f}-{max(rate):.2f}) | "
+              f"{np.median(ratio):.2f}x ({min(ratio):.2f}-{max(ratio):.2f}) | {diff:.2e} |")
 
 if __name__ == "__main__":
     main()

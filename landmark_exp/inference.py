@@ -26,6 +26,7 @@ import torch
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
 from landmark_exp.data.patches import crop, patch_origins
+from landmark_exp.data.records import DataError
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
     CheckpointError,
@@ -159,10 +160,34 @@ class Predictor:
                                   spread=spread / g[None, 0:2], geometry=geom)
 
 
-class CascadePredictor:
-    """Coarse to fine, as `evaluate.py refine_ckpt=`: a whole-image model's estimates, refined `iterations` times."""
+def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray:
+    """(K,) bool: which landmarks the second stage re-locates (`refine_landmarks`: numbers from 1 or names;
+    None: all). The others keep their first-stage estimates, for landmarks where validation shows that the
+    patch view loses what the whole image tells (e.g. gonion, on a long smooth jaw angle)."""
+    chosen = np.zeros(len(names), dtype=bool)
+    if landmarks is None:
+        return ~chosen
+    if isinstance(landmarks, str | int):  # refine_landmarks=10 on the command line
+        landmarks = [landmarks]
+    lower = [n.lower() for n in names]
+    for item in landmarks:
+        text = str(item).strip()
+        if text.isdigit() and 1 <= int(text) <= len(names):
+            chosen[int(text) - 1] = True
+        elif text.lower() in lower:
+            chosen[lower.index(text.lower())] = True
+        else:
+            raise DataError(f"refine_landmarks: {item!r} is neither a landmark number 1-{len(names)} nor one of "
+                            f"{', '.join(names)}")
+    return chosen
 
-    def __init__(self, first: Predictor, second: Predictor, iterations: int = 1) -> None:
+
+class CascadePredictor:
+    """Coarse to fine, as `evaluate.py refine_ckpt=`: a whole-image model's estimates, refined `iterations` times
+    (only the landmarks in `refined`, (K,) bool; None: all)."""
+
+    def __init__(self, first: Predictor, second: Predictor, iterations: int = 1,
+                 refined: np.ndarray | None = None) -> None:
         if second.info.working_size is None:
             raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
         if second.info.landmark_names != first.info.landmark_names:
@@ -172,14 +197,21 @@ class CascadePredictor:
             raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
                                   f"stage's {first.info.normalize!r}")
         self.first, self.second, self.iterations = first, second, int(iterations)
+        k = len(first.info.landmark_names)
+        self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
         self.info = first.info
         self.backend, self.device = first.backend, first.device
 
     def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkPrediction]:
-        preds = self.first.predict(images)
+        firsts = preds = self.first.predict(images)
         for _ in range(self.iterations):
             preds = [self.second.refine(im, p.xy) for im, p in zip(images, preds, strict=True)]
-        return preds
+        if self.refined.all():
+            return preds
+        r = self.refined
+        return [LandmarkPrediction(xy=np.where(r[:, None], p.xy, f.xy), confidence=np.where(r, p.confidence, f.confidence),
+                                   spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry)
+                for p, f in zip(preds, firsts, strict=True)]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -242,12 +274,14 @@ RUNTIMES = ("tuned", "eager", "onnxruntime")
 
 
 def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,
-                   refine_iterations: int = 1, runtime: str = "tuned") -> Predictor | CascadePredictor:
+                   refine_iterations: int = 1, runtime: str = "tuned",
+                   refine_landmarks: Sequence[int | str] | None = None) -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
     A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
 
-    With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade."""
+    With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade, which
+    re-locates only `refine_landmarks` (numbers from 1 or names; None: all)."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     paths = checkpoint_paths(path)
@@ -263,7 +297,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
         first = torch_predictor(load_module(paths), device, source, runtime)
     if refine is None:
         return first
-    return CascadePredictor(first, load_predictor(refine, device, runtime=runtime), refine_iterations)
+    refined = refine_selection(refine_landmarks, first.info.landmark_names)
+    return CascadePredictor(first, load_predictor(refine, device, runtime=runtime), refine_iterations, refined)
 
 
 def _exported_predictor(ckpt: list[Path], device: str, source: str) -> Predictor:

@@ -233,7 +233,8 @@ def predict(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
     predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"), cfg.get("refine_ckpt"),
-                               int(cfg.get("refine_iterations", 1)), cfg.get("runtime", "tuned"))
+                               int(cfg.get("refine_iterations", 1)), cfg.get("runtime", "tuned"),
+                               cfg.get("refine_landmarks"))
     inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
     files = collect_inputs(inputs)
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)

@@ -20,6 +20,7 @@ from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
+from landmark_exp.inference import refine_selection
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
 from landmark_exp.performance import for_inference
 from landmark_exp.provenance import write_run_info
@@ -241,7 +242,9 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
                  trainer: L.Trainer) -> tuple[LandmarkModule, LandmarkDataModule]:
     """Coarse to fine: cut a patch around each first-stage estimate and let the second-stage model
     (`refine_ckpt`, trained with `data.patch`) re-locate the landmark there, `refine_iterations` times."""
-    fine = load_module(cfg.refine_ckpt)
+    # a decoding override (heatmap.decoder / heatmap.window) applies to both stages; the prior is the first's
+    decoding = {k: v for k, v in (_container(cfg.get("heatmap")) or {}).items() if v is not None and k in ("decoder", "window")}
+    fine = load_module(cfg.refine_ckpt, heatmap=decoding)
     fine.net = for_inference(fine.net, trainer.strategy.root_device, cfg.get("runtime", "tuned"))
     fine_data = OmegaConf.create(fine.hparams.data or {})
     if not fine_data.get("patch"):
@@ -262,8 +265,32 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
         with torch.inference_mode():
             trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
         pred = dict(zip([ds.records[i].id for i in fine.test_results["index"]], fine.test_results["pred"], strict=True))
-    fine.test_results.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage")
+    res = fine.test_results
+    refined = refine_selection(cfg.get("refine_landmarks"), coarse.landmark_names)
+    if not refined.all():  # the others keep their first-stage estimates
+        from landmark_exp.metrics import radial_errors_mm, summarize
+
+        first_by_id = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
+        kept = np.stack([first_by_id[ds.records[i].id] for i in res["index"]])
+        res["pred"] = np.where(refined[None, :, None], res["pred"], kept)
+        res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
+        res["summary"] = summarize(res["errors"], fine.landmark_names)
+    res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage")
+    _say_where_refining_hurt(res, fine.landmark_names, refined, cfg.split)
     return fine, fdm
+
+
+def _say_where_refining_hurt(res: dict, names: list[str], refined: np.ndarray, split: str) -> None:
+    """Name the refined landmarks whose error the second stage raised on this split. Chosen on validation,
+    `refine_landmarks` can then keep their first-stage estimates (never choose it on the test split)."""
+    ours, first = res["errors"].mean(axis=0), res["baseline_errors"].mean(axis=0)
+    worse = [j for j in range(len(names)) if refined[j] and ours[j] > first[j]]
+    if not worse:
+        return
+    listed = ", ".join(f"{j + 1} {names[j]} ({first[j]:.2f} -> {ours[j]:.2f} mm)" for j in worse)
+    helped = [str(j + 1) for j in range(len(names)) if refined[j] and j not in worse]
+    console.print(f"second stage worse than the first on '{split}' for: {listed}. To keep their first estimates "
+                  f"(choose this on validation, not test): refine_landmarks=[{','.join(helped)}]", soft_wrap=True)
 
 
 def score_each_doctor(module: LandmarkModule, dm: LandmarkDataModule, split: str) -> dict:

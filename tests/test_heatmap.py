@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from landmark_exp.heatmap.decoder import decode, decode_single_channel
+from landmark_exp.heatmap.decoder import decode, decode_single_channel, refine
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 
 
@@ -115,3 +115,35 @@ def test_shape_prior_does_not_pull_a_broad_peak_towards_itself():
     assert abs(int(weighted.flatten().argmax()) % 64 - 20.4) > 1.5  # the tilt this test is about
     coords, peak = decode(hm, prior=prior, prior_sigma=12.0)
     assert (coords[0, 0] - true[0, 0]).norm() < 0.01 and peak[0, 0] > 0.95
+
+
+def _sigmoid_blobs(centres: torch.Tensor, size: int, top: float) -> torch.Tensor:
+    """What a dice-trained sigmoid network draws: sigmoid(top - d^2 / 4), a blob saturated to a flat top."""
+    ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    d2 = (xs - centres[..., 0, None, None]) ** 2 + (ys - centres[..., 1, None, None]) ** 2
+    return torch.sigmoid(top - d2 / 4.0).float()
+
+
+@pytest.mark.parametrize("top", [4.0, 8.0])
+def test_logit_decoder_is_exact_on_saturated_sigmoid_blobs_the_log_fit_misplaces(top):
+    centres = _random_centres(16, 19, 64, margin=6)
+    maps = _sigmoid_blobs(centres, 64, top)
+    err = {m: float((decode(maps, m, window=3)[0] - centres).norm(dim=-1).max()) for m in ("lsq", "logit_lsq")}
+    assert err["logit_lsq"] < 1e-4 and err["lsq"] > 0.05
+
+
+def test_logit_decoder_is_close_on_clean_gaussians():
+    centres = _random_centres(16, 19, 64)
+    coords, _ = decode(gaussian_heatmaps(centres, (64, 64), 2.0).float(), "logit_lsq", window=3)
+    assert (coords - centres).norm(dim=-1).max() < 0.05
+
+
+def test_logit_decoder_ends_at_the_same_point_from_any_pixel_of_a_flat_top():
+    centre = torch.tensor([[[30.3, 21.6]]], dtype=torch.float64)
+    maps = _sigmoid_blobs(centre, 64, 8.0)[0, 0]  # p > 0.999 on the pixels around the centre
+    starts = [(30 + dx, 22 + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+    assert all(maps[y, x] > 0.999 for x, y in starts)
+    ix, iy = (torch.tensor(v) for v in zip(*starts, strict=True))
+    got = refine(maps.expand(len(starts), 64, 64), ix, iy, "logit_lsq", window=3)
+    assert float((got - got[0]).abs().max()) < 1e-9
+    assert float((got[0] - centre[0, 0]).norm()) < 1e-4

@@ -160,3 +160,46 @@ def test_a_second_stage_model_alone_is_refused(tmp_path, tiny_refine, capsys):
     with pytest.raises(SystemExit):
         _run(tmp_path, tiny_refine, tmp_path / "a.png")
     assert "second-stage (patch) model" in capsys.readouterr().out
+
+
+def _eval_predictions(tiny_run, out, *overrides):
+    from landmark_exp.run import evaluate
+
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", *overrides], out))
+    ev = pd.read_csv(out / "predictions.csv")
+    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
+    return ev.sort_values(["image_id", "landmark"]).reset_index(drop=True)
+
+
+def test_refine_landmarks_keeps_the_first_estimate_of_the_others_in_evaluate_and_predict(tmp_path, tiny_run, tiny_refine):
+    first = _eval_predictions(tiny_run, tmp_path / "first")
+    full = _eval_predictions(tiny_run, tmp_path / "full", f"refine_ckpt={tiny_refine}")
+    some = _eval_predictions(tiny_run, tmp_path / "some", f"refine_ckpt={tiny_refine}", "refine_landmarks=[sella,10]")
+    refined = some["landmark"].isin([1, 10])
+    assert refined.sum() == 2 * 4
+    xy = ["pred_x_px", "pred_y_px"]
+    np.testing.assert_allclose(some.loc[~refined, xy], first.loc[~refined, xy], atol=1e-9)
+    np.testing.assert_allclose(some.loc[refined, xy], full.loc[refined, xy], atol=1e-9)
+    assert not np.allclose(full.loc[~refined, xy], first.loc[~refined, xy])  # refining did move the others
+    per = {p["name"]: p["mre"] for p in json.loads((tmp_path / "some" / "metrics.json").read_text())["per_landmark"]}
+    per_first = {p["name"]: p["mre"] for p in json.loads((tmp_path / "first" / "metrics.json").read_text())["per_landmark"]}
+    assert per["nasion"] == pytest.approx(per_first["nasion"]) and per["sella"] != pytest.approx(per_first["sella"])
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
+                  f"refine_ckpt={tiny_refine}", "refine_landmarks=[1,gonion]")
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    merged = some.merge(pr, on=["image_id", "landmark"])
+    assert len(merged) == 4 * 19
+    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+
+
+def test_refine_landmarks_takes_numbers_and_names_and_refuses_others_in_one_line():
+    from landmark_exp.inference import refine_selection
+
+    names = ["sella", "nasion", "gonion"]
+    assert refine_selection(None, names).all()
+    assert refine_selection([1, "Gonion"], names).tolist() == [True, False, True]
+    assert refine_selection(2, names).tolist() == [False, True, False]
+    with pytest.raises(DataError, match=r"refine_landmarks: 'pogonion' is neither a landmark number 1-3 nor one of"):
+        refine_selection(["pogonion"], names)
+    with pytest.raises(DataError, match="refine_landmarks: 4 is neither"):
+        refine_selection([4], names)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-METHODS = ("argmax", "quadratic", "lsq", "soft_argmax")
+METHODS = ("argmax", "quadratic", "lsq", "logit_lsq", "soft_argmax")
 
 
 def argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -51,7 +51,7 @@ def refine(
     centroid = _local_centroid(maps, ix, iy, window)
     if method == "soft_argmax":
         return base + centroid
-    if method not in ("quadratic", "lsq"):
+    if method not in ("quadratic", "lsq", "logit_lsq"):
         raise ValueError(f"unknown decoding method {method!r} (choose from {METHODS})")
     p, inside = _patches(maps, ix, iy, 1)
     logp = torch.log(p.clamp_min(1e-10))
@@ -78,16 +78,34 @@ def refine(
     if method == "lsq" and window > 1:
         fit, fit_ok = _log_gaussian_lsq(maps, ix, iy, window)
         quad = torch.where(fit_ok[:, None], fit, quad)
+    if method == "logit_lsq" and window > 1:
+        fit, fit_ok = _log_gaussian_lsq(maps, ix, iy, window, logit=True, max_step=window)
+        # Re-centre once: the window moves to the pixel nearest the fitted peak and fits again, so starting
+        # anywhere on a flat top (where float rounding decides the argmax) ends at the same window
+        h, w = maps.shape[-2:]
+        jx = (ix + torch.where(fit_ok, fit[:, 0].round(), 0).long()).clamp(0, w - 1)
+        jy = (iy + torch.where(fit_ok, fit[:, 1].round(), 0).long()).clamp(0, h - 1)
+        refit, refit_ok = _log_gaussian_lsq(maps, jx, jy, window, logit=True)
+        moved = torch.stack([jx - ix, jy - iy], dim=-1).to(torch.float64)
+        fit = torch.where(refit_ok[:, None], moved + refit, fit)
+        fit_ok = refit_ok | (fit_ok & (fit.abs() <= 1.0).all(dim=-1))
+        quad = torch.where(fit_ok[:, None], fit, quad)
     return base + quad
 
 
-def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int,
+                      logit: bool = False, max_step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Offset of the peak of a Gaussian fitted to the (2r+1)^2 window by weighted least squares on log values.
 
     The 3x3 Taylor fit is exact for a clean Gaussian but reads only 5 pixels, so noise in a network's
     output moves it; fitting log p = c0 + c1 x + c2 y + c3 x^2 + c4 xy + c5 y^2 to all pixels of the
     window, weighted by p^2 (log p's noise variance goes as 1/p^2), is just as exact on a clean peak and
     averages the noise out. Returns (N, 2) offsets and where the fit is a proper maximum inside the window.
+
+    logit=True fits the quadratic to logit p instead, weighted by (p (1 - p))^2: a sigmoid network's
+    saturated peak (a flat top at 0.9997, as dice loss trains) is sigmoid(quadratic), so the fit reads the
+    blob's shape, not a plateau of log 1 = 0, and does not depend on which plateau pixel it starts from.
+    For a small peak (p << 1) it is the log fit.
     """
     p, inside = _patches(maps, ix, iy, r)
     n = p.shape[0]
@@ -97,8 +115,14 @@ def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r:
     centre = p[:, r, r].clamp_min(1e-12)
     flat = p.reshape(n, -1)
     # pixels at or below 1e-3 of the peak carry no shape, only the log of noise
-    wgt = (flat.clamp_min(0) ** 2) * inside.reshape(n, -1) * (flat > 1e-3 * centre[:, None])
-    z = torch.log(flat.clamp_min(1e-12))
+    keep = inside.reshape(n, -1) * (flat > 1e-3 * centre[:, None])
+    if logit:
+        q = flat.clamp(1e-12, 1 - 1e-7)
+        wgt = (q * (1 - q)) ** 2 * keep
+        z = torch.log(q) - torch.log1p(-q)
+    else:
+        wgt = (flat.clamp_min(0) ** 2) * keep
+        z = torch.log(flat.clamp_min(1e-12))
     ata = torch.einsum("nm,mi,mj->nij", wgt, basis, basis)
     atz = torch.einsum("nm,mi,nm->ni", wgt, basis, z)
     ata = ata + 1e-9 * torch.eye(6, device=maps.device, dtype=torch.float64)
@@ -110,7 +134,7 @@ def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r:
     ox = -(hyy * c[:, 1] - hxy * c[:, 2]) / safe
     oy = -(hxx * c[:, 2] - hxy * c[:, 1]) / safe
     step = torch.stack([ox, oy], dim=-1)
-    ok = ok & (step.abs() <= 1.0).all(dim=-1) & torch.isfinite(step).all(dim=-1)
+    ok = ok & (step.abs() <= max_step).all(dim=-1) & torch.isfinite(step).all(dim=-1)
     return torch.where(ok[:, None], step, torch.zeros_like(step)), ok
 
 
