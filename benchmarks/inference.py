@@ -5,12 +5,13 @@ does (read + decode the 2400x1935 JPEG, resize, network, sub-pixel decoding, bac
 with `--refine` the coarse-to-fine second stage too). Each run is a runtime and a number of reader
 threads; the first run is the baseline. Reader `plain` is what a plain script does (PIL, convert("L"),
 /255, one image after the other); an integer N is landmark_exp's `read_grey` (luma-only decoding of grey
-JPEGs), decoded N at a time ahead of the network (1: sequential). The default baseline is eager PyTorch with
-plain reading. Printed: images/s, the ratio to the baseline, and the largest landmark difference from it
-in original pixels.
+JPEGs), decoded N at a time ahead of the network (1: sequential); a `p` after N (e.g. onnxruntime:4p) also
+resizes in the reader threads, as predict.py does. The default baseline is eager PyTorch with plain reading.
+Printed: images/s, the ratio to the baseline, and the largest landmark difference from it in original pixels.
 
     python benchmarks/inference.py --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
-                                   [--images 20] [--batch 4] [--rounds 5] [--device cpu] [--runs eager:plain eager:1 tuned:4 onnxruntime:4]
+                                   [--images 20] [--batch 4] [--rounds 5] [--device cpu]
+                                   [--runs eager:plain eager:1 tuned:4p onnxruntime:4p]
 
 Without --ckpt a spec U-Net (random weights, 256x256) is timed; its landmarks are meaningless, so its
 parity column only says the runtimes compute the same function.
@@ -25,7 +26,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,9 +48,22 @@ def plain_read(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255)
 
 
-def images_of(files: list[Path], readers: str, depth: int):
-    """The decoded images, in order, by the run's reader (`plain` or a number of read_grey threads)."""
-    return map(plain_read, files) if readers == "plain" else read_ahead(files, workers=int(readers), depth=depth)
+def images_of(files: list[Path], readers: str, depth: int, predictor) -> Iterator[tuple[np.ndarray, Any]]:
+    """(image, prepared network input or None), in order, by the run's reader: `plain`, a number of read_grey
+    threads, or that number with a `p`: the threads also resize to the network input, as predict.py does."""
+    if readers == "plain":
+        return ((im, None) for im in map(plain_read, files))
+    if readers.endswith("p"):
+        return read_ahead(files, workers=int(readers[:-1]), depth=depth, then=lambda im: (im, predictor.prepare(im)))
+    return ((im, None) for im in read_ahead(files, workers=int(readers), depth=depth))
+
+
+def predictors_decoding(ckpt: Path, args: argparse.Namespace) -> str:
+    """The decoder and window the runs use (the override, else what the checkpoint carries)."""
+    from landmark_exp.module import load_module
+
+    d = load_module(ckpt).hparams.heatmap or {}
+    return f"{args.decoder or d.get('decoder', 'quadratic')}, window {args.window or d.get('window', 2)}"
 
 
 def random_spec_checkpoint(folder: Path) -> Path:
@@ -74,7 +90,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", nargs="+", default=["eager:plain", "eager:1", "tuned:4", "onnxruntime:4"],
+    ap.add_argument("--decoder", help="decoding override, as predict.py heatmap.decoder= (default: the checkpoint's)")
+    ap.add_argument("--window", type=int, help="as predict.py heatmap.window=")
+    ap.add_argument("--runs", nargs="+", default=["eager:plain", "eager:1", "tuned:4p", "onnxruntime:4p"],
                     help="runtime:readers pairs (readers plain: PIL convert('L') in a plain loop; 1: read_grey, "
                          "one image after the other; N: read_grey N at a time ahead of the network, as predict.py does)")
     args = ap.parse_args()
@@ -88,9 +106,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt or random_spec_checkpoint(Path(tmp))
         print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
-              + f"; {len(files)} Test1 images, batch {args.batch}, end to end (read + predict)")
+              + f"; decoding {predictors_decoding(ckpt, args)}; {len(files)} Test1 images, batch {args.batch}, "
+              "end to end (read + predict)")
         runs = [r.split(":") if ":" in r else (r, "1") for r in args.runs]
-        predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt) for rt, _ in runs]
+        heatmap = {k: v for k, v in (("decoder", args.decoder), ("window", args.window)) if v is not None}
+        predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt, heatmap=heatmap) for rt, _ in runs]
         warm = [read_grey(f) for f in files[: args.batch]]
         for predictor in predictors:  # warm-up at the timed batch size (ONNX session, oneDNN primitives)
             predictor.predict(warm)
@@ -101,10 +121,11 @@ def main() -> None:
             for name, (_, workers), predictor in zip(names, runs, predictors, strict=True):
                 t0 = time.perf_counter()
                 out: list[np.ndarray] = []
-                images = images_of(files, workers, 2 * args.batch)
+                images = images_of(files, workers, 2 * args.batch, predictor)
                 for i in range(0, len(files), args.batch):
                     batch = [next(images) for _ in files[i: i + args.batch]]
-                    out += [p.xy for p in predictor.predict(batch)]
+                    prepared = None if batch[0][1] is None else [b[1] for b in batch]
+                    out += [p.xy for p in predictor.predict([b[0] for b in batch], prepared)]
                 seconds[name].append(time.perf_counter() - t0)
                 xy[name] = out
     base = names[0]

@@ -116,14 +116,16 @@ class Predictor:
     def heatmaps(self, batch: np.ndarray) -> torch.Tensor:
         return self._forward(np.ascontiguousarray(batch, dtype=np.float32))
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkPrediction]:
-        """Decoded greyscale images (any sizes) -> one `LandmarkPrediction` each, in one batch."""
+    def predict(self, images: Sequence[np.ndarray],
+                prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
+        """Decoded greyscale images (any sizes) -> one `LandmarkPrediction` each, in one batch.
+        `prepared`: their `prepare` results when already made (predict.py resizes in its reader threads)."""
         if self.info.working_size is not None:
             raise CheckpointError(f"{self.info.source}: a second-stage (patch) model needs first estimates: "
                                   "give it as refine_ckpt= next to a first-stage ckpt_path=")
         if not images:
             return []
-        prepared = [self.prepare(im) for im in images]
+        prepared = prepared or [self.prepare(im) for im in images]
         heat = self.heatmaps(np.stack([x for x, _ in prepared]))
         xy, peak = self.info.decoding(heat)
         spread = self.info.decoding.spread(heat, xy)
@@ -202,8 +204,12 @@ class CascadePredictor:
         self.info = first.info
         self.backend, self.device = first.backend, first.device
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[LandmarkPrediction]:
-        firsts = preds = self.first.predict(images)
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        return self.first.prepare(image)
+
+    def predict(self, images: Sequence[np.ndarray],
+                prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
+        firsts = preds = self.first.predict(images, prepared)
         for _ in range(self.iterations):
             preds = [self.second.refine(im, p.xy) for im, p in zip(images, preds, strict=True)]
         if self.refined.all():
@@ -251,7 +257,12 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
             warnings.warn("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU", stacklevel=2)
             device = "cpu"
     try:
-        session = ort.InferenceSession(str(path), providers=providers)
+        options = ort.SessionOptions()
+        # no busy-waiting between operators: the cores are shared with the threads that decode the next
+        # images (predict.py read_workers), and a spinning pool takes their time (1.48x -> 1.76x end to end
+        # on 2 cores, benchmarks/RESULTS.md "Inference")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
         raise CheckpointError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     meta = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
@@ -275,13 +286,15 @@ RUNTIMES = ("tuned", "eager", "onnxruntime")
 
 def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,
                    refine_iterations: int = 1, runtime: str = "tuned",
-                   refine_landmarks: Sequence[int | str] | None = None) -> Predictor | CascadePredictor:
+                   refine_landmarks: Sequence[int | str] | None = None, heatmap: dict | None = None,
+                   refine_heatmap: dict | None = None) -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
     A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
 
     With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade, which
-    re-locates only `refine_landmarks` (numbers from 1 or names; None: all)."""
+    re-locates only `refine_landmarks` (numbers from 1 or names; None: all). `heatmap` / `refine_heatmap` override
+    each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; an .onnx file keeps its own."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     paths = checkpoint_paths(path)
@@ -292,21 +305,22 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     if onnx:
         first = onnx_predictor(onnx[0], device)
     elif runtime == "onnxruntime":
-        first = _exported_predictor(paths, device, source)
+        first = _exported_predictor(paths, device, source, heatmap)
     else:
-        first = torch_predictor(load_module(paths), device, source, runtime)
+        first = torch_predictor(load_module(paths, heatmap=heatmap), device, source, runtime)
     if refine is None:
         return first
     refined = refine_selection(refine_landmarks, first.info.landmark_names)
-    return CascadePredictor(first, load_predictor(refine, device, runtime=runtime), refine_iterations, refined)
+    second = load_predictor(refine, device, runtime=runtime, heatmap=refine_heatmap)
+    return CascadePredictor(first, second, refine_iterations, refined)
 
 
-def _exported_predictor(ckpt: list[Path], device: str, source: str) -> Predictor:
+def _exported_predictor(ckpt: list[Path], device: str, source: str, heatmap: dict | None = None) -> Predictor:
     """A checkpoint (or ensemble) exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
     import tempfile
 
     from landmark_exp.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
-        path = export_onnx(load_module(ckpt), Path(tmp) / "model.onnx", dynamo=False, source=source)
+        path = export_onnx(load_module(ckpt, heatmap=heatmap), Path(tmp) / "model.onnx", dynamo=False, source=source)
         return onnx_predictor(path, device)  # the session holds the model in memory: the file may go

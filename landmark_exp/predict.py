@@ -39,7 +39,7 @@ from landmark_exp.data.sources import IMAGE_EXTENSIONS
 from landmark_exp.data.sources import _spacing as parse_spacing
 from landmark_exp.inference import CascadePredictor, LandmarkPrediction, Predictor, load_predictor
 from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
-from landmark_exp.run import _guard, show_config
+from landmark_exp.run import _guard, decoding_overrides, show_config
 
 
 class SpacingWarning(UserWarning):
@@ -171,23 +171,27 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     batch_size = max(1, batch_size)
-    images = read_ahead(files, predictor.info.normalize, read_workers, depth=2 * batch_size)
+    # each image is decoded and resized to the network input in the reader threads
+    images = read_ahead(files, predictor.info.normalize, read_workers, depth=2 * batch_size,
+                        then=lambda image: (image, predictor.prepare(image)))
     with Progress(*columns, console=console, disable=len(files) < 2) as progress:
         task = progress.add_task("predicting", total=len(files))
         for start in range(0, len(files), batch_size):
             batch = []
             for path, image_id in zip(files[start : start + batch_size], ids[start : start + batch_size], strict=True):
                 try:
-                    image = next(images)
-                    if isinstance(image, DataError):
-                        raise image
+                    read = next(images)
+                    if isinstance(read, DataError):
+                        raise read
+                    image, prepared = read
                     sp, source = image_spacing(path, spacing)
                 except DataError as e:
                     failures.append({"file": str(path), "reason": _reason(str(e), path)})
                     progress.advance(task)
                     continue
-                batch.append((path, image_id, image, sp, source))
-            for (path, image_id, image, sp, source), pred in zip(batch, predictor.predict([b[2] for b in batch]), strict=True):
+                batch.append((path, image_id, image, prepared, sp, source))
+            preds = predictor.predict([b[2] for b in batch], [b[3] for b in batch])
+            for (path, image_id, image, _, sp, source), pred in zip(batch, preds, strict=True):
                 results.append(_write_image_outputs(out_dir, image_id, path, image, pred, sp, source, predictor, overlay))
                 progress.advance(task)
     return results, failures
@@ -234,7 +238,8 @@ def predict(cfg: DictConfig) -> dict:
     show_config(cfg, out_dir)
     predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"), cfg.get("refine_ckpt"),
                                int(cfg.get("refine_iterations", 1)), cfg.get("runtime", "tuned"),
-                               cfg.get("refine_landmarks"))
+                               cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
+                               decoding_overrides(cfg.get("refine_heatmap")))
     inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
     files = collect_inputs(inputs)
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)

@@ -50,6 +50,11 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def decoding_overrides(node: Any) -> dict:
+    """The set keys of a `heatmap:` override block of evaluate/predict (null keeps the checkpoint's setting)."""
+    return {k: v for k, v in (_container(node) or {}).items() if v is not None}
+
+
 def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
     return LandmarkModule(
         model=_container(cfg.model),
@@ -190,8 +195,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
     write_run_info(out_dir)
-    decoding = {k: v for k, v in (_container(cfg.get("heatmap")) or {}).items() if v is not None}
-    module = load_module(cfg.ckpt_path, heatmap=decoding)
+    module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")))
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone
@@ -242,9 +246,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
                  trainer: L.Trainer) -> tuple[LandmarkModule, LandmarkDataModule]:
     """Coarse to fine: cut a patch around each first-stage estimate and let the second-stage model
     (`refine_ckpt`, trained with `data.patch`) re-locate the landmark there, `refine_iterations` times."""
-    # a decoding override (heatmap.decoder / heatmap.window) applies to both stages; the prior is the first's
-    decoding = {k: v for k, v in (_container(cfg.get("heatmap")) or {}).items() if v is not None and k in ("decoder", "window")}
-    fine = load_module(cfg.refine_ckpt, heatmap=decoding)
+    fine = load_module(cfg.refine_ckpt, heatmap=decoding_overrides(cfg.get("refine_heatmap")))
     fine.net = for_inference(fine.net, trainer.strategy.root_device, cfg.get("runtime", "tuned"))
     fine_data = OmegaConf.create(fine.hparams.data or {})
     if not fine_data.get("patch"):

@@ -203,3 +203,16 @@ def test_refine_landmarks_takes_numbers_and_names_and_refuses_others_in_one_line
         refine_selection(["pogonion"], names)
     with pytest.raises(DataError, match="refine_landmarks: 4 is neither"):
         refine_selection([4], names)
+
+
+def test_a_decoding_override_gives_the_same_landmarks_in_predict_as_in_evaluate(tmp_path, tiny_run):
+    ev = _eval_predictions(tiny_run, tmp_path / "ev", "heatmap.decoder=argmax")
+    default = _eval_predictions(tiny_run, tmp_path / "default")
+    xy = ["pred_x_px", "pred_y_px"]
+    assert not np.allclose(ev[xy], default[xy])
+    for runtime in ("tuned", "onnxruntime"):
+        _, out = _run(tmp_path / runtime, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
+                      "heatmap.decoder=argmax", f"runtime={runtime}")
+        merged = ev.merge(pd.read_csv(out / "predictions.csv", dtype={"image_id": str}), on=["image_id", "landmark"])
+        assert len(merged) == 4 * 19
+        np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)

@@ -17,9 +17,10 @@ import math
 import os
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -77,13 +78,16 @@ def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
 
 
 def read_ahead(paths: Sequence[Path], normalize: str = "dtype", workers: int | None = None,
-               depth: int | None = None) -> Iterator[np.ndarray | DataError]:
+               depth: int | None = None, then: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
     """`read_grey` for each path, in order, decoded `workers` at a time in threads up to `depth` files ahead,
-    so the next images decode while the network runs (PIL releases the GIL). A file that cannot be read
-    yields its DataError in its place, and the rest are still read. workers=1: one file at a time, no threads."""
-    def read(path: Path) -> np.ndarray | DataError:
+    so the next images decode while the network runs (PIL and OpenCV release the GIL). `then` (e.g. the
+    resize to the network input) runs on each image in the same thread, and its result is yielded instead.
+    A file that cannot be read yields its DataError in its place, and the rest are still read.
+    workers=1: one file at a time, no threads."""
+    def read(path: Path) -> Any:
         try:
-            return read_grey(path, normalize)
+            image = read_grey(path, normalize)
+            return image if then is None else then(image)
         except DataError as e:
             return e
 
