@@ -112,7 +112,7 @@ def export(cfg: DictConfig) -> dict:
     paths = checkpoint_paths(cfg.ckpt_path)
     if len(paths) > 1 and not cfg.get("output"):
         raise DataError("ckpt_path: an ensemble of checkpoints needs output=<file>.onnx")
-    module = load_module(paths)
+    module = load_module(paths, tta_shifts=cfg.get("tta_shifts"))
     ckpt = ", ".join(map(str, paths))
     out = Path(cfg.output) if cfg.get("output") else paths[0].with_suffix(".onnx")
     export_onnx(module, out, opset=int(cfg.opset), dynamo=bool(cfg.dynamo), source=ckpt)

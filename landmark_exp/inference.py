@@ -287,14 +287,16 @@ RUNTIMES = ("tuned", "eager", "onnxruntime")
 def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,
                    refine_iterations: int = 1, runtime: str = "tuned",
                    refine_landmarks: Sequence[int | str] | None = None, heatmap: dict | None = None,
-                   refine_heatmap: dict | None = None) -> Predictor | CascadePredictor:
+                   refine_heatmap: dict | None = None,
+                   tta_shifts: Sequence[Sequence[int]] | None = None) -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
     A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
 
     With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade, which
     re-locates only `refine_landmarks` (numbers from 1 or names; None: all). `heatmap` / `refine_heatmap` override
-    each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; an .onnx file keeps its own."""
+    each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; `tta_shifts` adds test-time shifts
+    to the first stage (`load_module`). An .onnx file keeps what it was exported with."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     paths = checkpoint_paths(path)
@@ -302,12 +304,14 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     onnx = [p for p in paths if p.suffix.lower() == ".onnx"]
     if onnx and len(paths) > 1:
         raise CheckpointError(f"{onnx[0]}: an ensemble is made of checkpoints; export the ensemble instead of its members")
+    if onnx and tta_shifts:
+        raise CheckpointError(f"{onnx[0]}: an exported model runs as exported; export it with tta_shifts= instead")
     if onnx:
         first = onnx_predictor(onnx[0], device)
     elif runtime == "onnxruntime":
-        first = _exported_predictor(paths, device, source, heatmap)
+        first = _exported_predictor(load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts), device, source)
     else:
-        first = torch_predictor(load_module(paths, heatmap=heatmap), device, source, runtime)
+        first = torch_predictor(load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts), device, source, runtime)
     if refine is None:
         return first
     refined = refine_selection(refine_landmarks, first.info.landmark_names)
@@ -315,12 +319,12 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     return CascadePredictor(first, second, refine_iterations, refined)
 
 
-def _exported_predictor(ckpt: list[Path], device: str, source: str, heatmap: dict | None = None) -> Predictor:
+def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:
     """A checkpoint (or ensemble) exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
     import tempfile
 
     from landmark_exp.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
-        path = export_onnx(load_module(ckpt, heatmap=heatmap), Path(tmp) / "model.onnx", dynamo=False, source=source)
+        path = export_onnx(module, Path(tmp) / "model.onnx", dynamo=False, source=source)
         return onnx_predictor(path, device)  # the session holds the model in memory: the file may go

@@ -213,26 +213,31 @@ def checkpoint_paths(path: CheckpointPaths) -> list[Path]:
     return paths
 
 
-def load_module(path: CheckpointPaths, map_location: str | torch.device = "cpu", heatmap: dict | None = None) -> LandmarkModule:
+def load_module(path: CheckpointPaths, map_location: str | torch.device = "cpu", heatmap: dict | None = None,
+                tta_shifts: Sequence[Sequence[int]] | None = None) -> LandmarkModule:
     """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True).
 
     A list of checkpoints is an ensemble: one module whose network averages the members' heatmaps
     (`models.ensemble.MeanOfNets`), decoded as the first member decodes, with the members' mean shape.
     `heatmap` overrides decoding settings (decoder, window, prior_sigma) for this use only, so decoding
-    choices can be compared on one trained model."""
+    choices can be compared on one trained model. `tta_shifts` ([dy, dx] input pixels each) wraps the
+    network in test-time augmentation (`models.ensemble.ShiftedMean`)."""
     paths = checkpoint_paths(path)
     modules = [_load_one(p, map_location, heatmap) for p in paths]
     module = modules[0]
     module.members = [str(p) for p in paths]
     module.member_data_seeds = [(m.hparams.get("data") or {}).get("seed") for m in modules]
-    if len(modules) == 1:
-        return module
-    from landmark_exp.models.ensemble import MeanOfNets
+    from landmark_exp.models.ensemble import MeanOfNets, ShiftedMean
 
-    for p, other in zip(paths[1:], modules[1:], strict=True):
-        _check_same_kind(module, other, paths[0], p)
-    module.net = MeanOfNets([m.net for m in modules]).eval()
-    module.mean_shape.copy_(torch.stack([m.mean_shape for m in modules]).mean(0))
+    if len(modules) > 1:
+        for p, other in zip(paths[1:], modules[1:], strict=True):
+            _check_same_kind(module, other, paths[0], p)
+        module.net = MeanOfNets([m.net for m in modules]).eval()
+        module.mean_shape.copy_(torch.stack([m.mean_shape for m in modules]).mean(0))
+    if tta_shifts:
+        if (module.hparams.get("data") or {}).get("patch"):
+            raise CheckpointError(f"{paths[0]}: test-time shifts are for whole-image models, not a second stage")
+        module.net = ShiftedMean(module.net, tta_shifts).eval()
     return module
 
 

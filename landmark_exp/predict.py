@@ -239,7 +239,8 @@ def predict(cfg: DictConfig) -> dict:
     predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"), cfg.get("refine_ckpt"),
                                int(cfg.get("refine_iterations", 1)), cfg.get("runtime", "tuned"),
                                cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
-                               decoding_overrides(cfg.get("refine_heatmap")))
+                               decoding_overrides(cfg.get("refine_heatmap")),
+                               cfg.get("tta_shifts"))
     inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
     files = collect_inputs(inputs)
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)

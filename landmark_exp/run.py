@@ -195,7 +195,8 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
     write_run_info(out_dir)
-    module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")))
+    module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")),
+                         tta_shifts=cfg.get("tta_shifts"))
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone

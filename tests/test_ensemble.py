@@ -8,7 +8,7 @@ import torch
 from conftest import TINY, compose
 
 from landmark_exp.inference import load_predictor
-from landmark_exp.models.ensemble import MeanOfNets
+from landmark_exp.models.ensemble import MeanOfNets, ShiftedMean, shift2d
 from landmark_exp.module import CheckpointError, load_module
 
 
@@ -98,3 +98,36 @@ def test_validation_score_of_members_with_different_splits_is_flagged(tmp_path, 
     assert "optimistic" in capsys.readouterr().out
     evaluate(compose("evaluate", [f"ckpt_path=[{tiny_run['ckpt']},{other}]", "split=test", *common], tmp_path / "test"))
     assert "optimistic" not in capsys.readouterr().out
+
+
+def test_shift2d_moves_the_content_and_fills_zeros_without_wrapping():
+    x = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    assert shift2d(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [1, 2, 3], [4, 5, 6]]
+    assert shift2d(x, 0, -1)[0, 0].tolist() == [[2, 3, 0], [5, 6, 0], [8, 9, 0]]
+    assert torch.equal(shift2d(shift2d(x, -2, 2), 2, -2)[0, 0, 2, 0], x[0, 0, 2, 0])
+
+
+def test_test_time_shifts_leave_a_shift_equivariant_network_unchanged_inside():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.Sigmoid())  # pointwise: equivariant to any shift
+    x = torch.rand(2, 1, 16, 16)
+    tta = ShiftedMean(net, [[0, 0], [0, 3], [2, 0], [2, 3]])
+    torch.testing.assert_close(tta(x)[..., 2:-2, 3:-3], net(x)[..., 2:-2, 3:-3])
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnxruntime"])
+def test_test_time_shifts_average_the_shifted_heatmaps_in_every_runtime(tiny_run, runtime):
+    x = np.random.default_rng(0).random((2, 1, 32, 32)).astype(np.float32)
+    plain = load_predictor(tiny_run["ckpt"], "cpu", runtime="eager")
+    shifts = [[0, 0], [0, 4], [4, 0]]
+    want = sum(shift2d(plain.heatmaps(shift2d(torch.from_numpy(x), dy, dx).numpy()), -dy, -dx) for dy, dx in shifts) / 3
+    got = load_predictor(tiny_run["ckpt"], "cpu", runtime=runtime, tta_shifts=shifts).heatmaps(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_test_time_shifts_are_refused_for_a_second_stage_and_an_exported_model(tmp_path, tiny_refine):
+    with pytest.raises(CheckpointError, match="whole-image models"):
+        load_module(tiny_refine, tta_shifts=[[0, 0], [0, 4]])
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="export it with tta_shifts"):
+        load_predictor(tmp_path / "m.onnx", "cpu", tta_shifts=[[0, 4]])
