@@ -281,7 +281,18 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
     return Predictor(info, forward, "onnxruntime", device)
 
 
-RUNTIMES = ("tuned", "eager", "onnxruntime")
+RUNTIMES = ("auto", "tuned", "eager", "onnxruntime")
+
+
+def pick_runtime(runtime: str, device: str) -> str:
+    """`auto`: ONNX Runtime on a CPU when it is installed (the fastest there, benchmarks/RESULTS.md
+    "Inference"), else the tuned PyTorch graph (GPUs, or no onnxruntime)."""
+    if runtime != "auto":
+        return runtime
+    import importlib.util
+
+    on_cpu = resolve_device(device) == "cpu"
+    return "onnxruntime" if on_cpu and importlib.util.find_spec("onnxruntime") is not None else "tuned"
 
 
 def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,
@@ -299,6 +310,7 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     to the first stage (`load_module`). An .onnx file keeps what it was exported with."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
+    runtime = pick_runtime(runtime, device)
     paths = checkpoint_paths(path)
     source = ", ".join(map(str, paths))
     onnx = [p for p in paths if p.suffix.lower() == ".onnx"]

@@ -120,3 +120,15 @@ def test_a_checkpoint_runs_on_onnx_runtime_without_a_separate_export(tiny_run):
     assert np.quantile(diff, 0.9) < 1e-3 and diff.max() < 5e-3
     with pytest.raises(CheckpointError, match="runtime='fast' is not one of"):
         load_predictor(tiny_run["ckpt"], "cpu", runtime="fast")
+
+
+def test_auto_runtime_is_onnx_runtime_on_a_cpu_when_installed_and_tuned_without_it(tiny_run, monkeypatch):
+    import importlib.util
+
+    from landmark_exp.inference import pick_runtime
+
+    assert load_predictor(tiny_run["ckpt"], "cpu", runtime="auto").backend == "onnxruntime"
+    assert pick_runtime("eager", "cpu") == "eager"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert pick_runtime("auto", "cpu") == "tuned"

@@ -128,7 +128,8 @@ def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
 
     evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0"], tmp_path / "eval"))
     ev = pd.read_csv(tmp_path / "eval" / "predictions.csv")
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false")
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
+                  "runtime=tuned")  # evaluate runs the tuned graph: the same runtime gives the same landmarks
     pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
     ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
     merged = ev.merge(pr, on=["image_id", "landmark"])
@@ -145,7 +146,7 @@ def test_coarse_to_fine_predict_gives_the_landmarks_evaluate_scores(tmp_path, ti
                                   "trainer.accelerator=cpu", "overlays=0"], tmp_path / "eval"))
     ev = pd.read_csv(tmp_path / "eval" / "predictions.csv")
     ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
                   f"refine_ckpt={tiny_refine}", "refine_iterations=2")
     pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
     merged = ev.merge(pr, on=["image_id", "landmark"])
@@ -184,7 +185,7 @@ def test_refine_landmarks_keeps_the_first_estimate_of_the_others_in_evaluate_and
     per = {p["name"]: p["mre"] for p in json.loads((tmp_path / "some" / "metrics.json").read_text())["per_landmark"]}
     per_first = {p["name"]: p["mre"] for p in json.loads((tmp_path / "first" / "metrics.json").read_text())["per_landmark"]}
     assert per["nasion"] == pytest.approx(per_first["nasion"]) and per["sella"] != pytest.approx(per_first["sella"])
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
                   f"refine_ckpt={tiny_refine}", "refine_landmarks=[1,gonion]")
     pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
     merged = some.merge(pr, on=["image_id", "landmark"])
