@@ -7,7 +7,9 @@
    the default `lsq`: argmax + weighted least-squares log-Gaussian fit on 5x5; and the 3x3 `quadratic`) vs landmarker's local soft-argmax (its default sub-pixel decoder, window
    5, temperature 10) and its argmax. The heatmaps are landmarker's own renderings (so the test is not
    drawn with our generator), clean and with additive noise (std 0.02, clipped at 0, as a network's
-   output is), time and mean / max radial error in pixels.
+   output is), time and mean / max radial error in pixels. A third batch is what a dice-trained sigmoid
+   network draws: saturated blobs sigmoid(8 - d^2 / 4), rendered here by that formula; on those our
+   `logit_lsq` (the default decoder of dice-trained models) is printed too.
 
 Run it in the benchmark's own environment (landmarker is not a project dependency):
 
@@ -77,8 +79,11 @@ def main() -> None:
         diff = float((peer_maps.float() - our_maps.float()).abs().max())
         print(f"| {size} | generation | {1000 * t_peer:.1f} ms | {1000 * t_ours:.2f} ms | {t_peer / t_ours:.0f}x "
               f"| max abs difference of the two renderings: {diff:.1e} | |")
+        ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+        blobs = torch.sigmoid(8 - ((xs - xy[..., 0, None, None]) ** 2 + (ys - xy[..., 1, None, None]) ** 2) / 4)
         for label, maps in (("clean", peer_maps.float()),
-                            (f"noise {args.noise}", (peer_maps.float() + args.noise * torch.randn_like(peer_maps.float())).clamp_min(0))):
+                            (f"noise {args.noise}", (peer_maps.float() + args.noise * torch.randn_like(peer_maps.float())).clamp_min(0)),
+                            ("sigmoid blobs", blobs.float())):
             t_lsa, lsa = median_seconds(lambda m=maps: coord_local_soft_argmax(m, window=5, t=10.0), args.repeats)
             t_am, am = median_seconds(lambda m=maps: coord_argmax(m), args.repeats)
             t_q, (q, _) = median_seconds(lambda m=maps: decode(m, "lsq", window=2), args.repeats)
@@ -89,6 +94,10 @@ def main() -> None:
                   f"| {t_lsa / t_q:.0f}x | {e_lsa[0]:.3f} / {e_lsa[1]:.3f} (argmax {e_am[0]:.3f} / {e_am[1]:.3f}, "
                   f"{1000 * t_am:.2f} ms) | lsq {e_q[0]:.3f} / {e_q[1]:.3f} (quadratic {e_q3[0]:.3f} / {e_q3[1]:.3f}, "
                   f"{1000 * t_q3:.2f} ms) |")
+            t_lg, (lg, _) = median_seconds(lambda m=maps: decode(m, "logit_lsq", window=3), args.repeats)
+            e_lg = radial(lg, xy)
+            print(f"| {size} | decoding, {label} | | logit_lsq {1000 * t_lg:.2f} ms | {t_lsa / t_lg:.0f}x | "
+                  f"| logit_lsq {e_lg[0]:.3f} / {e_lg[1]:.3f} |")
 
 
 if __name__ == "__main__":
