@@ -131,3 +131,16 @@ def test_test_time_shifts_are_refused_for_a_second_stage_and_an_exported_model(t
     (tmp_path / "m.onnx").write_bytes(b"")
     with pytest.raises(CheckpointError, match="export it with tta_shifts"):
         load_predictor(tmp_path / "m.onnx", "cpu", tta_shifts=[[0, 4]])
+
+
+def test_a_second_stage_ensemble_of_one_checkpoint_twice_refines_exactly_as_the_checkpoint(tmp_path, tiny_run, tiny_refine):
+    from landmark_exp.run import evaluate
+
+    common = [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", "runtime=eager"]
+    single = evaluate(compose("evaluate", [*common, f"refine_ckpt={tiny_refine}"], tmp_path / "single"))
+    double = evaluate(compose("evaluate", [*common, f"refine_ckpt=[{tiny_refine},{tiny_refine}]"], tmp_path / "double"))
+    assert double["mre"] == pytest.approx(single["mre"], abs=1e-9)
+    images = [np.random.default_rng(1).random((80, 64)).astype(np.float32)]
+    a = load_predictor(tiny_run["ckpt"], "cpu", refine=tiny_refine, runtime="eager").predict(images)
+    b = load_predictor(tiny_run["ckpt"], "cpu", refine=[tiny_refine, tiny_refine], runtime="eager").predict(images)
+    np.testing.assert_allclose(a[0].xy, b[0].xy, atol=1e-9)
