@@ -1,9 +1,11 @@
 """Heatmaps -> sub-pixel coordinates (and a confidence per landmark).
 
 At 256x256 one input pixel of an ISBI image is ~0.76 x 0.94 mm, so a plain
-argmax throws away ~0.3 mm. `decode` refines the argmax with a log-quadratic
-(Taylor) fit on its 3x3 neighbourhood, exact for Gaussian peaks, and falls back
-to a local centroid where the peak is flat (e.g. a saturated sigmoid).
+argmax throws away ~0.3 mm. `decode` refines the argmax by a fit around it:
+`quadratic` (log-quadratic Taylor step on 3x3), `lsq` (weighted least squares on
+log p: exact for Gaussian peaks, as MSE-trained networks draw) or `logit_lsq`
+(the same on logit p: exact for the saturated sigmoid blobs dice-trained networks
+draw); where a fit fails it falls back to a local centroid.
 """
 
 from __future__ import annotations
