@@ -284,15 +284,20 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
 RUNTIMES = ("auto", "tuned", "eager", "onnxruntime")
 
 
-def pick_runtime(runtime: str, device: str) -> str:
-    """`auto`: ONNX Runtime on a CPU when it is installed (the fastest there, benchmarks/RESULTS.md
-    "Inference"), else the tuned PyTorch graph (GPUs, or no onnxruntime)."""
+AUTO_ONNX_MIN_IMAGES = 8  # the on-the-fly export takes 0.3 s (CPU model) to 5 s (spec U-Net): worth it from here
+
+
+def pick_runtime(runtime: str, device: str, images: int | None = None) -> str:
+    """`auto`: ONNX Runtime on a CPU when it is installed and there are at least AUTO_ONNX_MIN_IMAGES images
+    (or an unknown number), the fastest there (benchmarks/RESULTS.md "Inference"); else the tuned PyTorch
+    graph (GPUs, a few images, or no onnxruntime)."""
     if runtime != "auto":
         return runtime
     import importlib.util
 
     on_cpu = resolve_device(device) == "cpu"
-    return "onnxruntime" if on_cpu and importlib.util.find_spec("onnxruntime") is not None else "tuned"
+    enough = images is None or images >= AUTO_ONNX_MIN_IMAGES
+    return "onnxruntime" if on_cpu and enough and importlib.util.find_spec("onnxruntime") is not None else "tuned"
 
 
 def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,

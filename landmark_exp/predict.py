@@ -37,7 +37,13 @@ from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
 from landmark_exp.data.sources import _spacing as parse_spacing
-from landmark_exp.inference import CascadePredictor, LandmarkPrediction, Predictor, load_predictor
+from landmark_exp.inference import (
+    CascadePredictor,
+    LandmarkPrediction,
+    Predictor,
+    load_predictor,
+    pick_runtime,
+)
 from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
 from landmark_exp.run import _guard, decoding_overrides, show_config
 
@@ -236,13 +242,13 @@ def predict(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     show_config(cfg, out_dir)
-    predictor = load_predictor(cfg.ckpt_path, cfg.get("device", "auto"), cfg.get("refine_ckpt"),
-                               int(cfg.get("refine_iterations", 1)), cfg.get("runtime", "tuned"),
-                               cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
-                               decoding_overrides(cfg.get("refine_heatmap")),
-                               cfg.get("tta_shifts"))
     inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
     files = collect_inputs(inputs)
+    device = cfg.get("device", "auto")
+    predictor = load_predictor(cfg.ckpt_path, device, cfg.get("refine_ckpt"), int(cfg.get("refine_iterations", 1)),
+                               pick_runtime(cfg.get("runtime", "auto"), device, len(files)),
+                               cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
+                               decoding_overrides(cfg.get("refine_heatmap")), cfg.get("tta_shifts"))
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
     refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
     console.print(f"{len(files)} image(s), model {_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "

@@ -132,3 +132,6 @@ def test_auto_runtime_is_onnx_runtime_on_a_cpu_when_installed_and_tuned_without_
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     assert pick_runtime("auto", "cpu") == "tuned"
+    monkeypatch.undo()
+    assert pick_runtime("auto", "cpu", images=3) == "tuned"  # the export would cost more than it saves
+    assert pick_runtime("auto", "cpu", images=8) == "onnxruntime"
