@@ -58,14 +58,6 @@ def images_of(files: list[Path], readers: str, depth: int, predictor) -> Iterato
     return ((im, None) for im in read_ahead(files, workers=int(readers), depth=depth))
 
 
-def predictors_decoding(ckpt: Path, args: argparse.Namespace) -> str:
-    """The decoder and window the runs use (the override, else what the checkpoint carries)."""
-    from landmark_exp.module import load_module
-
-    d = load_module(ckpt).hparams.heatmap or {}
-    return f"{args.decoder or d.get('decoder', 'quadratic')}, window {args.window or d.get('window', 2)}"
-
-
 def random_spec_checkpoint(folder: Path) -> Path:
     """A checkpoint of the spec U-Net at 256x256 with random weights, saved as train.py would."""
     import lightning as L
@@ -105,12 +97,13 @@ def main() -> None:
           f"torch {torch.__version__}; device {args.device}")
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt or random_spec_checkpoint(Path(tmp))
-        print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
-              + f"; decoding {predictors_decoding(ckpt, args)}; {len(files)} Test1 images, batch {args.batch}, "
-              "end to end (read + predict)")
         runs = [r.split(":") if ":" in r else (r, "1") for r in args.runs]
         heatmap = {k: v for k, v in (("decoder", args.decoder), ("window", args.window)) if v is not None}
         predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt, heatmap=heatmap) for rt, _ in runs]
+        decoding = predictors[0].info.decoding
+        print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
+              + f"; decoding {decoding.method}, window {decoding.window}; {len(files)} Test1 images, batch {args.batch}, "
+              "end to end (read + predict)")
         warm = [read_grey(f) for f in files[: args.batch]]
         for predictor in predictors:  # warm-up at the timed batch size (ONNX session, oneDNN primitives)
             predictor.predict(warm)

@@ -260,7 +260,7 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
         options = ort.SessionOptions()
         # no busy-waiting between operators: the cores are shared with the threads that decode the next
         # images (predict.py read_workers), and a spinning pool takes their time (1.48x -> 1.76x end to end
-        # on 2 cores, benchmarks/RESULTS.md "Inference")
+        # on 2 cores in one A/B pair, benchmarks/RESULTS.md "Inference")
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
@@ -325,10 +325,10 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
         raise CheckpointError(f"{onnx[0]}: an exported model runs as exported; export it with tta_shifts= instead")
     if onnx:
         first = onnx_predictor(onnx[0], device)
-    elif runtime == "onnxruntime":
-        first = _exported_predictor(load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts), device, source)
     else:
-        first = torch_predictor(load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts), device, source, runtime)
+        module = load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts)
+        first = (_exported_predictor(module, device, source) if runtime == "onnxruntime"
+                 else torch_predictor(module, device, source, runtime))
     if refine is None:
         return first
     refined = refine_selection(refine_landmarks, first.info.landmark_names)

@@ -261,7 +261,8 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     fdm.prepare_data()
     fdm.setup("test")
     first = coarse.test_results
-    pred = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
+    first_pred = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
+    pred = first_pred
     ds = fdm.datasets[cfg.split]
     for _ in range(int(cfg.get("refine_iterations", 1))):
         ds.centres = np.stack([pred[r.id] for r in ds.records])
@@ -273,8 +274,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     if not refined.all():  # the others keep their first-stage estimates
         from landmark_exp.metrics import radial_errors_mm, summarize
 
-        first_by_id = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
-        kept = np.stack([first_by_id[ds.records[i].id] for i in res["index"]])
+        kept = np.stack([first_pred[ds.records[i].id] for i in res["index"]])
         res["pred"] = np.where(refined[None, :, None], res["pred"], kept)
         res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
         res["summary"] = summarize(res["errors"], fine.landmark_names)
