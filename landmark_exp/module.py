@@ -70,7 +70,9 @@ class LandmarkModule(L.LightningModule):
         self.test_results: dict[str, Any] = {}
         self._log_batch: dict[str, torch.Tensor] | None = None
         self.members: list[str] = []  # the checkpoint(s) it was loaded from; several: an ensemble
-        self.member_data_seeds: list[int | None] = []  # the seed each member's data splits were carved with
+        # how each member carved its data splits: (data seed, folds, fold); members that differ trained on
+        # each other's validation images
+        self.member_splits: list[tuple] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -213,6 +215,12 @@ def checkpoint_paths(path: CheckpointPaths) -> list[Path]:
     return paths
 
 
+def _carving(data: dict) -> tuple:
+    """How a run carved validation from its training pool: (data seed, folds, fold); no folds: (seed,)."""
+    folds = data.get("folds")
+    return (data.get("seed"),) if folds is None else (data.get("seed"), folds, data.get("fold", 0))
+
+
 def load_module(path: CheckpointPaths, map_location: str | torch.device = "cpu", heatmap: dict | None = None,
                 tta_shifts: Sequence[Sequence[int]] | None = None) -> LandmarkModule:
     """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True).
@@ -226,7 +234,7 @@ def load_module(path: CheckpointPaths, map_location: str | torch.device = "cpu",
     modules = [_load_one(p, map_location, heatmap) for p in paths]
     module = modules[0]
     module.members = [str(p) for p in paths]
-    module.member_data_seeds = [(m.hparams.get("data") or {}).get("seed") for m in modules]
+    module.member_splits = [_carving(m.hparams.get("data") or {}) for m in modules]
     from landmark_exp.models.ensemble import MeanOfNets, ShiftedMean
 
     if len(modules) > 1:

@@ -180,6 +180,8 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
     skipped = getattr(dm.source, "skipped", [])
     if skipped:
         extra["skipped_samples"] = skipped
+    if dm.folds is not None and split == "val":  # what landmark_exp.crossval pools: this run's fold
+        extra["fold"] = {"folds": dm.folds, "fold": dm.fold, "data_seed": dm.seed}
     write_results(out_dir, summary, extra, ids, res, dm.landmark_names)
     for j, i in enumerate(res["index"][:overlays]):
         rec = dm.records[split][i]
@@ -229,18 +231,22 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _warn_if_members_saw_split(module: LandmarkModule, cfg: DictConfig, dm: LandmarkDataModule) -> None:
-    """An ensemble scored on a split carved at random from the training pool, whose members carved it with
-    different data seeds, has members that trained on some of its images: say so before the numbers."""
-    seeds = set(module.member_data_seeds)
+    """An ensemble scored on a split carved at random from the training pool, whose members carved it
+    differently (other data seeds, other folds), has members that trained on some of its images: say so
+    before the numbers."""
+    carvings = set(module.member_splits)
     carved = {"val", "test"} if dm.random_split is not None else ({"val"} if dm.val_split is None else set())
-    if len(seeds) > 1 and cfg.split in carved:
-        console.print(f"[bold yellow]warning:[/] the ensemble's members carved the '{cfg.split}' split with different "
-                      f"data seeds ({', '.join(map(str, sorted(seeds, key=str)))}): each trained on images of the "
-                      "others' split, so this score is optimistic", soft_wrap=True)
+    if len(carvings) > 1 and cfg.split in carved:
+        said = ", ".join("seed " + str(c[0]) + (f" fold {c[2]}/{c[1]}" if len(c) > 1 else "")
+                         for c in sorted(carvings, key=str))
+        console.print(f"[bold yellow]warning:[/] the ensemble's members carved the '{cfg.split}' split differently "
+                      f"({said}): each trained on images of the others' split, so this score is optimistic",
+                      soft_wrap=True)
 
 
 # what a second-stage model takes from the first stage's data config: the same images, splits and cache
-SHARED_DATA_KEYS = ("source", "train_splits", "val_split", "test_split", "val_fraction", "random_split", "seed", "cache_dir")
+SHARED_DATA_KEYS = ("source", "train_splits", "val_split", "test_split", "val_fraction", "random_split", "seed", "cache_dir",
+                    "folds", "fold")
 
 
 def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule, data_cfg: DictConfig,

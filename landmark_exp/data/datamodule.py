@@ -69,7 +69,10 @@ class LandmarkDataModule(L.LightningDataModule):
     Split modes: named splits of the source (`train_splits`, `val_split`,
     `test_split`), with validation carved from training by `val_fraction` when
     `val_split` is None; or `random_split: [train, val, test]` fractions over the
-    pooled `train_splits` (the seed deck's random split). Both are seeded.
+    pooled `train_splits` (the seed deck's random split); or K-fold cross-validation,
+    `folds: K, fold: i`: the shuffled pool dealt into K folds of near-equal size, fold
+    i validates and the others train, so K runs score every training image once out of
+    fold (`python -m landmark_exp.crossval`). All are seeded by `seed`.
     """
 
     def __init__(
@@ -91,6 +94,8 @@ class LandmarkDataModule(L.LightningDataModule):
         augment: Sequence | Mapping | None = None,
         pin_memory: bool = False,
         patch: Mapping | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -100,6 +105,15 @@ class LandmarkDataModule(L.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.random_split = list(random_split) if random_split is not None else None
         self.seed = int(seed)
+        self.folds, self.fold = (int(folds) if folds is not None else None), int(fold)
+        if self.folds is not None:
+            if self.folds < 2:
+                raise ValueError(f"data.folds must be at least 2 (or null for no cross-validation), got {self.folds}")
+            if not 0 <= self.fold < self.folds:
+                raise ValueError(f"data.fold must be in 0..{self.folds - 1} for data.folds={self.folds}, got {self.fold}")
+            if self.val_split is not None or self.random_split is not None:
+                raise ValueError("data.folds carves validation from the training pool: it cannot be combined "
+                                 f"with data.val_split ({self.val_split}) or data.random_split ({self.random_split})")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -178,6 +192,8 @@ class LandmarkDataModule(L.LightningDataModule):
         else:
             if self.val_split is not None:
                 train, val = pool, self.source.load(self.val_split)
+            elif self.folds is not None:
+                val, train = self._fold_split(pool, rng)
             else:
                 order = list(pool)
                 rng.shuffle(order)
@@ -190,6 +206,18 @@ class LandmarkDataModule(L.LightningDataModule):
             if not recs:
                 raise DataError(f"split {name!r} is empty (source {getattr(self.source, 'root', self.source)})")
         return out
+
+    def _fold_split(self, pool: list[Record], rng: random.Random) -> tuple[list[Record], list[Record]]:
+        """(val, train) for fold `fold` of `folds`: the pool, sorted by id then shuffled by the seed, dealt
+        round-robin, so the K folds are disjoint, cover the pool and differ in size by at most one."""
+        if self.folds > len(pool):
+            raise DataError(f"data.folds={self.folds} is more than the {len(pool)} images of the training pool "
+                            f"(splits {self.train_splits})")
+        order = sorted(pool, key=_key)
+        rng.shuffle(order)
+        val = [r for j, r in enumerate(order) if j % self.folds == self.fold]
+        train = [r for j, r in enumerate(order) if j % self.folds != self.fold]
+        return sorted(val, key=_key), sorted(train, key=_key)
 
     def _decode(self, records: list[Record]) -> tuple[list[np.ndarray], list[Geometry]]:
         # landmarks were already checked against the image size by the source (from the file header)
