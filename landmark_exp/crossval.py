@@ -1,0 +1,233 @@
+"""`python -m landmark_exp.crossval <dir> [<dir> ...] [--out DIR]`: K fold runs scored as one.
+
+Each run trained with `data.folds=K data.fold=i` and scored on its validation fold
+(`train.py eval_split=val`, or `evaluate.py split=val` of such a checkpoint) predicted
+its own fold's images without having trained on them. Pooling the K runs' predictions
+scores every image of the training pool once, out of fold: 150 validation images on
+ISBI 2015 instead of one 22-image split, which is what choosing between settings needs.
+
+Runs are found under the given folders (any depth) by their metrics.json, and grouped
+into candidates by their overrides with the fold (and checkpoint paths) left out. With
+two or more candidates, each is compared with the first on the images both scored:
+the paired per-image difference of the mean radial error, with its 95 % interval, and
+the difference per landmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from landmark_exp.data.records import DataError
+from landmark_exp.metrics import summarize
+from landmark_exp.reports import console, write_csv, write_json
+
+# overrides that say where or which fold, not what was done: left out of a candidate's name
+_WHERE = ("data.fold=", "hydra.", "paths.", "data.source.root=", "data.cache_dir=", "logger=", "eval_split=", "split=",
+          "overlays=")
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    path: Path
+    folds: int
+    fold: int
+    data_seed: int | None
+    candidate: str
+    errors: pd.DataFrame  # rows: image id, columns: landmark names, values: radial error in mm
+
+
+def candidate_name(overrides: list[str]) -> str:
+    """What a run did, from its overrides: the fold and the places left out; checkpoints counted, not named
+    (each fold has its own), so the folds of one setting share a name."""
+    kept = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if o.startswith(_WHERE):
+            continue
+        if key.lstrip("+~").endswith(("ckpt", "ckpt_path")):
+            n = len([v for v in value.strip("[]").split(",") if v.strip()]) if value not in ("", "null") else 0
+            kept.append(f"{key}=<{n} checkpoint{'s' if n != 1 else ''}>")
+        else:
+            kept.append(o)
+    return " ".join(kept) or "(defaults)"
+
+
+def read_run(metrics_path: Path) -> FoldRun | None:
+    """The fold run whose metrics.json this is; None when the run is not a scored validation fold."""
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{metrics_path}: unreadable metrics ({e})") from e
+    fold = metrics.get("fold")
+    if not isinstance(fold, dict) or metrics.get("split") != "val":
+        return None
+    run = metrics_path.parent
+    info = run / "run_info.json"
+    try:
+        overrides = json.loads(info.read_text()).get("overrides") or []
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{info}: unreadable run info ({e}); it names what the run did") from e
+    preds = run / "predictions.csv"
+    try:
+        frame = pd.read_csv(preds, dtype={"image_id": str})
+        errors = frame.pivot(index="image_id", columns="landmark", values="error_mm")
+        names = frame.drop_duplicates("landmark").set_index("landmark")["name"]
+    except (OSError, KeyError, ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{preds}: not a predictions table with image_id, landmark, name, error_mm ({e})") from e
+    if errors.isna().any().any():
+        raise DataError(f"{preds}: some (image, landmark) pairs have no error")
+    errors.columns = [names[c] for c in errors.columns]
+    return FoldRun(run, int(fold["folds"]), int(fold["fold"]), fold.get("data_seed"),
+                   candidate_name([str(o) for o in overrides]), errors)
+
+
+def find_runs(dirs: list[Path]) -> list[FoldRun]:
+    runs = []
+    for d in dirs:
+        if not d.is_dir():
+            raise DataError(f"{d}: no such folder")
+        for m in sorted(d.rglob("metrics.json")):
+            run = read_run(m)
+            if run is not None:
+                runs.append(run)
+    return runs
+
+
+def pool(runs: list[FoldRun]) -> dict:
+    """One candidate's folds -> their pooled out-of-fold summary; refuses folds that do not fit together."""
+    first = runs[0]
+    by_fold: dict[int, FoldRun] = {}
+    for r in runs:
+        if (r.folds, r.data_seed) != (first.folds, first.data_seed):
+            raise DataError(f"{r.path}: fold {r.fold} of {r.folds} with data seed {r.data_seed}, but {first.path} "
+                            f"is one of {first.folds} with data seed {first.data_seed}: not one cross-validation")
+        if r.fold in by_fold:
+            raise DataError(f"{r.path}: fold {r.fold} was already scored by {by_fold[r.fold].path}; "
+                            "move one of them out of the folders given")
+        if list(r.errors.columns) != list(first.errors.columns):
+            raise DataError(f"{r.path}: landmarks differ from those of {first.path}")
+        by_fold[r.fold] = r
+    seen: dict[str, Path] = {}
+    for r in by_fold.values():
+        for image in r.errors.index:
+            if image in seen:
+                raise DataError(f"{r.path}: image {image} is also in the validation fold of {seen[image]}")
+            seen[image] = r.path
+    errors = pd.concat([by_fold[f].errors for f in sorted(by_fold)]).sort_index()
+    summary = summarize(errors.to_numpy(), list(errors.columns))
+    fold_mre = [float(by_fold[f].errors.to_numpy().mean()) for f in sorted(by_fold)]
+    return {
+        "candidate": first.candidate, "folds": first.folds, "data_seed": first.data_seed,
+        "folds_scored": sorted(by_fold), "missing_folds": sorted(set(range(first.folds)) - set(by_fold)),
+        "runs": [str(by_fold[f].path) for f in sorted(by_fold)],
+        "fold_mre": fold_mre, "fold_mre_sd": float(np.std(fold_mre, ddof=1)) if len(fold_mre) > 1 else 0.0,
+        "summary": summary, "errors": errors,
+    }
+
+
+def paired_difference(base: pd.DataFrame, other: pd.DataFrame) -> dict:
+    """`other` minus `base` on the images both scored: per-image mean error difference (mm), its mean with a
+    95 % normal interval, how many images got better / worse, and the mean difference per landmark."""
+    common = base.index.intersection(other.index)
+    if len(common) < 2:
+        return {"n_images": int(len(common))}
+    d = other.loc[common] - base.loc[common]
+    per_image = d.mean(axis=1).to_numpy()
+    half = 1.96 * per_image.std(ddof=1) / math.sqrt(len(per_image))
+    return {"n_images": int(len(common)), "delta_mre": float(per_image.mean()), "ci95": float(half),
+            "better": int((per_image < 0).sum()), "worse": int((per_image > 0).sum()),
+            "per_landmark": {str(k): float(v) for k, v in d.mean(axis=0).items()}}
+
+
+def crossvalidate(dirs: list[Path], out: Path | None = None) -> list[dict]:
+    """Pool each candidate's folds under `dirs`, print the table, write crossval.json / crossval_summary.csv."""
+    runs = find_runs(dirs)
+    if not runs:
+        raise DataError(f"no cross-validation runs under {', '.join(map(str, dirs))}: runs trained with data.folds=K "
+                        "data.fold=i and scored on their fold (train.py eval_split=val, or evaluate.py split=val)")
+    groups: dict[str, list[FoldRun]] = {}
+    for r in runs:
+        groups.setdefault(r.candidate, []).append(r)
+    results = [pool(g) for g in groups.values()]
+    base = results[0]
+    for r in results[1:]:
+        r["vs_first"] = paired_difference(base["errors"], r["errors"])
+    _print(results)
+    out = out or dirs[0]
+    rows = [{"candidate": r["candidate"], "folds": f"{len(r['folds_scored'])}/{r['folds']}",
+             "images": r["summary"]["n_images"], **{k: r["summary"][k] for k in ("mre", "sd", "median")},
+             **{k: v for k, v in r["summary"].items() if k.startswith("sdr_")},
+             "fold_mre_sd": r["fold_mre_sd"], "delta_vs_first": r.get("vs_first", {}).get("delta_mre"),
+             "ci95": r.get("vs_first", {}).get("ci95")} for r in results]
+    write_csv(out / "crossval_summary.csv", pd.DataFrame(rows))
+    write_json(out / "crossval.json", [{k: v for k, v in r.items() if k != "errors"} for r in results])
+    console.print(f"written to {out / 'crossval_summary.csv'} and {out / 'crossval.json'}")
+    return results
+
+
+def _shown_names(results: list[dict]) -> tuple[list[str], str]:
+    """Each candidate's overrides less those all share, and the shared ones (said once, above the table)."""
+    tokens = [r["candidate"].split(" ") for r in results]
+    common = [t for t in tokens[0] if all(t in other for other in tokens[1:])] if len(tokens) > 1 else []
+    return [" ".join(t for t in ts if t not in common) or "(the shared settings)" for ts in tokens], " ".join(common)
+
+
+def _print(results: list[dict]) -> None:
+    names, common = _shown_names(results)
+    if common:
+        console.print(f"shared by every candidate: {common}", soft_wrap=True)
+    table = Table(title="cross-validation: every image scored once, out of fold")
+    for c in ("candidate", "folds", "images", "MRE", "SD", "median", "SDR 2/2.5/3/4 mm (%)", "fold MREs",
+              "vs first: mean diff [95 %]"):
+        table.add_column(c)
+    for name, r in zip(names, results, strict=True):
+        s, v = r["summary"], r.get("vs_first")
+        sdr = " / ".join(f"{s[k]:.2f}" for k in s if k.startswith("sdr_"))
+        folds = " ".join(f"{m:.3f}" for m in r["fold_mre"])
+        diff = f"{v['delta_mre']:+.3f} [{v['delta_mre'] - v['ci95']:+.3f}, {v['delta_mre'] + v['ci95']:+.3f}] " \
+               f"({v['better']} better, {v['worse']} worse)" if v and "delta_mre" in v else ""
+        table.add_row(name, f"{len(r['folds_scored'])}/{r['folds']}", str(s["n_images"]), f"{s['mre']:.3f}",
+                      f"{s['sd']:.3f}", f"{s['median']:.3f}", sdr, f"{folds} (SD {r['fold_mre_sd']:.3f})", diff)
+    console.print(table)
+    for r in results:
+        if r["missing_folds"]:
+            console.print(f"[bold yellow]warning:[/] {r['candidate']}: folds {r['missing_folds']} of {r['folds']} are "
+                          f"not scored, so {r['summary']['n_images']} images are pooled, not the whole pool",
+                          soft_wrap=True)
+    if len(results) > 1:
+        lm = Table(title="per landmark: MRE of the first candidate, and each other's difference (mm)")
+        lm.add_column("landmark")
+        lm.add_column("first")
+        for i in range(1, len(results)):
+            lm.add_column(f"#{i + 1}")
+        for row in results[0]["summary"]["per_landmark"]:
+            deltas = [r.get("vs_first", {}).get("per_landmark", {}).get(row["name"]) for r in results[1:]]
+            lm.add_row(f"{row['landmark']} {row['name']}", f"{row['mre']:.3f}",
+                       *["" if d is None else f"{d:+.3f}" for d in deltas])
+        console.print(lm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m landmark_exp.crossval", description=__doc__.split("\n\n")[1])
+    parser.add_argument("dirs", nargs="+", type=Path, help="folders holding the fold runs (any depth)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write crossval.json (default: the first dir)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        crossvalidate(args.dirs, args.out)
+    except DataError as e:
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
