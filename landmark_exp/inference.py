@@ -241,8 +241,11 @@ def torch_predictor(module: LandmarkModule, device: str = "auto", source: str | 
     return Predictor(info, forward, f"pytorch-{runtime}", device)
 
 
-def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
-    """An exported model (see `landmark_exp.export`): ONNX Runtime on CUDA when asked for and available, else CPU."""
+def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None = None) -> Predictor:
+    """An exported model (see `landmark_exp.export`): ONNX Runtime on CUDA when asked for and available, else CPU.
+
+    Decoding is not in the graph but in its metadata, so `heatmap` overrides (decoder, window, prior_sigma)
+    apply to an export as they do to its checkpoint."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -269,6 +272,11 @@ def onnx_predictor(path: str | Path, device: str = "auto") -> Predictor:
     if meta is None:
         raise CheckpointError(f"{path}: no {ONNX_METADATA_KEY!r} metadata: export it with python -m landmark_exp.export")
     info = ModelInfo.from_dict(json.loads(meta))
+    if heatmap:
+        try:
+            info.decoding = info.decoding.overridden(heatmap, info.input_size)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     if list(inp.shape[1:]) != [1, *info.input_size]:
         raise CheckpointError(f"{path}: graph input {inp.shape} does not match the metadata's input size {list(info.input_size)}")
@@ -312,7 +320,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade, which
     re-locates only `refine_landmarks` (numbers from 1 or names; None: all). `heatmap` / `refine_heatmap` override
     each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; `tta_shifts` adds test-time shifts
-    to the first stage (`load_module`). An .onnx file keeps what it was exported with."""
+    to the first stage (`load_module`); an .onnx file takes the decoding overrides but not the shifts (they
+    are in its graph: export with them)."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     runtime = pick_runtime(runtime, device)
@@ -324,7 +333,7 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     if onnx and tta_shifts:
         raise CheckpointError(f"{onnx[0]}: an exported model runs as exported; export it with tta_shifts= instead")
     if onnx:
-        first = onnx_predictor(onnx[0], device)
+        first = onnx_predictor(onnx[0], device, heatmap=heatmap)
     else:
         module = load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts)
         first = (_exported_predictor(module, device, source) if runtime == "onnxruntime"

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from landmark_exp.data.geometry import to_original
 from landmark_exp.data.records import DataError
-from landmark_exp.heatmap.decoder import Decoding
+from landmark_exp.heatmap.decoder import Decoding, prior_sigma_pixels
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
 from landmark_exp.performance import optimizer_options
@@ -54,8 +54,7 @@ class LandmarkModule(L.LightningModule):
         self.landmark_names = list(landmark_names or [f"L{i + 1}" for i in range(num_landmarks)])
         self.input_size = (int(input_size[0]), int(input_size[1]))
         # broad shape prior for choosing peaks: configured as a fraction of the input diagonal (None: off)
-        fraction = heatmap.get("prior_sigma")
-        self.prior_sigma_px = float(fraction) * float(np.hypot(*self.input_size)) if fraction else None
+        self.prior_sigma_px = prior_sigma_pixels(heatmap.get("prior_sigma"), self.input_size)
         out = getattr(self.net, "out_channels", num_landmarks)
         if out not in (num_landmarks, 1):
             raise ValueError(

@@ -90,3 +90,19 @@ def test_a_second_stage_model_exports_and_the_onnx_cascade_matches_the_checkpoin
     second = [load_predictor(tiny_refine, "cpu"), load_predictor(tmp_path / "fine.onnx", "cpu")]
     again = [[s.refine(im, p.xy) for im, p in zip(images, a, strict=True)] for s in second]
     assert max(float(np.abs(p.xy - q.xy).max()) for p, q in zip(*again, strict=True)) < 1e-2
+
+
+@pytest.mark.parametrize("override", [{"decoder": "argmax"}, {"decoder": "lsq", "window": 3}, {"prior_sigma": 0}])
+def test_decoding_overrides_apply_to_an_export_as_to_its_checkpoint(tiny_run, exported, override):
+    images = _test_images(tiny_run)
+    from_ckpt = load_predictor(tiny_run["ckpt"], "cpu", runtime="eager", heatmap=override).predict(images)
+    from_onnx = load_predictor(exported, "cpu", heatmap=override).predict(images)
+    for a, b in zip(from_ckpt, from_onnx, strict=True):
+        np.testing.assert_allclose(b.xy, a.xy, atol=5e-3)
+    decoding = onnx_predictor(exported, "cpu", heatmap=override).info.decoding
+    assert decoding.method == override.get("decoder", "logit_lsq") and (decoding.prior_sigma is None) == ("prior_sigma" in override)
+
+
+def test_an_override_that_is_not_about_decoding_is_refused_for_an_export(exported):
+    with pytest.raises(CheckpointError, match=r"tiny.onnx: heatmap overrides \['sigma'\] do not change how heatmaps"):
+        onnx_predictor(exported, "cpu", heatmap={"sigma": 3.0})

@@ -11,7 +11,7 @@ draw); where a fit fails it falls back to a local centroid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -301,6 +301,11 @@ def peak_spread(heatmaps: torch.Tensor, xy: torch.Tensor, radius: int) -> torch.
     return torch.stack([var_x, var_y], dim=-1).sqrt().view(b, k, 2)
 
 
+def prior_sigma_pixels(fraction: float | None, input_size: tuple[int, int]) -> float | None:
+    """The peak-choice prior's width in pixels: configured as a fraction of the input diagonal (0 / None: off)."""
+    return float(fraction) * float(math.hypot(*input_size)) if fraction else None
+
+
 @dataclass(eq=False)
 class Decoding:
     """Everything that turns one model's heatmaps into coordinates, in one object.
@@ -322,6 +327,21 @@ class Decoding:
             return decode_single_channel(heatmaps, self.mean_shape, self.method, self.window)
         prior = self.mean_shape if self.prior_sigma else None
         return decode(heatmaps, self.method, self.window, prior, self.prior_sigma)
+
+    def overridden(self, heatmap: dict, input_size: tuple[int, int]) -> Decoding:
+        """This decoding with `heatmap:` overrides (decoder, window, prior_sigma as a fraction of the input
+        diagonal, as in the config) applied, for a model whose decoding is not in its weights (an export)."""
+        unknown = set(heatmap) - {"decoder", "window", "prior_sigma"}
+        if unknown:
+            raise ValueError(f"heatmap overrides {sorted(unknown)} do not change how heatmaps are decoded")
+        out = replace(self)
+        if "decoder" in heatmap:
+            out.method = str(heatmap["decoder"])
+        if "window" in heatmap:
+            out.window = int(heatmap["window"])
+        if "prior_sigma" in heatmap:
+            out.prior_sigma = prior_sigma_pixels(heatmap["prior_sigma"], input_size)
+        return out
 
     def spread(self, heatmaps: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         return peak_spread(heatmaps, xy, max(2, math.ceil(3 * self.sigma)))
