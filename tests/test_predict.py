@@ -123,15 +123,20 @@ def test_all_inputs_unreadable_is_a_one_line_error(tmp_path, tiny_run, capsys):
     assert "data error:" in out and "none of the 1 input file(s) could be read" in out
 
 
-def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
+def _eval_predictions(tiny_run, out, *overrides):
     from landmark_exp.run import evaluate
 
-    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0"], tmp_path / "eval"))
-    ev = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", *overrides], out))
+    ev = pd.read_csv(out / "predictions.csv")
+    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
+    return ev.sort_values(["image_id", "landmark"]).reset_index(drop=True)
+
+
+def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
+    ev = _eval_predictions(tiny_run, tmp_path / "eval")
     _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false",
                   "runtime=tuned")  # evaluate runs the tuned graph: the same runtime gives the same landmarks
     pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
-    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
     merged = ev.merge(pr, on=["image_id", "landmark"])
     assert len(merged) == 4 * 19
     np.testing.assert_allclose(merged["x_px"], merged["pred_x_px"], atol=1e-6)
@@ -140,12 +145,7 @@ def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
 
 
 def test_coarse_to_fine_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run, tiny_refine):
-    from landmark_exp.run import evaluate
-
-    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", f"refine_ckpt={tiny_refine}", "refine_iterations=2",
-                                  "trainer.accelerator=cpu", "overlays=0"], tmp_path / "eval"))
-    ev = pd.read_csv(tmp_path / "eval" / "predictions.csv")
-    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
+    ev = _eval_predictions(tiny_run, tmp_path / "eval", f"refine_ckpt={tiny_refine}", "refine_iterations=2")
     _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
                   f"refine_ckpt={tiny_refine}", "refine_iterations=2")
     pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
@@ -161,15 +161,6 @@ def test_a_second_stage_model_alone_is_refused(tmp_path, tiny_refine, capsys):
     with pytest.raises(SystemExit):
         _run(tmp_path, tiny_refine, tmp_path / "a.png")
     assert "second-stage (patch) model" in capsys.readouterr().out
-
-
-def _eval_predictions(tiny_run, out, *overrides):
-    from landmark_exp.run import evaluate
-
-    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", *overrides], out))
-    ev = pd.read_csv(out / "predictions.csv")
-    ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
-    return ev.sort_values(["image_id", "landmark"]).reset_index(drop=True)
 
 
 def test_refine_landmarks_keeps_the_first_estimate_of_the_others_in_evaluate_and_predict(tmp_path, tiny_run, tiny_refine):
