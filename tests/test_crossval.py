@@ -123,7 +123,7 @@ def test_a_candidate_is_named_by_what_was_done_not_by_fold_or_checkpoint_paths()
 
 # -- real runs: a tiny two-fold sweep, then evaluate.py on its fold checkpoints ------------------------
 @pytest.mark.slow
-def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fold(tmp_path):
+def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fold(tmp_path, capsys):
     from landmark_exp.run import evaluate
 
     root = write_isbi_fixture(tmp_path / "isbi")
@@ -150,3 +150,10 @@ def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fo
     first, second = crossvalidate([sweep, tmp_path / "argmax"], out=tmp_path)
     assert second["candidate"] == "ckpt_path=<1 checkpoint> heatmap.decoder=argmax"
     assert second["summary"]["n_images"] == 10 and second["vs_first"]["n_images"] == 10
+    # the two fold models as one ensemble on validation: each trained on the other's fold, which is said
+    capsys.readouterr()
+    both = ",".join(str(sweep / str(j) / "checkpoints" / "best.ckpt") for j in (0, 1))
+    evaluate(compose("evaluate", [f"ckpt_path=[{both}]", "split=val", f"paths.cache_dir={tmp_path}/cache",
+                                  "trainer.accelerator=cpu", "overlays=0"], tmp_path / "ensemble"))
+    said = " ".join(capsys.readouterr().out.split())
+    assert "carved the 'val' split differently (seed 42 fold 0/2, seed 42 fold 1/2)" in said and "optimistic" in said
