@@ -148,9 +148,10 @@ def paired_difference(base: pd.DataFrame, other: pd.DataFrame) -> dict:
             "per_landmark": {str(k): float(v) for k, v in d.mean(axis=0).items()}}
 
 
-def crossvalidate(dirs: list[Path], out: Path | None = None) -> list[dict]:
-    """Pool each candidate's folds under `dirs`, print the table, write crossval.json / crossval_summary.csv."""
-    runs = find_runs(dirs)
+def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun] | None = None) -> list[dict]:
+    """Pool each candidate's folds under `dirs` (or the `runs` already read from them), print the table,
+    write crossval.json / crossval_summary.csv."""
+    runs = find_runs(dirs) if runs is None else runs
     if not runs:
         raise DataError(f"no cross-validation runs under {', '.join(map(str, dirs))}: runs trained with data.folds=K "
                         "data.fold=i and scored on their fold (train.py eval_split=val, or evaluate.py split=val)")

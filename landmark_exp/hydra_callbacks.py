@@ -38,7 +38,8 @@ def _crossvalidate(sweep_dir: str) -> None:
     from landmark_exp.reports import console
 
     try:
-        if find_runs([Path(sweep_dir)]):
-            crossvalidate([Path(sweep_dir)])
+        runs = find_runs([Path(sweep_dir)])
+        if runs:  # read once: every fold's predictions.csv
+            crossvalidate([Path(sweep_dir)], runs=runs)
     except DataError as e:
         console.print(f"[bold red]cross-validation not pooled:[/] {e}", soft_wrap=True)
