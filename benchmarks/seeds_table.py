@@ -23,6 +23,9 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--per-landmark", action="store_true")
     args = ap.parse_args()
+    missing = [str(run / "metrics.json") for run in args.runs if not (run / "metrics.json").is_file()]
+    if missing:
+        raise SystemExit(f"seeds_table: no metrics.json (run unfinished?): {', '.join(missing)}")
     rows = [json.loads((run / "metrics.json").read_text()) for run in args.runs]
     print("| run | MRE | SD | median | SDR 2 | SDR 2.5 | SDR 3 | SDR 4 |")
     print("|---|---|---|---|---|---|---|---|")
