@@ -10,7 +10,8 @@ Runs are found under the given folders (any depth) by their metrics.json, and gr
 into candidates by their overrides with the fold (and checkpoint paths) left out. With
 two or more candidates, each is compared with the first on the images both scored:
 the paired per-image difference of the mean radial error, with its 95 % interval, and
-the difference per landmark.
+the difference per landmark. When both used the same folds, also each fold's difference
+and a t interval over the folds, which carries the run-to-run training noise as well.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.table import Table
+from scipy.stats import t as student_t
 
 from landmark_exp.data.records import DataError
 from landmark_exp.metrics import summarize
@@ -131,21 +133,36 @@ def pool(runs: list[FoldRun]) -> dict:
         "runs": [str(by_fold[f].path) for f in sorted(by_fold)],
         "fold_mre": fold_mre, "fold_mre_sd": float(np.std(fold_mre, ddof=1)) if len(fold_mre) > 1 else 0.0,
         "summary": summary, "errors": errors,
+        "fold_of": {image: f for f in sorted(by_fold) for image in by_fold[f].errors.index},
     }
 
 
-def paired_difference(base: pd.DataFrame, other: pd.DataFrame) -> dict:
+def paired_difference(base: pd.DataFrame, other: pd.DataFrame, fold_of: dict[str, int] | None = None) -> dict:
     """`other` minus `base` on the images both scored: per-image mean error difference (mm), its mean with a
-    95 % normal interval, how many images got better / worse, and the mean difference per landmark."""
+    95 % normal interval, how many images got better / worse, and the mean difference per landmark.
+
+    The per-image interval sees only the images' noise. With `fold_of` (image -> fold, when both candidates
+    used the same folds) each fold's mean difference is also given: every fold is another pair of trainings,
+    so the t interval over folds (wider, few degrees of freedom) also carries the run-to-run noise."""
     common = base.index.intersection(other.index)
     if len(common) < 2:
         return {"n_images": int(len(common))}
     d = other.loc[common] - base.loc[common]
-    per_image = d.mean(axis=1).to_numpy()
+    per_image = d.mean(axis=1)
     half = 1.96 * per_image.std(ddof=1) / math.sqrt(len(per_image))
-    return {"n_images": int(len(common)), "delta_mre": float(per_image.mean()), "ci95": float(half),
-            "better": int((per_image < 0).sum()), "worse": int((per_image > 0).sum()),
-            "per_landmark": {str(k): float(v) for k, v in d.mean(axis=0).items()}}
+    out = {"n_images": int(len(common)), "delta_mre": float(per_image.mean()), "ci95": float(half),
+           "better": int((per_image < 0).sum()), "worse": int((per_image > 0).sum()),
+           "per_landmark": {str(k): float(v) for k, v in d.mean(axis=0).items()}}
+    if fold_of is not None:
+        # the mean error of a fold is over all its landmark errors, like the pooled MRE
+        by_fold = per_image.groupby(per_image.index.map(fold_of)).mean()
+        out["fold_delta"] = {int(f): float(v) for f, v in by_fold.items()}
+        out["folds_better"] = int((by_fold < 0).sum())
+        out["fold_delta_mean"] = float(by_fold.mean())
+        if len(by_fold) > 1:
+            out["fold_ci95"] = float(student_t.ppf(0.975, len(by_fold) - 1) * by_fold.std(ddof=1)
+                                     / math.sqrt(len(by_fold)))
+    return out
 
 
 def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun] | None = None) -> list[dict]:
@@ -161,16 +178,18 @@ def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun]
     results = [pool(g) for g in groups.values()]
     base = results[0]
     for r in results[1:]:
-        r["vs_first"] = paired_difference(base["errors"], r["errors"])
+        same_folds = (r["folds"], r["data_seed"]) == (base["folds"], base["data_seed"])
+        r["vs_first"] = paired_difference(base["errors"], r["errors"], base["fold_of"] if same_folds else None)
     _print(results)
     out = out or dirs[0]
     rows = [{"candidate": r["candidate"], "folds": f"{len(r['folds_scored'])}/{r['folds']}",
              "images": r["summary"]["n_images"], **{k: r["summary"][k] for k in ("mre", "sd", "median")},
              **{k: v for k, v in r["summary"].items() if k.startswith("sdr_")},
              "fold_mre_sd": r["fold_mre_sd"], "delta_vs_first": r.get("vs_first", {}).get("delta_mre"),
-             "ci95": r.get("vs_first", {}).get("ci95")} for r in results]
+             "ci95": r.get("vs_first", {}).get("ci95"), "folds_better": r.get("vs_first", {}).get("folds_better"),
+             "fold_ci95": r.get("vs_first", {}).get("fold_ci95")} for r in results]
     write_csv(out / "crossval_summary.csv", pd.DataFrame(rows))
-    write_json(out / "crossval.json", [{k: v for k, v in r.items() if k != "errors"} for r in results])
+    write_json(out / "crossval.json", [{k: v for k, v in r.items() if k not in ("errors", "fold_of")} for r in results])
     console.print(f"written to {out / 'crossval_summary.csv'} and {out / 'crossval.json'}")
     return results
 
@@ -196,6 +215,9 @@ def _print(results: list[dict]) -> None:
         folds = " ".join(f"{m:.3f}" for m in r["fold_mre"])
         diff = f"{v['delta_mre']:+.3f} [{v['delta_mre'] - v['ci95']:+.3f}, {v['delta_mre'] + v['ci95']:+.3f}] " \
                f"({v['better']} better, {v['worse']} worse)" if v and "delta_mre" in v else ""
+        if v and "fold_ci95" in v:
+            diff += (f"; folds {v['folds_better']}/{len(v['fold_delta'])} better, over folds "
+                     f"[{v['fold_delta_mean'] - v['fold_ci95']:+.3f}, {v['fold_delta_mean'] + v['fold_ci95']:+.3f}]")
         table.add_row(name, f"{len(r['folds_scored'])}/{r['folds']}", str(s["n_images"]), f"{s['mre']:.3f}",
                       f"{s['sd']:.3f}", f"{s['median']:.3f}", sdr, f"{folds} (SD {r['fold_mre_sd']:.3f})", diff)
     console.print(table)

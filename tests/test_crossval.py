@@ -79,11 +79,14 @@ def test_folds_pool_to_the_mean_over_every_image_and_a_second_candidate_is_compa
     assert first["fold_mre"] == pytest.approx([2.0, 2.0]) and first["missing_folds"] == []
     assert [row["mre"] for row in first["summary"]["per_landmark"]] == pytest.approx([7 / 3, 5 / 3])
     v = second["vs_first"]
-    per_image = np.array([-0.5, -0.5, 0.5])  # images 001, 002, 003: (b - a) averaged over landmarks
+    per_image = np.array([-0.5, 0.5, -0.5])  # images 001, 002, 003: (b - a) averaged over landmarks
     assert v["delta_mre"] == pytest.approx(per_image.mean())
     assert v["ci95"] == pytest.approx(1.96 * per_image.std(ddof=1) / np.sqrt(3))
     assert (v["better"], v["worse"]) == (2, 1)
     assert v["per_landmark"] == pytest.approx({"L1": -0.5 / 3, "L2": -0.5 / 3})
+    # per fold (fold 0: images 001 and 003, fold 1: image 002), with a t interval over the 2 folds
+    assert v["fold_delta"] == pytest.approx({0: -0.5, 1: 0.5}) and v["folds_better"] == 1
+    assert v["fold_ci95"] == pytest.approx(12.7062 * np.std([-0.5, 0.5], ddof=1) / np.sqrt(2), rel=1e-4)
     table = pd.read_csv(tmp_path / "crossval_summary.csv")
     assert list(table["images"]) == [3, 3] and table.loc[1, "delta_vs_first"] == pytest.approx(-1 / 6, rel=1e-4)  # the CSV keeps 6 digits
 
@@ -157,3 +160,10 @@ def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fo
                                   "trainer.accelerator=cpu", "overlays=0"], tmp_path / "ensemble"))
     said = " ".join(capsys.readouterr().out.split())
     assert "carved the 'val' split differently (seed 42 fold 0/2, seed 42 fold 1/2)" in said and "optimistic" in said
+
+
+def test_candidates_on_other_folds_are_compared_by_image_only(tmp_path):
+    _fake_run(tmp_path / "a0", 0, {"001": [1.0], "002": [2.0]}, ["data.folds=2"])
+    _fake_run(tmp_path / "b0", 0, {"001": [0.0], "002": [1.0]}, ["data.folds=2", "data.seed=7"], data_seed=7)
+    _, second = crossvalidate([tmp_path])
+    assert second["vs_first"]["delta_mre"] == pytest.approx(-1.0) and "fold_delta" not in second["vs_first"]
