@@ -7,7 +7,9 @@ scores every image of the training pool once, out of fold: 150 validation images
 ISBI 2015 instead of one 22-image split, which is what choosing between settings needs.
 
 Runs are found under the given folders (any depth) by their metrics.json, and grouped
-into candidates by their overrides with the fold (and checkpoint paths) left out. With
+into candidates by their overrides with the fold (and checkpoint paths) left out; runs
+with the same overrides whose saved configs differ (a config file changed between them)
+are told apart by the differing keys, never pooled. With
 two or more candidates, each is compared with the first on the images both scored:
 the paired per-image difference of the mean radial error, with its 95 % interval, and
 the difference per landmark. When both used the same folds, also each fold's difference
@@ -20,11 +22,12 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 from rich.table import Table
 from scipy.stats import t as student_t
 
@@ -32,6 +35,11 @@ from landmark_exp.data.records import DataError
 from landmark_exp.metrics import summarize
 from landmark_exp.reports import console, write_csv, write_json
 
+# config keys that say where or which fold, not what was done: left out of a run's settings
+_PLACE_SUBTREES = ("paths", "hydra", "logger", "callbacks.progress_bar")
+_PLACE_KEYS = {"data.fold", "data.source.root", "data.cache_dir", "trainer.default_root_dir", "eval_split", "split",
+               "overlays", "output_dir", "task_name", "test"}
+_PLACE_LEAVES = ("dirpath", "ckpt", "ckpt_path")
 # overrides that say where or which fold, not what was done: left out of a candidate's name
 _WHERE = ("data.fold=", "hydra.", "paths.", "data.source.root=", "data.cache_dir=", "logger=", "eval_split=", "split=",
           "overlays=")
@@ -45,6 +53,31 @@ class FoldRun:
     data_seed: int | None
     candidate: str
     errors: pd.DataFrame  # rows: image id, columns: landmark names, values: radial error in mm
+    settings: dict[str, str] | None = None  # the run's resolved config, places left out (None: no config.yaml)
+
+
+def run_settings(config_path: Path) -> dict[str, str] | None:
+    """A run's resolved config as flat `key: value` strings, without the keys that say where or which fold:
+    two runs with the same overrides can still differ when a config file changed between them."""
+    if not config_path.is_file():
+        return None
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
+    except Exception as e:  # a damaged YAML file: say which
+        raise DataError(f"{config_path}: unreadable config ({e})") from e
+    flat: dict[str, str] = {}
+
+    def walk(node: object, key: str) -> None:
+        if key in _PLACE_KEYS or key.startswith(_PLACE_SUBTREES) or key.rsplit(".", 1)[-1].endswith(_PLACE_LEAVES):
+            return
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            flat[key] = json.dumps(node)
+
+    walk(cfg, "")
+    return flat
 
 
 def candidate_name(overrides: list[str]) -> str:
@@ -89,7 +122,7 @@ def read_run(metrics_path: Path) -> FoldRun | None:
         raise DataError(f"{preds}: some (image, landmark) pairs have no error")
     errors.columns = [names[c] for c in errors.columns]
     return FoldRun(run, int(fold["folds"]), int(fold["fold"]), fold.get("data_seed"),
-                   candidate_name([str(o) for o in overrides]), errors)
+                   candidate_name([str(o) for o in overrides]), errors, run_settings(run / "config.yaml"))
 
 
 def find_runs(dirs: list[Path]) -> list[FoldRun]:
@@ -102,6 +135,30 @@ def find_runs(dirs: list[Path]) -> list[FoldRun]:
             if run is not None:
                 runs.append(run)
     return runs
+
+
+def split_by_settings(runs: list[FoldRun]) -> list[list[FoldRun]]:
+    """Runs grouped into candidates by name; runs of one name whose resolved configs differ (a config file
+    changed between them) are told apart by the differing keys, appended to the name, never pooled."""
+    by_name: dict[str, list[FoldRun]] = {}
+    for r in runs:
+        by_name.setdefault(r.candidate, []).append(r)
+    groups: list[list[FoldRun]] = []
+    for name, members in by_name.items():
+        variants: dict[str, list[FoldRun]] = {}
+        for r in members:
+            variants.setdefault(json.dumps(r.settings, sort_keys=True), []).append(r)
+        if len(variants) == 1:
+            groups.append(members)
+            continue
+        known = [r.settings for r in members if r.settings is not None]
+        keys = sorted({k for a in known for b in known for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+        for variant in variants.values():
+            st = variant[0].settings
+            tag = "no config.yaml" if st is None else " ".join(f"{k}={json.loads(st[k]) if k in st else '(absent)'}"
+                                                                for k in keys)
+            groups.append([replace(r, candidate=f"{name} [{tag}]") for r in variant])
+    return groups
 
 
 def pool(runs: list[FoldRun]) -> dict:
@@ -172,10 +229,7 @@ def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun]
     if not runs:
         raise DataError(f"no cross-validation runs under {', '.join(map(str, dirs))}: runs trained with data.folds=K "
                         "data.fold=i and scored on their fold (train.py eval_split=val, or evaluate.py split=val)")
-    groups: dict[str, list[FoldRun]] = {}
-    for r in runs:
-        groups.setdefault(r.candidate, []).append(r)
-    results = [pool(g) for g in groups.values()]
+    results = [pool(g) for g in split_by_settings(runs)]
     base = results[0]
     for r in results[1:]:
         same_folds = (r["folds"], r["data_seed"]) == (base["folds"], base["data_seed"])

@@ -167,3 +167,18 @@ def test_candidates_on_other_folds_are_compared_by_image_only(tmp_path):
     _fake_run(tmp_path / "b0", 0, {"001": [0.0], "002": [1.0]}, ["data.folds=2", "data.seed=7"], data_seed=7)
     _, second = crossvalidate([tmp_path])
     assert second["vs_first"]["delta_mre"] == pytest.approx(-1.0) and "fold_delta" not in second["vs_first"]
+
+
+def test_runs_with_the_same_overrides_but_another_config_file_are_told_apart_not_pooled(tmp_path):
+    """The experiment file changed between the folds' trainings (sigma 2 -> 1.5): two candidates, named by
+    the key that differs; places (fold, output folders) differ too but do not split."""
+    over = ["data.folds=2", "experiment=x"]
+    for name, fold, sigma in (("old0", 0, 2.0), ("old1", 1, 2.0), ("new0", 0, 1.5), ("new1", 1, 1.5)):
+        d = _fake_run(tmp_path / name, fold, {f"00{fold + 1}": [1.0 if sigma == 2.0 else 0.5]}, over)
+        (d / "config.yaml").write_text(f"heatmap:\n  sigma: {sigma}\ndata:\n  fold: {fold}\n"
+                                       f"trainer:\n  default_root_dir: {d}\npaths:\n  output_dir: {d}\n")
+    old, new = crossvalidate([tmp_path])
+    assert {old["candidate"], new["candidate"]} == {"data.folds=2 experiment=x [heatmap.sigma=2.0]",
+                                                    "data.folds=2 experiment=x [heatmap.sigma=1.5]"}
+    assert old["folds_scored"] == new["folds_scored"] == [0, 1]
+    assert abs(new["vs_first"]["delta_mre"]) == pytest.approx(0.5)
