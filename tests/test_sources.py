@@ -267,6 +267,33 @@ def test_corrupt_pixels_behind_a_valid_header_fail_at_decode_naming_the_file(isb
     assert_one_line_naming(err.value, str(rec.image_path), "cannot read image")
 
 
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_an_image_that_fails_to_decode_stops_the_run_or_is_left_out_and_listed(isbi_root: Path, mode: str) -> None:
+    """on_bad_sample covers decoding too: in skip mode the image leaves its split (nothing else moves) and is
+    named in the source's skipped list; in error mode the run stops with one line naming the file."""
+    def datamodule() -> LandmarkDataModule:
+        return LandmarkDataModule(ISBI2015Source(isbi_root, on_bad_sample=mode), input_size=(32, 32), val_split=None,
+                                  val_fraction=0.25, seed=3)
+
+    before = datamodule()
+    before.setup()
+    bad = before.records["train"][1]
+    data = bad.image_path.read_bytes()
+    bad.image_path.write_bytes(data[: len(data) // 2])
+    dm = datamodule()
+    if mode == "error":
+        with pytest.raises(DataError) as err:
+            dm.setup()
+        assert_one_line_naming(err.value, str(bad.image_path), "cannot read image")
+        return
+    with pytest.warns(UserWarning, match="skipping sample"):
+        dm.setup()
+    assert [r.id for r in dm.records["train"]] == [r.id for r in before.records["train"] if r.id != bad.id]
+    assert [r.id for r in dm.records["val"]] == [r.id for r in before.records["val"]]
+    assert len(dm.datasets["train"]) == len(before.datasets["train"]) - 1
+    assert len(dm.source.skipped) == 1 and str(bad.image_path) in dm.source.skipped[0]
+
+
 # -- fatal problems: a whole file or split unusable ------------------------------------------------------------
 
 

@@ -167,7 +167,8 @@ class LandmarkDataModule(L.LightningDataModule):
         self.source.prepare()  # idempotent; covers use without a Trainer
         self.records = self._split_records()
         for name, records in self.records.items():
-            images, geoms = self._decode(records)
+            records, images, geoms = self._decode(records)
+            self.records[name] = records
             augment = self.augment if name == "train" else None
             if self.patch:
                 self.datasets[name] = PatchDataset(records, images, geoms, self.patch["size"],
@@ -219,10 +220,21 @@ class LandmarkDataModule(L.LightningDataModule):
         train = [r for j, r in enumerate(order) if j % self.folds != self.fold]
         return sorted(val, key=_key), sorted(train, key=_key)
 
-    def _decode(self, records: list[Record]) -> tuple[list[np.ndarray], list[Geometry]]:
+    def _decode(self, records: list[Record]) -> tuple[list[Record], list[np.ndarray], list[Geometry]]:
+        """The split's images; one whose pixels cannot be decoded (the source read only its header) stops the
+        run, or with on_bad_sample=skip is left out of its split and listed with the source's skipped samples."""
         # landmarks were already checked against the image size by the source (from the file header)
-        decoded = self.cache.get_many(records)
-        return [img for img, _ in decoded], [self.cache.geometry(hw) for _, hw in decoded]
+        skip = getattr(self.source, "on_bad_sample", "error") == "skip"
+        decoded = self.cache.get_many(records, errors="return" if skip else "raise")
+        kept = []
+        for r, d in zip(records, decoded, strict=True):
+            if isinstance(d, DataError):
+                self.source.bad_sample(str(d))
+            else:
+                kept.append((r, d))
+        if not kept:
+            raise DataError(f"no image of {len(records)} could be decoded (first: {decoded[0]})")
+        return [r for r, _ in kept], [img for _, (img, _) in kept], [self.cache.geometry(hw) for _, (_, hw) in kept]
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
         if split not in self.datasets:

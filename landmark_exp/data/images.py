@@ -283,11 +283,22 @@ class ImageCache:
         self._memory[k] = hit
         return hit
 
-    def get_many(self, records: list[Record], workers: int | None = None) -> list[tuple[np.ndarray, tuple[int, int]]]:
-        """Decode in threads (PIL and cv2 release the GIL); errors surface with their file name."""
+    def get_many(self, records: list[Record], workers: int | None = None, errors: str = "raise"
+                 ) -> list[tuple[np.ndarray, tuple[int, int]] | DataError]:
+        """Decode in threads (PIL and cv2 release the GIL); errors surface with their file name, raised, or
+        with errors="return" in place of the image (so the caller can skip that sample and say so)."""
         workers = workers or min(8, os.cpu_count() or 1)
+
+        def one(r: Record) -> tuple[np.ndarray, tuple[int, int]] | DataError:
+            try:
+                return self.get(r)
+            except DataError as e:
+                if errors == "raise":
+                    raise
+                return e
+
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(self.get, records))
+            return list(pool.map(one, records))
 
     def geometry(self, orig_hw: tuple[int, int]) -> Geometry:
         return Geometry.for_resize(orig_hw, self.input_size, self.letterbox)

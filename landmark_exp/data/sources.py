@@ -72,8 +72,8 @@ class Source:
     def load(self, split: str) -> list[Record]:
         raise NotImplementedError
 
-    def _bad(self, message: str) -> None:
-        """Raise, or record and warn, according to `on_bad_sample`."""
+    def bad_sample(self, message: str) -> None:
+        """Raise, or record and warn, according to `on_bad_sample` (also for problems found later, at decoding)."""
         if self.on_bad_sample == "error":
             raise DataError(message)
         self.skipped.append(message)
@@ -183,7 +183,7 @@ def follow_link_stub(path: Path, max_hops: int = 8) -> Path:
 def find_images(folder: Path, on_duplicate: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Map image id (file stem) -> path for every image file in `folder`.
 
-    Two files with one id is an error; `on_duplicate` (e.g. `Source._bad`) may
+    Two files with one id is an error; `on_duplicate` (e.g. `Source.bad_sample`) may
     instead record it, and then the first file in name order is kept.
     """
     found: dict[str, Path] = {}
@@ -230,7 +230,7 @@ class ISBI2015Source(Source):
             raise DataError(f"{folder}: split folder for {split!r} not found")
         doctors = ["senior", "junior"] if self.gt == "mean" else [self.gt]
         records = []
-        for image_id, listed in find_images(folder, self._bad).items():
+        for image_id, listed in find_images(folder, self.bad_sample).items():
             try:
                 image_path = follow_link_stub(listed)
                 size = self._image_size(image_path)
@@ -241,7 +241,7 @@ class ISBI2015Source(Source):
                     self._check_inside(p, size, image_path, lambda i, ann=ann: f"{ann}:{i + 1}")
                     pts.append(p)
             except DataError as e:
-                self._bad(str(e))
+                self.bad_sample(str(e))
                 continue
             landmarks = np.mean(pts, axis=0) if len(pts) > 1 else pts[0]
             records.append(
@@ -330,7 +330,7 @@ class CSVSource(Source):
                                 f"{path}:{line}: duplicate image id {rec.id!r} (also {path.name}:{first_row[rec.id]})"
                             )
                     except DataError as e:
-                        self._bad(str(e))
+                        self.bad_sample(str(e))
                         continue
                     first_row[rec.id] = line
                     records.append(rec)
