@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 import traceback
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.syntax import Syntax
 from rich.tree import Tree
@@ -92,7 +94,8 @@ def _guard(fn):
 
     A single run then stops (exit status 1: one line for data and numerical problems, else the
     traceback). In a multirun the job returns {} instead, so the launcher goes on with the other
-    jobs; the sweep summary reports the failures and the sweep exits with status 1.
+    jobs; the sweep summary reports the failures and the sweep exits with status 1. A stop request
+    (Ctrl-C, SIGTERM) is not a failure: it stops the sweep as well (SIGTERM: exit status 143).
     """
 
     def wrapped(cfg: DictConfig) -> dict:
@@ -103,6 +106,11 @@ def _guard(fn):
             message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
             if out.is_dir():
                 atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
+            if isinstance(e, SIGTERMException):
+                # a stop request (kill, a scheduler's preemption), not a failed job: the sweep stops too
+                console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here; checkpoints/last.ckpt "
+                              "holds the last finished epoch (resume= continues)", soft_wrap=True)
+                raise SystemExit(128 + signal.SIGTERM) from None
             if isinstance(e, KeyboardInterrupt) or not _in_multirun():
                 if isinstance(e, DataError | NonFiniteError):
                     # a user's data problem, or training diverged: one line naming the file or step, no traceback

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -96,3 +98,30 @@ def test_a_job_without_a_test_split_is_listed_done_with_its_validation_mre(tmp_p
                                      *TINY, "logger=none", "test=false"], job))
     row = collect_sweep(tmp_path / "sweep").iloc[0]
     assert row["status"] == "done" and row["best_val_mre"] == pytest.approx(result["val_mre"]) and result["val_mre"] > 0
+
+
+def test_sigterm_stops_the_whole_sweep_not_just_the_running_job(tmp_path):
+    """kill / a scheduler's preemption is a stop request: the next job must not start (exit status 143)."""
+    root = write_isbi_fixture(tmp_path / "isbi")
+    marker = tmp_path / "paused"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # faults.py
+    cmd = [sys.executable, "train.py", "-m", "data=isbi2015", f"data.source.root={root}", f"paths.log_dir={tmp_path}/outputs",
+           f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none", "callbacks.progress_bar=null",
+           f"hydra.sweep.dir={tmp_path}/sweep", "optimizer.lr=0.001,0.002", "+callbacks.pause._target_=faults.PauseMidEpoch",
+           "+callbacks.pause.epoch=0", "+callbacks.pause.batch=0", "+callbacks.pause.seconds=3",
+           f"+callbacks.pause.marker={marker}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the first job never reached its pause"
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out[-3000:]
+    assert "interrupted by SIGTERM" in out
+    assert "SIGTERM" in (tmp_path / "sweep" / "0" / "error.txt").read_text()
+    assert not (tmp_path / "sweep" / "1").exists()
