@@ -73,7 +73,7 @@ def run_settings(config_path: Path) -> dict[str, str] | None:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{key}.{k}" if key else str(k))
-        else:
+        elif node is not None:  # a key added later with a null default reads as absent: same settings
             flat[key] = json.dumps(node)
 
     walk(cfg, "")

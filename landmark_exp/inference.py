@@ -26,7 +26,7 @@ import torch
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
 from landmark_exp.data.patches import crop, patch_origins
-from landmark_exp.data.records import DataError
+from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
     CheckpointError,
@@ -171,16 +171,8 @@ def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]
         return ~chosen
     if isinstance(landmarks, str | int):  # refine_landmarks=10 on the command line
         landmarks = [landmarks]
-    lower = [n.lower() for n in names]
     for item in landmarks:
-        text = str(item).strip()
-        if text.isdigit() and 1 <= int(text) <= len(names):
-            chosen[int(text) - 1] = True
-        elif text.lower() in lower:
-            chosen[lower.index(text.lower())] = True
-        else:
-            raise DataError(f"refine_landmarks: {item!r} is neither a landmark number 1-{len(names)} nor one of "
-                            f"{', '.join(names)}")
+        chosen[landmark_index(item, list(names), "refine_landmarks")] = True
     return chosen
 
 

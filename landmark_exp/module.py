@@ -18,13 +18,25 @@ import torch
 from hydra.utils import instantiate
 
 from landmark_exp.data.geometry import to_original
-from landmark_exp.data.records import DataError
+from landmark_exp.data.records import DataError, landmark_index
 from landmark_exp.heatmap.decoder import Decoding, prior_sigma_pixels
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
 from landmark_exp.performance import optimizer_options
 
 SCHEDULER_KEYS = ("monitor", "interval", "frequency")
+
+
+def landmark_sigmas(sigma: float, overrides: dict | None, names: list[str]) -> list[float]:
+    """(K,) target sigmas in model pixels: `sigma` for every landmark, except those named (or numbered from 1)
+    in `overrides`, e.g. {gonion: 2.0}: a landmark on a weak edge may need a wider target than a sharp one."""
+    out = [float(sigma)] * len(names)
+    for key, value in (overrides or {}).items():
+        v = float(value)
+        if not v > 0:
+            raise ValueError(f"heatmap.landmark_sigma.{key} must be > 0, got {value}")
+        out[landmark_index(key, names, "heatmap.landmark_sigma")] = v
+    return out
 
 
 class LandmarkModule(L.LightningModule):
@@ -52,6 +64,8 @@ class LandmarkModule(L.LightningModule):
         self.decode_window = int(heatmap.get("window", 2))
         self.num_landmarks = num_landmarks
         self.landmark_names = list(landmark_names or [f"L{i + 1}" for i in range(num_landmarks)])
+        # per-landmark target widths: heatmap.sigma for all, but landmark_sigma {name or number: sigma} for some
+        self.landmark_sigma = landmark_sigmas(self.sigma, heatmap.get("landmark_sigma"), self.landmark_names)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         # broad shape prior for choosing peaks: configured as a fraction of the input diagonal (None: off)
         self.prior_sigma_px = prior_sigma_pixels(heatmap.get("prior_sigma"), self.input_size)
@@ -77,7 +91,8 @@ class LandmarkModule(L.LightningModule):
         return self.net(image)
 
     def targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        heat = gaussian_heatmaps(batch["keypoints"], self.input_size, self.sigma, batch["visible"])
+        sigma = self.sigma if len(set(self.landmark_sigma)) == 1 else torch.tensor(self.landmark_sigma)
+        heat = gaussian_heatmaps(batch["keypoints"], self.input_size, sigma, batch["visible"])
         if self.single_channel:
             return single_channel(heat), None
         return heat, batch["visible"]
@@ -87,7 +102,7 @@ class LandmarkModule(L.LightningModule):
         # an all-zero mean shape means "never set" (a module built outside train.py): no prior then
         prior_sigma = self.prior_sigma_px if bool(self.mean_shape.any()) else None
         return Decoding(self.decode_method, self.decode_window, self.single_channel, self.mean_shape, prior_sigma,
-                        self.sigma)
+                        max(self.landmark_sigma))
 
     def predict_coordinates(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Model-pixel (B, K, 2) coordinates and (B, K) confidences from the network's output."""
@@ -255,7 +270,7 @@ def _check_same_kind(a: LandmarkModule, b: LandmarkModule, where_a: Path, where_
         "input size": (list(a.input_size), list(b.input_size)),
         "landmarks": (a.landmark_names, b.landmark_names),
         "single-mask output": (a.single_channel, b.single_channel),
-        "heatmap sigma": (a.sigma, b.sigma),
+        "heatmap sigma": (a.landmark_sigma, b.landmark_sigma),
         "letterbox": (bool(da.get("letterbox", False)), bool(db.get("letterbox", False))),
         "normalize": (da.get("normalize", "dtype"), db.get("normalize", "dtype")),
         "patch (second stage)": (da.get("patch"), db.get("patch")),

@@ -147,3 +147,34 @@ def test_logit_decoder_ends_at_the_same_point_from_any_pixel_of_a_flat_top():
     got = refine(maps.expand(len(starts), 64, 64), ix, iy, "logit_lsq", window=3)
     assert float((got - got[0]).abs().max()) < 1e-9
     assert float((got[0] - centre[0, 0]).norm()) < 1e-4
+
+
+def _module(heatmap: dict, names: list[str]):
+    from landmark_exp.module import LandmarkModule
+
+    model = {"_target_": "landmark_exp.models.unet.UNet", "out_channels": len(names), "widths": [4, 8, 8, 8],
+             "bottleneck": 8}
+    return LandmarkModule(model=model, loss={"_target_": "landmark_exp.losses.DiceLoss"},
+                          optimizer={"_target_": "torch.optim.Adam"}, heatmap=heatmap, num_landmarks=len(names),
+                          landmark_names=names, input_size=(64, 64))
+
+
+def test_landmark_sigma_widens_only_the_named_or_numbered_landmarks_targets():
+    names = ["sella", "nasion", "gonion"]
+    m = _module({"sigma": 1.5, "landmark_sigma": {"Gonion": 3.0, "1": 1.0}}, names)
+    assert m.landmark_sigma == [1.0, 1.5, 3.0]
+    batch = {"keypoints": torch.tensor([[[20.0, 20.0], [32.0, 30.0], [40.0, 41.0]]]), "visible": torch.ones(1, 3)}
+    heat, _ = m.targets(batch)
+    # an unnormalised Gaussian of peak 1 far from the border sums to 2 pi sigma^2
+    assert heat.sum(dim=(-2, -1))[0].tolist() == pytest.approx([2 * np.pi * s**2 for s in (1.0, 1.5, 3.0)], rel=1e-3)
+    assert m.decoding().sigma == 3.0  # the spread window covers the widest target
+    assert _module({"sigma": 1.5}, names).landmark_sigma == [1.5, 1.5, 1.5]
+
+
+def test_an_unknown_landmark_in_landmark_sigma_is_one_line_naming_the_setting():
+    from landmark_exp.data.records import DataError
+
+    with pytest.raises(DataError, match=r"heatmap.landmark_sigma: 'chin' is neither a landmark number 1-2 nor one of a, b"):
+        _module({"landmark_sigma": {"chin": 2.0}}, ["a", "b"])
+    with pytest.raises(ValueError, match="heatmap.landmark_sigma.a must be > 0"):
+        _module({"landmark_sigma": {"a": 0}}, ["a", "b"])

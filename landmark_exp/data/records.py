@@ -57,3 +57,15 @@ class Record:
     @property
     def num_landmarks(self) -> int:
         return int(self.landmarks.shape[0])
+
+
+def landmark_index(item: int | str, names: list[str] | tuple[str, ...], setting: str) -> int:
+    """0-based index of a landmark given as its number from 1 or its name (any case), as settings that
+    choose landmarks take them (refine_landmarks, heatmap.landmark_sigma); else one line naming `setting`."""
+    text = str(item).strip()
+    if text.isdigit() and 1 <= int(text) <= len(names):
+        return int(text) - 1
+    lower = [n.lower() for n in names]
+    if text.lower() in lower:
+        return lower.index(text.lower())
+    raise DataError(f"{setting}: {item!r} is neither a landmark number 1-{len(names)} nor one of {', '.join(names)}")
