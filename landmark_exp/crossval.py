@@ -35,14 +35,16 @@ from landmark_exp.data.records import DataError
 from landmark_exp.metrics import summarize
 from landmark_exp.reports import console, write_csv, write_json
 
-# config keys that say where or which fold, not what was done: left out of a run's settings
-_PLACE_SUBTREES = ("paths", "hydra", "logger", "callbacks.progress_bar")
-_PLACE_KEYS = {"data.fold", "data.source.root", "data.cache_dir", "trainer.default_root_dir", "eval_split", "split",
-               "overlays", "output_dir", "task_name", "test"}
-_PLACE_LEAVES = ("dirpath", "ckpt", "ckpt_path")
-# overrides that say where or which fold, not what was done: left out of a candidate's name
-_WHERE = ("data.fold=", "hydra.", "paths.", "data.source.root=", "data.cache_dir=", "logger=", "eval_split=", "split=",
-          "overlays=")
+# settings that say where or which fold, not what was done: left out of a candidate's name (as overrides)
+# and of a run's settings (as config keys); each covers its subtree
+_PLACES = ("data.fold", "data.source.root", "data.cache_dir", "hydra", "paths", "logger", "eval_split", "split",
+           "overlays", "trainer.default_root_dir", "callbacks.progress_bar", "output_dir", "task_name", "test")
+# config leaves that name checkpoint files or folders (each fold has its own; overrides count them instead)
+_CHECKPOINT_LEAVES = ("dirpath", "ckpt", "ckpt_path")
+
+
+def _is_place(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in _PLACES)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def run_settings(config_path: Path) -> dict[str, str] | None:
     flat: dict[str, str] = {}
 
     def walk(node: object, key: str) -> None:
-        if key in _PLACE_KEYS or key.startswith(_PLACE_SUBTREES) or key.rsplit(".", 1)[-1].endswith(_PLACE_LEAVES):
+        if _is_place(key) or key.rsplit(".", 1)[-1].endswith(_CHECKPOINT_LEAVES):
             return
         if isinstance(node, dict):
             for k, v in node.items():
@@ -86,7 +88,7 @@ def candidate_name(overrides: list[str]) -> str:
     kept = []
     for o in overrides:
         key, _, value = o.partition("=")
-        if o.startswith(_WHERE):
+        if _is_place(key.lstrip("+~")):
             continue
         if key.lstrip("+~").endswith(("ckpt", "ckpt_path")):
             n = len([v for v in value.strip("[]").split(",") if v.strip()]) if value not in ("", "null") else 0

@@ -66,6 +66,9 @@ class LandmarkModule(L.LightningModule):
         self.landmark_names = list(landmark_names or [f"L{i + 1}" for i in range(num_landmarks)])
         # per-landmark target widths: heatmap.sigma for all, but landmark_sigma {name or number: sigma} for some
         self.landmark_sigma = landmark_sigmas(self.sigma, heatmap.get("landmark_sigma"), self.landmark_names)
+        # what the target generator takes, built once (not in every training step): a float when all are equal
+        self._target_sigma: float | torch.Tensor = (
+            self.sigma if len(set(self.landmark_sigma)) == 1 else torch.tensor(self.landmark_sigma))
         self.input_size = (int(input_size[0]), int(input_size[1]))
         # broad shape prior for choosing peaks: configured as a fraction of the input diagonal (None: off)
         self.prior_sigma_px = prior_sigma_pixels(heatmap.get("prior_sigma"), self.input_size)
@@ -91,8 +94,7 @@ class LandmarkModule(L.LightningModule):
         return self.net(image)
 
     def targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        sigma = self.sigma if len(set(self.landmark_sigma)) == 1 else torch.tensor(self.landmark_sigma)
-        heat = gaussian_heatmaps(batch["keypoints"], self.input_size, sigma, batch["visible"])
+        heat = gaussian_heatmaps(batch["keypoints"], self.input_size, self._target_sigma, batch["visible"])
         if self.single_channel:
             return single_channel(heat), None
         return heat, batch["visible"]
