@@ -23,7 +23,7 @@ for spec in "$@"; do
 done
 if [ -n "${ENSEMBLE:-}" ] && [ $# -gt 1 ]; then  # the runs as one ensemble (mean heatmaps), on ENSEMBLE's split
   cks=$(for spec in "$@"; do printf '%s,' "/tmp/outputs/${spec%%:*}/checkpoints/best.ckpt"; done)
-  timeout 120 python3 evaluate.py "ckpt_path=[${cks%,}]" split=$ENSEMBLE data.source.root=devdata/isbi3 data.source.spacing=0.3 \
+  timeout 120 python3 evaluate.py "ckpt_path=[${cks%,}]" split=$ENSEMBLE \
       hydra.run.dir=/tmp/outputs/ensemble overlays=0 trainer.accelerator=gpu > /tmp/ensemble.log 2>&1
   echo "== ensemble ($ENSEMBLE) rc=$?"; grep -E "^│ model" /tmp/ensemble.log | head -1
   mkdir -p "$OUT/runs/ensemble" && cp /tmp/outputs/ensemble/{metrics.json,per_landmark.csv} /tmp/ensemble.log "$OUT/runs/ensemble/" 2>/dev/null

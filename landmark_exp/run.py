@@ -278,6 +278,10 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     first_pred = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
     pred = first_pred
     ds = fdm.datasets[cfg.split]
+    missing = [r.id for r in ds.records if r.id not in first_pred]
+    if missing:  # e.g. trainer.limit_test_batches: the second stage cuts its patches around every image
+        raise CheckpointError(f"the first stage scored {len(first_pred)} of the {len(ds.records)} {cfg.split} images "
+                              f"(not {missing[0]}, ...; trainer.limit_test_batches?): a second stage needs all of them")
     for _ in range(int(cfg.get("refine_iterations", 1))):
         ds.centres = np.stack([pred[r.id] for r in ds.records])
         with torch.inference_mode():

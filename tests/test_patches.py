@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import TINY, compose
 
@@ -61,7 +62,7 @@ def test_coarse_to_fine_evaluation_refines_the_first_stage(tmp_path, isbi_root):
     from landmark_exp.run import evaluate, train
 
     base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
-    train(compose("train", base, tmp_path / "coarse"))
+    train(compose("train", [*base, "data.batch_size=2"], tmp_path / "coarse"))
     fine = [*base, "data.input_size=[80,64]", "+data.patch.size=[16,16]", "+data.patch.jitter=3", "trainer.max_epochs=2"]
     fine_summary = train(compose("train", fine, tmp_path / "fine"))
     fine_metrics = json.loads((tmp_path / "fine" / "metrics.json").read_text())
@@ -72,3 +73,18 @@ def test_coarse_to_fine_evaluation_refines_the_first_stage(tmp_path, isbi_root):
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["reference"]["name"] == "first stage" and metrics["mre"] == result["mre"]
     assert set(metrics["by_ground_truth"]) == {"senior", "junior", "mean"}
+
+
+def test_coarse_to_fine_refuses_a_first_stage_that_scored_only_some_images(tmp_path, isbi_root, capsys):
+    from landmark_exp.run import evaluate, train
+
+    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
+    train(compose("train", [*base, "data.batch_size=2"], tmp_path / "coarse"))  # the 4 test images in 2 batches
+    train(compose("train", [*base, "+data.patch.size=[16,16]", "+data.patch.jitter=3"], tmp_path / "fine"))
+    ev = compose("evaluate", [f"ckpt_path={tmp_path}/coarse/checkpoints/best.ckpt", "trainer.accelerator=cpu",
+                              f"refine_ckpt={tmp_path}/fine/checkpoints/best.ckpt", "trainer.limit_test_batches=1"],
+                 tmp_path / "ev")
+    with pytest.raises(SystemExit, match="1"):
+        evaluate(ev)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "data error: the first stage scored 2 of the 4 test images" in out and "needs all of them" in out

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The whole GPU plan as one device call, in priority order and time-boxed, since a task that is lent a
+# device gets 15 minutes of it in all, the machine's start included (benchmarks/RESULTS.md "Next on a GPU").
+#   here, once:  bash benchmarks/gpu_prepare.sh          (wheels in .whl/, data packed in devdata/isbi3)
+#   device run:  command "bash benchmarks/gpu_session.sh", carry [".whl", "devdata"], timeout_s 590
+#   dry run on this CPU (every step, tiny): DRY=1 bash benchmarks/gpu_session.sh
+# Phase 1 trains everything at once on the one GPU (it is far from busy with one 256x256 U-Net):
+#   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
+#   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), and isbi2015_seed at sigma 2
+#   and 1.5 scored on data seed 42's validation split (Test1 untouched: the sigma choice for the spec U-Net).
+#   Lightning's max_time ends a run that would not finish in time gracefully, after which it is still
+#   tested with its best checkpoint; its train_log.csv says how many epochs it reached.
+# Phase 2 evaluates at once: the three seeds as one ensemble; every (seed, second stage) pair on Test1;
+#   the ensemble with both second stages; seed 42 + refine 42 on validation at 1 and 2 refine iterations.
+# Phase 3: benchmarks/throughput.py --compile --no-loader alone on the GPU (issue 5's figures).
+# Results: $OUT/session.log (one line per run) and $OUT/runs.tgz (metrics.json, per_landmark.csv,
+# config.yaml, logs), rewritten after every phase so that a run cut off at the limit still reports.
+set -u
+BUDGET=${BUDGET:-570}   # seconds this script may take; the device call's timeout_s should be a little more
+T0=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+OUT=${OUT:-/tmp/gpu_session_out}; mkdir -p "$OUT"
+PHASES=${PHASES:-123}  # e.g. PHASES=23: evaluate and benchmark the runs already in $RUNS
+R=${RUNS:-/tmp/gpu_session}; [[ $PHASES == *1* ]] && rm -rf "$R"; mkdir -p "$R"
+exec > >(tee -a "$OUT/session.log") 2>&1
+DATA="data.source.root=devdata/isbi3 data.source.spacing=0.3"
+if [ -n "${DRY:-}" ]; then   # every command of the session, on this CPU, a few batches each
+  PY=${PYTHON:-.venv/bin/python}
+  TRAIN_EXTRA="trainer=cpu trainer.max_epochs=1 data.batch_size=2 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=1 data.num_workers=0"
+  EVAL_EXTRA="trainer.accelerator=cpu"
+  TEST=val   # 22 images instead of Test1's 150
+  TRAIN_CAP=600; EVAL_CAP=900   # 2 slow cores
+  TP_ARGS="--device cpu --sizes 64 --steps 1 --no-loader"
+  SEEDS="42 1"; REFINES="42 1"
+else
+  PY=python3
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+  TRAIN_EXTRA="data.num_workers=2"
+  EVAL_EXTRA="trainer.accelerator=gpu"
+  TEST=test
+  TRAIN_CAP=330; EVAL_CAP=120
+  TP_ARGS="--compile --no-loader"
+  SEEDS="42 1 2"; REFINES="42 1"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+fi
+export PYTHONUNBUFFERED=1
+$PY -c "import torch, lightning, hydra, albumentations, landmark_exp; print('torch', torch.__version__, \
+'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+
+summary() {  # name -> one line from its metrics.json
+  $PY - "$R/$1" <<'EOF' 2>/dev/null || echo "no metrics.json"
+import json, sys
+m = json.load(open(sys.argv[1] + "/metrics.json"))
+ref = m.get("reference") or {}
+print(f"{m.get('split')}: mre {m['mre']:.4f} sd {m['sd']:.4f} median {m['median']:.4f} sdr "
+      + " / ".join(f"{m[k]:.2f}" for k in ("sdr_2", "sdr_2.5", "sdr_3", "sdr_4"))
+      + (f" | best val {m['best_val_mre']:.4f}" if m.get("best_val_mre") is not None else "")
+      + (f" | {ref.get('name', 'reference')} {ref['mre']:.4f}" if ref.get("mre") is not None else ""))
+EOF
+}
+pack() {  # the results so far -> $OUT/runs.tgz (at most 8 files come back, so one archive)
+  local S=/tmp/gpu_session_pack; rm -rf $S; mkdir -p $S/runs
+  for d in "$R"/*/; do
+    n=$(basename "$d"); mkdir -p "$S/runs/$n"
+    cp "$d"/{metrics.json,per_landmark.csv,config.yaml,run_info.json} "$R/$n.log" "$S/runs/$n/" 2>/dev/null
+    cp "$d"/csv/metrics.csv "$S/runs/$n/train_log.csv" 2>/dev/null
+  done
+  cp "$R"/throughput.txt "$S/runs/" 2>/dev/null
+  tar czf "$OUT/runs.tgz.tmp" -C $S runs && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
+}
+train() {  # name seconds overrides...
+  local name=$1 secs=$2; shift 2
+  local t=$(date +%s); rm -rf "${R:?}/$name"
+  # shellcheck disable=SC2086
+  timeout -k 15 "$secs" $PY train.py "$@" $DATA $TRAIN_EXTRA "+trainer.max_time=$(hms $((secs - 45)))" \
+    paths.log_dir=$R hydra.run.dir=$R/$name logger=csv callbacks.model_checkpoint.save_last=false \
+    > "$R/$name.log" 2>&1
+  echo "== train $name rc=$? wall=$(( $(date +%s) - t ))s $(summary "$name")"
+}
+evaluate() {  # name seconds overrides...
+  local name=$1 secs=$2; shift 2
+  local t=$(date +%s); rm -rf "${R:?}/$name"
+  # shellcheck disable=SC2086
+  timeout -k 15 "$secs" $PY evaluate.py "$@" $EVAL_EXTRA hydra.run.dir=$R/$name overlays=0 > "$R/$name.log" 2>&1
+  echo "== eval $name rc=$? wall=$(( $(date +%s) - t ))s $(summary "$name")"
+}
+hms() { printf "00:%02d:%02d:%02d" $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }  # Lightning max_time
+ck() { echo "$R/$1/checkpoints/best.ckpt"; }
+
+# phase 1: train (leaves >= 150 s for phases 2 and 3)
+if [[ $PHASES == *1* ]]; then
+secs=$(min $TRAIN_CAP $(( $(left) - 150 )))
+echo "# phase 1: training, ${secs}s at most each, $(left)s left"
+jobs=()  # a bare `wait` would also wait for the tee above, forever
+for s in $SEEDS; do train "seed_s$s" "$secs" experiment=isbi2015_seed seed=$s & jobs+=($!); done
+for s in $REFINES; do train "refine_s$s" "$secs" experiment=isbi2015_refine seed=$s & jobs+=($!); done
+train val_sigma2 "$secs" experiment=isbi2015_seed eval_split=val & jobs+=($!)
+train val_sigma1.5 "$secs" experiment=isbi2015_seed eval_split=val heatmap.sigma=1.5 & jobs+=($!)
+wait "${jobs[@]}"; pack
+fi
+
+# phase 2: evaluate (leaves >= 100 s for phase 3)
+if [[ $PHASES == *2* ]]; then
+secs=$(min $EVAL_CAP $(( $(left) - 100 )))
+echo "# phase 2: evaluation, ${secs}s at most each, $(left)s left"
+seeds=$(for s in $SEEDS; do printf '%s,' "$(ck seed_s$s)"; done); seeds="[${seeds%,}]"
+refines=$(for s in $REFINES; do printf '%s,' "$(ck refine_s$s)"; done); refines="[${refines%,}]"
+jobs=()
+evaluate ens_test "$secs" "ckpt_path=$seeds" split=$TEST & jobs+=($!)
+evaluate ens_refine_both_test "$secs" "ckpt_path=$seeds" "refine_ckpt=$refines" split=$TEST & jobs+=($!)
+for s in $SEEDS; do for r in $REFINES; do
+  evaluate "cascade_s${s}_r${r}_test" "$secs" ckpt_path="$(ck seed_s$s)" refine_ckpt="$(ck refine_s$r)" split=$TEST &
+  jobs+=($!)
+done; done
+for it in 1 2; do
+  evaluate "cascade_s42_r42_it${it}_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
+    refine_iterations=$it split=val & jobs+=($!)
+done
+wait "${jobs[@]}"; pack
+fi
+
+# phase 3: throughput, alone on the GPU
+secs=$(( $(left) - 10 ))
+echo "# phase 3: throughput, ${secs}s at most, $(left)s left"
+if [[ $PHASES == *3* ]] && [ "$secs" -gt 30 ]; then
+  # shellcheck disable=SC2086
+  timeout -k 15 "$secs" $PY benchmarks/throughput.py $TP_ARGS > "$R/throughput.txt" 2>&1
+  echo "== throughput rc=$?"; grep -E "samples/s|GFLOP|peak|diff" "$R/throughput.txt"
+fi
+pack
+echo "# done in $(( $(date +%s) - T0 ))s"
