@@ -108,8 +108,9 @@ def _guard(fn):
                 atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
             if isinstance(e, SIGTERMException):
                 # a stop request (kill, a scheduler's preemption), not a failed job: the sweep stops too
-                console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here; checkpoints/last.ckpt "
-                              "holds the last finished epoch (resume= continues)", soft_wrap=True)
+                after = ("; checkpoints/last.ckpt holds the last finished epoch (resume= continues)"
+                         if fn.__name__ == "train" else "")
+                console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here{after}", soft_wrap=True)
                 raise SystemExit(128 + signal.SIGTERM) from None
             if isinstance(e, KeyboardInterrupt) or not _in_multirun():
                 if isinstance(e, DataError | NonFiniteError):
