@@ -33,7 +33,7 @@ if [ -n "${DRY:-}" ]; then   # every command of the session, on this CPU, a few 
   TEST=val   # 22 images instead of Test1's 150
   TRAIN_CAP=600; EVAL_CAP=900   # 2 slow cores
   TP_ARGS="--device cpu --sizes 64 --steps 1 --no-loader"
-  SEEDS="42 1"; REFINES="42 1"
+  SEEDS=${SEEDS:-"42 1"}; REFINES=${REFINES:-"42 1"}
 else
   PY=python3
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
