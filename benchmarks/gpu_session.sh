@@ -4,7 +4,8 @@
 #   here, once:  bash benchmarks/gpu_prepare.sh          (wheels in .whl/, data packed in devdata/isbi3)
 #   device run:  command "bash benchmarks/gpu_session.sh", carry [".whl", "devdata"], timeout_s 590
 #   dry run on this CPU (every step, tiny): DRY=1 bash benchmarks/gpu_session.sh
-# Phase 1 trains everything at once on the one GPU (it is far from busy with one 256x256 U-Net):
+# Phase 1 trains everything at once on the one GPU (one isbi2015_seed run alone reached ~4 % of an H100's
+# bf16 peak: 5.5 PFLOP in 138-159 s, benchmarks/RESULTS.md):
 #   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
 #   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), and isbi2015_seed seeds 42, 1, 2
 #   at sigma 1.5: the sigma with the lower mean validation MRE over the 3 seeds is the one reported (a rule
@@ -90,6 +91,8 @@ evaluate() {  # name seconds overrides...
 }
 hms() { printf "00:%02d:%02d:%02d" $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }  # Lightning max_time
 ck() { echo "$R/$1/checkpoints/best.ckpt"; }
+cks() { local prefix=$1 list=""; shift; for s in "$@"; do list+="$(ck "${prefix}_s$s"),"; done; echo "[${list%,}]"; }
+dirs() { local prefix=$1; shift; for s in "$@"; do printf '%s ' "$R/${prefix}_s$s"; done; }
 
 # phase 1: train (leaves >= 150 s for phases 2 and 3)
 if [[ $PHASES == *1* ]]; then
@@ -117,19 +120,22 @@ for sigma, prefix in (("2", "seed"), ("1.5", "seed15")):
 if len(val) == 2:
     print("chosen on validation: sigma", min(val, key=lambda k: sum(val[k])))
 EOF2
+# shellcheck disable=SC2046,SC2086
+for prefix in seed seed15; do $PY benchmarks/seeds_table.py $(dirs $prefix $SEEDS); done
 fi
 
 # phase 2: evaluate (leaves >= 100 s for phase 3)
 if [[ $PHASES == *2* ]]; then
 secs=$(min $EVAL_CAP $(( $(left) - 100 )))
 echo "# phase 2: evaluation, ${secs}s at most each, $(left)s left"
-seeds=$(for s in $SEEDS; do printf '%s,' "$(ck seed_s$s)"; done); seeds="[${seeds%,}]"
-refines=$(for s in $REFINES; do printf '%s,' "$(ck refine_s$s)"; done); refines="[${refines%,}]"
 jobs=()
-seeds15=$(for s in $SEEDS; do printf '%s,' "$(ck seed15_s$s)"; done); seeds15="[${seeds15%,}]"
-evaluate ens_test "$secs" "ckpt_path=$seeds" split=$TEST & jobs+=($!)
-evaluate ens15_test "$secs" "ckpt_path=$seeds15" split=$TEST & jobs+=($!)
-evaluate ens_refine_both_test "$secs" "ckpt_path=$seeds" "refine_ckpt=$refines" split=$TEST & jobs+=($!)
+# shellcheck disable=SC2086
+evaluate ens_test "$secs" "ckpt_path=$(cks seed $SEEDS)" split=$TEST & jobs+=($!)
+# shellcheck disable=SC2086
+evaluate ens15_test "$secs" "ckpt_path=$(cks seed15 $SEEDS)" split=$TEST & jobs+=($!)
+# shellcheck disable=SC2086
+evaluate ens_refine_both_test "$secs" "ckpt_path=$(cks seed $SEEDS)" "refine_ckpt=$(cks refine $REFINES)" split=$TEST &
+jobs+=($!)
 for s in $SEEDS; do for r in $REFINES; do
   evaluate "cascade_s${s}_r${r}_test" "$secs" ckpt_path="$(ck seed_s$s)" refine_ckpt="$(ck refine_s$r)" split=$TEST &
   jobs+=($!)
@@ -139,6 +145,8 @@ for it in 1 2; do
     refine_iterations=$it split=val & jobs+=($!)
 done
 wait "${jobs[@]}"; pack
+# shellcheck disable=SC2046
+$PY benchmarks/seeds_table.py $(for s in $SEEDS; do for r in $REFINES; do printf '%s ' "$R/cascade_s${s}_r${r}_test"; done; done)
 fi
 
 # phase 3: throughput, alone on the GPU

@@ -58,33 +58,41 @@ def test_given_centres_are_used_instead_of_the_truth():
     np.testing.assert_allclose(s["keypoints"][1, 1].numpy(), [4.0, 1.0])
 
 
-def test_coarse_to_fine_evaluation_refines_the_first_stage(tmp_path, isbi_root):
-    from landmark_exp.run import evaluate, train
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory):
+    """A tiny first stage (its 4 test images in 2 batches) and second stage, trained once for this module."""
+    from conftest import write_isbi_fixture
 
-    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
-    train(compose("train", [*base, "data.batch_size=2"], tmp_path / "coarse"))
+    from landmark_exp.run import train
+
+    tmp = tmp_path_factory.mktemp("cascade")
+    base = ["data=isbi2015", f"data.source.root={write_isbi_fixture(tmp / 'isbi')}", f"paths.cache_dir={tmp}/cache",
+            *TINY, "logger=none"]
+    train(compose("train", [*base, "data.batch_size=2"], tmp / "coarse"))
     fine = [*base, "data.input_size=[80,64]", "+data.patch.size=[16,16]", "+data.patch.jitter=3", "trainer.max_epochs=2"]
-    fine_summary = train(compose("train", fine, tmp_path / "fine"))
-    fine_metrics = json.loads((tmp_path / "fine" / "metrics.json").read_text())
+    fine_summary = train(compose("train", fine, tmp / "fine"))
+    return tmp, fine_summary
+
+
+def _evaluate_cascade(tmp, out, *overrides):
+    from landmark_exp.run import evaluate
+
+    return evaluate(compose("evaluate", [f"ckpt_path={tmp}/coarse/checkpoints/best.ckpt", "trainer.accelerator=cpu",
+                                         f"refine_ckpt={tmp}/fine/checkpoints/best.ckpt", *overrides], out))
+
+
+def test_coarse_to_fine_evaluation_refines_the_first_stage(cascade, tmp_path):
+    tmp, fine_summary = cascade
+    fine_metrics = json.loads((tmp / "fine" / "metrics.json").read_text())
     assert fine_metrics["reference"]["name"] == "patch centres" and fine_summary["n_images"] == 4
-    ev = compose("evaluate", [f"ckpt_path={tmp_path}/coarse/checkpoints/best.ckpt", "trainer.accelerator=cpu",
-                              f"refine_ckpt={tmp_path}/fine/checkpoints/best.ckpt", "refine_iterations=2"], tmp_path / "ev")
-    result = evaluate(ev)
+    result = _evaluate_cascade(tmp, tmp_path / "ev", "refine_iterations=2")
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["reference"]["name"] == "first stage" and metrics["mre"] == result["mre"]
     assert set(metrics["by_ground_truth"]) == {"senior", "junior", "mean"}
 
 
-def test_coarse_to_fine_refuses_a_first_stage_that_scored_only_some_images(tmp_path, isbi_root, capsys):
-    from landmark_exp.run import evaluate, train
-
-    base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
-    train(compose("train", [*base, "data.batch_size=2"], tmp_path / "coarse"))  # the 4 test images in 2 batches
-    train(compose("train", [*base, "+data.patch.size=[16,16]", "+data.patch.jitter=3"], tmp_path / "fine"))
-    ev = compose("evaluate", [f"ckpt_path={tmp_path}/coarse/checkpoints/best.ckpt", "trainer.accelerator=cpu",
-                              f"refine_ckpt={tmp_path}/fine/checkpoints/best.ckpt", "trainer.limit_test_batches=1"],
-                 tmp_path / "ev")
+def test_coarse_to_fine_refuses_a_first_stage_that_scored_only_some_images(cascade, tmp_path, capsys):
     with pytest.raises(SystemExit, match="1"):
-        evaluate(ev)
+        _evaluate_cascade(cascade[0], tmp_path / "ev", "trainer.limit_test_batches=1")
     out = " ".join(capsys.readouterr().out.split())
     assert "data error: the first stage scored 2 of the 4 test images" in out and "needs all of them" in out
