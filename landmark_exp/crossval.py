@@ -1,4 +1,4 @@
-"""`python -m landmark_exp.crossval <dir> [<dir> ...] [--out DIR]`: K fold runs scored as one.
+"""`python -m landmark_exp.crossval <dir> [<dir> ...] [--out DIR] [--against crossval.json]`: K fold runs scored as one.
 
 Each run trained with `data.folds=K data.fold=i` and scored on its validation fold
 (`train.py eval_split=val`, or `evaluate.py split=val` of such a checkpoint) predicted
@@ -14,6 +14,11 @@ two or more candidates, each is compared with the first on the images both score
 the paired per-image difference of the mean radial error, with its 95 % interval, and
 the difference per landmark. When both used the same folds, also each fold's difference
 and a t interval over the folds, which carries the run-to-run training noise as well.
+
+`--against` compares each candidate with one recorded in an earlier crossval.json, for when
+that candidate's fold runs (their per-image predictions) are gone: only its fold MREs and
+pooled per-landmark MREs survive, so the comparison is fold by fold (t interval over folds)
+and per landmark, without the per-image interval.
 """
 
 from __future__ import annotations
@@ -224,9 +229,50 @@ def paired_difference(base: pd.DataFrame, other: pd.DataFrame, fold_of: dict[str
     return out
 
 
-def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun] | None = None) -> list[dict]:
+def read_recorded(path: Path, index: int = -1) -> dict:
+    """Candidate `index` of a crossval.json written earlier (default: its last one)."""
+    try:
+        recorded = json.loads(path.read_text())
+        chosen = recorded[index]
+        needed = {k: chosen[k] for k in ("candidate", "folds", "data_seed", "folds_scored", "fold_mre", "summary")}
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable crossval.json ({e})") from e
+    except (IndexError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: no candidate {index} with folds, fold MREs and a summary in it ({e!r})") from e
+    return {**needed, "path": str(path), "index": index}
+
+
+def recorded_difference(recorded: dict, result: dict) -> dict:
+    """`result` minus a `recorded` candidate (read_recorded) on the folds both scored: each fold's MRE
+    difference with a t interval over folds, and, when both scored the same folds, the pooled MRE and
+    per-landmark differences. Refuses other folds: fold i of another split holds other images."""
+    if (result["folds"], result["data_seed"]) != (recorded["folds"], recorded["data_seed"]):
+        raise DataError(f"{recorded['path']}: {recorded['folds']} folds with data seed {recorded['data_seed']}, but "
+                        f"{result['candidate']} used {result['folds']} with data seed {result['data_seed']}: "
+                        "its folds hold other images")
+    mine = dict(zip(result["folds_scored"], result["fold_mre"], strict=True))
+    theirs = dict(zip(recorded["folds_scored"], recorded["fold_mre"], strict=True))
+    delta = {f: mine[f] - theirs[f] for f in sorted(mine.keys() & theirs.keys())}
+    out: dict = {"against": f"{recorded['path']} [{recorded['index']}]: {recorded['candidate']}",
+                 "fold_delta": delta, "folds_better": sum(d < 0 for d in delta.values())}
+    if delta:
+        values = np.array(list(delta.values()))
+        out["fold_delta_mean"] = float(values.mean())
+        if len(values) > 1:
+            out["fold_ci95"] = float(student_t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    if sorted(mine) == sorted(theirs):
+        base = {row["name"]: row["mre"] for row in recorded["summary"]["per_landmark"]}
+        out["delta_mre"] = float(result["summary"]["mre"] - recorded["summary"]["mre"])
+        out["per_landmark"] = {row["name"]: float(row["mre"] - base[row["name"]])
+                               for row in result["summary"]["per_landmark"] if row["name"] in base}
+    return out
+
+
+def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun] | None = None,
+                  against: dict | None = None) -> list[dict]:
     """Pool each candidate's folds under `dirs` (or the `runs` already read from them), print the table,
-    write crossval.json / crossval_summary.csv."""
+    write crossval.json / crossval_summary.csv; with `against` (read_recorded) also compare each candidate
+    with that recorded one."""
     runs = find_runs(dirs) if runs is None else runs
     if not runs:
         raise DataError(f"no cross-validation runs under {', '.join(map(str, dirs))}: runs trained with data.folds=K "
@@ -236,6 +282,9 @@ def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun]
     for r in results[1:]:
         same_folds = (r["folds"], r["data_seed"]) == (base["folds"], base["data_seed"])
         r["vs_first"] = paired_difference(base["errors"], r["errors"], base["fold_of"] if same_folds else None)
+    if against is not None:
+        for r in results:
+            r["vs_recorded"] = recorded_difference(against, r)
     _print(results)
     out = out or dirs[0]
     rows = [{"candidate": r["candidate"], "folds": f"{len(r['folds_scored'])}/{r['folds']}",
@@ -293,15 +342,47 @@ def _print(results: list[dict]) -> None:
             lm.add_row(f"{row['landmark']} {row['name']}", f"{row['mre']:.3f}",
                        *["" if d is None else f"{d:+.3f}" for d in deltas])
         console.print(lm)
+    if results[0].get("vs_recorded"):
+        _print_recorded(names, results)
+
+
+def _print_recorded(names: list[str], results: list[dict]) -> None:
+    console.print(f"against the recorded {results[0]['vs_recorded']['against']}", soft_wrap=True)
+    table = Table(title="fold by fold against the recorded candidate (its per-image predictions are not kept)")
+    for c in ("candidate", "fold differences (mm)", "mean [95 %, t over folds]", "pooled MRE difference"):
+        table.add_column(c)
+    for name, r in zip(names, results, strict=True):
+        v = r["vs_recorded"]
+        folds = " ".join(f"{f}: {d:+.3f}" for f, d in v["fold_delta"].items())
+        mean = f"{v['fold_delta_mean']:+.3f}" if "fold_delta_mean" in v else ""
+        if "fold_ci95" in v:
+            mean += f" [{v['fold_delta_mean'] - v['fold_ci95']:+.3f}, {v['fold_delta_mean'] + v['fold_ci95']:+.3f}]" \
+                    f" ({v['folds_better']}/{len(v['fold_delta'])} better)"
+        table.add_row(name, folds, mean, f"{v['delta_mre']:+.3f}" if "delta_mre" in v else "other folds scored")
+    console.print(table)
+    if "per_landmark" in results[0]["vs_recorded"]:
+        lm = Table(title="per landmark: pooled MRE difference to the recorded candidate (mm)")
+        lm.add_column("landmark")
+        for name in names:
+            lm.add_column(name)
+        for row in results[0]["summary"]["per_landmark"]:
+            cells = [r["vs_recorded"].get("per_landmark", {}).get(row["name"]) for r in results]
+            lm.add_row(f"{row['landmark']} {row['name']}", *["" if c is None else f"{c:+.3f}" for c in cells])
+        console.print(lm)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m landmark_exp.crossval", description=__doc__.split("\n\n")[1])
     parser.add_argument("dirs", nargs="+", type=Path, help="folders holding the fold runs (any depth)")
     parser.add_argument("--out", type=Path, default=None, help="where to write crossval.json (default: the first dir)")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="an earlier crossval.json: compare fold by fold with a candidate recorded there")
+    parser.add_argument("--against-index", type=int, default=-1,
+                        help="which candidate of --against (0 = its first; default: its last)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        crossvalidate(args.dirs, args.out)
+        against = None if args.against is None else read_recorded(args.against, args.against_index)
+        crossvalidate(args.dirs, args.out, against=against)
     except DataError as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return 2

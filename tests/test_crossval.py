@@ -182,3 +182,57 @@ def test_runs_with_the_same_overrides_but_another_config_file_are_told_apart_not
                                                     "data.folds=2 experiment=x [heatmap.sigma=1.5]"}
     assert old["folds_scored"] == new["folds_scored"] == [0, 1]
     assert abs(new["vs_first"]["delta_mre"]) == pytest.approx(0.5)
+
+
+# -- against a candidate recorded in an earlier crossval.json (its fold runs gone) ---------------------
+def _recorded(tmp_path: Path, fold_mre: list[float], per_landmark: dict[str, float], data_seed: int = 42,
+              folds_scored: tuple[int, ...] = (0, 1)) -> Path:
+    path = tmp_path / "earlier" / "crossval.json"
+    path.parent.mkdir(parents=True)
+    old = {"candidate": "data.folds=2 heatmap.sigma=1.5", "folds": 2, "data_seed": data_seed,
+           "folds_scored": list(folds_scored), "fold_mre": fold_mre,
+           "summary": {"mre": float(np.mean(fold_mre)),
+                       "per_landmark": [{"landmark": i + 1, "name": n, "mre": m}
+                                        for i, (n, m) in enumerate(per_landmark.items())]}}
+    path.write_text(json.dumps([{"candidate": "something older", "folds": 2}, old]))
+    return path
+
+
+def test_a_recorded_candidate_is_compared_fold_by_fold_and_per_landmark(tmp_path):
+    from landmark_exp.crossval import read_recorded
+
+    over = ["data.folds=2", "data.input_size=[256,208]"]
+    _fake_run(tmp_path / "runs" / "a0", 0, {"001": [1.0, 3.0], "003": [2.0, 2.0]}, over)  # fold 0 MRE 2.0
+    _fake_run(tmp_path / "runs" / "a1", 1, {"002": [4.0, 0.0]}, over)                     # fold 1 MRE 2.0
+    recorded = read_recorded(_recorded(tmp_path, [2.5, 1.9], {"L1": 3.0, "L2": 1.0}))     # the last candidate
+    (r,) = crossvalidate([tmp_path / "runs"], against=recorded)
+    v = r["vs_recorded"]
+    assert v["fold_delta"] == pytest.approx({0: -0.5, 1: 0.1}) and v["folds_better"] == 1
+    assert v["fold_delta_mean"] == pytest.approx(-0.2)
+    assert v["fold_ci95"] == pytest.approx(12.7062 * np.std([-0.5, 0.1], ddof=1) / np.sqrt(2), rel=1e-4)
+    assert v["delta_mre"] == pytest.approx(2.0 - 2.2)
+    assert v["per_landmark"] == pytest.approx({"L1": 7 / 3 - 3.0, "L2": 5 / 3 - 1.0})
+    assert "heatmap.sigma=1.5" in v["against"]
+    saved = json.loads((tmp_path / "runs" / "crossval.json").read_text())
+    assert saved[0]["vs_recorded"]["fold_delta"] == pytest.approx({"0": -0.5, "1": 0.1})
+
+
+def test_a_recorded_candidate_on_other_folds_is_refused_and_partial_folds_give_no_pooled_difference(tmp_path):
+    from landmark_exp.crossval import read_recorded
+
+    _fake_run(tmp_path / "runs" / "a0", 0, {"001": [1.0]}, ["data.folds=2"])
+    other_seed = read_recorded(_recorded(tmp_path / "s7", [1.0, 1.0], {"L1": 1.0}, data_seed=7))
+    with pytest.raises(DataError, match="data seed 7.*its folds hold other images"):
+        crossvalidate([tmp_path / "runs"], against=other_seed)
+    (r,) = crossvalidate([tmp_path / "runs"], against=read_recorded(_recorded(tmp_path / "s42", [1.5, 1.0], {"L1": 1.0})))
+    assert r["vs_recorded"]["fold_delta"] == pytest.approx({0: -0.5}) and "delta_mre" not in r["vs_recorded"]
+
+
+def test_an_unusable_recorded_file_is_one_line_naming_it(tmp_path):
+    bad = tmp_path / "crossval.json"
+    bad.write_text("[{\"candidate\": \"x\"}]")
+    _fake_run(tmp_path / "runs" / "a0", 0, {"001": [1.0]}, ["data.folds=2"])
+    proc = subprocess.run([sys.executable, "-m", "landmark_exp.crossval", str(tmp_path / "runs"), "--against", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"error: {bad}: no candidate -1 with folds" in " ".join(proc.stdout.split())
