@@ -115,6 +115,26 @@ def print_report(summary: dict, title: str, baseline: dict | None = None, per_la
     console.print(summary_table(summary, title, baseline, baseline_name))
 
 
+def untrained_landmarks(peak: np.ndarray, names: Sequence[str], ratio: float = 0.1) -> list[dict]:
+    """Landmarks whose heatmap channel did not learn: the median peak over images is below `ratio` times the
+    median of the per-landmark medians. Such a channel's positions are guesses, however good the mean
+    error of the others looks; a dead sigmoid channel peaks near 0 where trained ones peak near 1."""
+    medians = np.median(np.asarray(peak, dtype=float), axis=0)
+    typical = float(np.median(medians))
+    if not np.isfinite(typical) or typical <= 0:
+        return []
+    return [{"landmark": k + 1, "name": names[k], "median_peak": float(m), "typical_median_peak": typical}
+            for k, m in enumerate(medians) if m < ratio * typical]
+
+
+def warn_untrained(found: list[dict], split: str) -> None:
+    for u in found:
+        console.print(f"[bold yellow]warning:[/] landmark {u['landmark']} {u['name']}: its heatmap peaks at "
+                      f"{u['median_peak']:.3g} (median over the {split} images) where the others peak at "
+                      f"{u['typical_median_peak']:.3g}: this landmark's output did not learn, its positions are "
+                      "guesses. Retrain (another seed) before using this model for it.", soft_wrap=True)
+
+
 def predictions_frame(ids: Sequence[str], results: dict, names: Sequence[str]) -> pd.DataFrame:
     """Long table: one row per (image, landmark), pixels of the original image and millimetres."""
     pred, true, sp, err = results["pred"], results["true"], results["spacing"], results["errors"]

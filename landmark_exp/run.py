@@ -32,6 +32,8 @@ from landmark_exp.reports import (
     draw_overlay,
     print_report,
     save_png,
+    untrained_landmarks,
+    warn_untrained,
     write_json,
     write_results,
 )
@@ -189,6 +191,10 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
     skipped = getattr(dm.source, "skipped", [])
     if skipped:
         extra["skipped_samples"] = skipped
+    untrained = untrained_landmarks(res["peak"], dm.landmark_names)
+    if untrained:
+        warn_untrained(untrained, split)
+        extra["untrained_landmarks"] = untrained
     if dm.folds is not None and split == "val":  # what landmark_exp.crossval pools: this run's fold
         extra["fold"] = {"folds": dm.folds, "fold": dm.fold, "data_seed": dm.seed}
     write_results(out_dir, summary, extra, ids, res, dm.landmark_names)

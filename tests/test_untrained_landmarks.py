@@ -1,0 +1,43 @@
+"""A landmark whose heatmap channel never learned is named, not hidden behind a good mean error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from conftest import compose
+
+from landmark_exp.reports import untrained_landmarks
+
+
+def test_a_channel_peaking_near_zero_is_named_and_healthy_channels_are_not():
+    rng = np.random.default_rng(0)
+    peak = rng.uniform(0.8, 1.0, size=(30, 4))
+    assert untrained_landmarks(peak, ["a", "b", "c", "d"]) == []
+    peak[:, 2] = rng.uniform(1e-4, 3e-4, size=30)  # what a dead sigmoid channel gives (seen: sella, 0.0003)
+    (found,) = untrained_landmarks(peak, ["a", "b", "c", "d"])
+    assert (found["landmark"], found["name"]) == (3, "c")
+    assert found["median_peak"] < 3e-4 and 0.8 < found["typical_median_peak"] < 1.0
+    peak[:, 2] = 0.5  # weaker but trained: not flagged
+    assert untrained_landmarks(peak, ["a", "b", "c", "d"]) == []
+
+
+def test_evaluate_warns_and_records_a_landmark_whose_output_is_switched_off(tmp_path, tiny_run, capsys):
+    from landmark_exp.run import evaluate
+
+    ckpt = torch.load(tiny_run["ckpt"], weights_only=True)
+    sd = ckpt["state_dict"]
+    k = 19
+    bias = next(name for name in reversed(list(sd)) if name.endswith("bias") and sd[name].shape == (k,))
+    sd[bias][0] = -60.0  # landmark 1's output channel: sigmoid ~ 0 everywhere, as a dead channel
+    sd[bias.removesuffix("bias") + "weight"][0] = 0.0
+    dead = tmp_path / "dead.ckpt"
+    torch.save(ckpt, dead)
+    cfg = compose("evaluate", [f"ckpt_path={dead}", f"paths.cache_dir={tmp_path}/cache", "trainer.accelerator=cpu",
+                               "overlays=0"], tmp_path / "eval")
+    evaluate(cfg)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: landmark 1 sella: its heatmap peaks at" in out and "did not learn" in out
+    recorded = json.loads((tmp_path / "eval" / "metrics.json").read_text())["untrained_landmarks"]
+    assert recorded[0]["landmark"] == 1 and recorded[0]["median_peak"] < 1e-6
