@@ -201,6 +201,11 @@ def pool(runs: list[FoldRun]) -> dict:
     }
 
 
+def _t_half_width(values: np.ndarray) -> float:
+    """Half width of the 95 % t interval of the mean of `values` (one per fold: few degrees of freedom)."""
+    return float(student_t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
 def paired_difference(base: pd.DataFrame, other: pd.DataFrame, fold_of: dict[str, int] | None = None) -> dict:
     """`other` minus `base` on the images both scored: per-image mean error difference (mm), its mean with a
     95 % normal interval, how many images got better / worse, and the mean difference per landmark.
@@ -224,8 +229,7 @@ def paired_difference(base: pd.DataFrame, other: pd.DataFrame, fold_of: dict[str
         out["folds_better"] = int((by_fold < 0).sum())
         out["fold_delta_mean"] = float(by_fold.mean())
         if len(by_fold) > 1:
-            out["fold_ci95"] = float(student_t.ppf(0.975, len(by_fold) - 1) * by_fold.std(ddof=1)
-                                     / math.sqrt(len(by_fold)))
+            out["fold_ci95"] = _t_half_width(by_fold.to_numpy())
     return out
 
 
@@ -259,7 +263,7 @@ def recorded_difference(recorded: dict, result: dict) -> dict:
         values = np.array(list(delta.values()))
         out["fold_delta_mean"] = float(values.mean())
         if len(values) > 1:
-            out["fold_ci95"] = float(student_t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+            out["fold_ci95"] = _t_half_width(values)
     if sorted(mine) == sorted(theirs):
         base = {row["name"]: row["mre"] for row in recorded["summary"]["per_landmark"]}
         out["delta_mre"] = float(result["summary"]["mre"] - recorded["summary"]["mre"])

@@ -1,6 +1,8 @@
-import sys
+"""Which incisal tip the 256x208 Test1 runs confused: counts behind RESULTS.md "Input 256x208"."""
+
 import numpy as np
 import pandas as pd
+
 R = "benchmarks/results/cv5"
 for new, old in (("test1_input256_sigma2_s1", "test1_sigma1.5_s1"), ("test1_input256_sigma2_s2", "test1_sigma1.5_s2")):
     n, o = pd.read_csv(f"{R}/{new}/per_landmark.csv"), pd.read_csv(f"{R}/{old}/per_landmark.csv")
