@@ -15,18 +15,40 @@ def _weighted_mean(per_map: torch.Tensor, weight: torch.Tensor | None) -> torch.
 
 
 class DiceLoss(nn.Module):
-    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|)."""
+    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|), plus `bce_weight` x binary
+    cross-entropy per map (mean over pixels).
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    Why the BCE term: dice's gradient on a sigmoid output is dL/dp x p(1 - p), so a channel whose output
+    has sunk to p ~ 0 everywhere (the first epochs push all of a tiny target's background down) gets
+    almost no gradient and can stay dead for good (seen on ISBI at 256x208: sella peaking at 0.0003,
+    benchmarks/RESULTS.md). The cross-entropy's gradient on the logit is p - t, which does not vanish there.
+    """
+
+    def __init__(self, smooth: float = 1.0, bce_weight: float = 0.0) -> None:
         super().__init__()
         self.smooth = smooth
+        self.bce_weight = bce_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         pred, target = pred.float(), target.float()
         inter = (pred * target).sum(dim=(-2, -1))
         denom = pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
-        dice = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
-        return _weighted_mean(dice, weight)
+        per_map = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
+        if self.bce_weight:
+            per_map = per_map + self.bce_weight * _bce_per_map(pred, target)
+        return _weighted_mean(per_map, weight)
+
+
+def _bce_per_map(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of sigmoid probabilities against soft targets, mean over each map's pixels.
+
+    Written with logs of the probabilities (not F.binary_cross_entropy, which autocast refuses and whose
+    backward divides by max(p (1 - p), 1e-12), so it too goes silent on a channel below 1e-12); through the
+    sigmoid the gradient on the logit is p - t down to p ~ 1e-38."""
+    tiny = torch.finfo(prob.dtype).tiny
+    log_p = torch.log(prob.clamp_min(tiny))
+    log_q = torch.log((1 - prob).clamp_min(tiny))
+    return -(target * log_p + (1 - target) * log_q).mean(dim=(-2, -1))
 
 
 class MSELoss(nn.Module):

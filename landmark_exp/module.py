@@ -169,9 +169,13 @@ class LandmarkModule(L.LightningModule):
             self.log(f"{stage}/{k}", float(summary[k]), prog_bar=k == "mre", sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
-        _, summary = self._summary(self.val_predictions)
+        res, summary = self._summary(self.val_predictions)
         if summary:
             self._log_summary("val", summary)
+            if res["peak"].shape[-1] > 1:
+                from landmark_exp.reports import weakest_peak_ratio
+
+                self.log("val/weakest_peak", weakest_peak_ratio(res["peak"]), sync_dist=False)
         self._log_images()
 
     def on_test_epoch_end(self) -> None:

@@ -119,12 +119,25 @@ def untrained_landmarks(peak: np.ndarray, names: Sequence[str], ratio: float = 0
     """Landmarks whose heatmap channel did not learn: the median peak over images is below `ratio` times the
     median of the per-landmark medians. Such a channel's positions are guesses, however good the mean
     error of the others looks; a dead sigmoid channel peaks near 0 where trained ones peak near 1."""
-    medians = np.median(np.asarray(peak, dtype=float), axis=0)
-    typical = float(np.median(medians))
+    medians, typical = _peak_medians(peak)
     if not np.isfinite(typical) or typical <= 0:
         return []
     return [{"landmark": k + 1, "name": names[k], "median_peak": float(m), "typical_median_peak": typical}
             for k, m in enumerate(medians) if m < ratio * typical]
+
+
+def _peak_medians(peak: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-landmark median of the (images, K) peak heights, and the median of those medians."""
+    medians = np.median(np.asarray(peak, dtype=float), axis=0)
+    return medians, float(np.median(medians))
+
+
+def weakest_peak_ratio(peak: np.ndarray) -> float:
+    """The lowest landmark's median peak over the typical landmark's: ~1 when every channel has learned,
+    ~0 when one has not. Logged every validation epoch (`val/weakest_peak`), so a channel that stays dead
+    while the others take off shows in the curves long before the final report names it."""
+    medians, typical = _peak_medians(peak)
+    return float(medians.min() / typical) if np.isfinite(typical) and typical > 0 else float("nan")
 
 
 def warn_untrained(found: list[dict], split: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from conftest import compose
 
-from landmark_exp.reports import untrained_landmarks
+from landmark_exp.reports import untrained_landmarks, weakest_peak_ratio
 
 
 def test_a_channel_peaking_near_zero_is_named_and_healthy_channels_are_not():
@@ -41,3 +41,11 @@ def test_evaluate_warns_and_records_a_landmark_whose_output_is_switched_off(tmp_
     assert "warning: landmark 1 sella: its heatmap peaks at" in out and "did not learn" in out
     recorded = json.loads((tmp_path / "eval" / "metrics.json").read_text())["untrained_landmarks"]
     assert recorded[0]["landmark"] == 1 and recorded[0]["median_peak"] < 1e-6
+
+
+def test_weakest_peak_ratio_is_near_one_when_all_channels_learned_and_near_zero_with_a_dead_one():
+    rng = np.random.default_rng(0)
+    peak = rng.uniform(0.95, 1.0, size=(22, 19))
+    assert weakest_peak_ratio(peak) > 0.9
+    peak[:, 0] = 3e-4  # sella's channel on the seed-42 256x208 run (benchmarks/RESULTS.md)
+    assert weakest_peak_ratio(peak) < 1e-3
