@@ -15,41 +15,44 @@ def _weighted_mean(per_map: torch.Tensor, weight: torch.Tensor | None) -> torch.
 
 
 class DiceLoss(nn.Module):
-    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|), plus `fg_ce_weight` x the
-    cross-entropy on the target's foreground, -sum(t log p) / sum(t).
+    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|), plus `ce_weight` x a class-balanced
+    cross-entropy: -sum(t log p) / sum(t) - sum((1 - t) log(1 - p)) / sum(1 - t).
 
-    Why the extra term: dice's gradient on a sigmoid output is dL/dp x p(1 - p), so a channel whose output
-    has sunk to p ~ 0 everywhere (the first epochs push every tiny target's background down) gets almost no
-    gradient back and can stay dead for good (seen on ISBI: sella at 256x208, gonion at sigma 1.0;
-    benchmarks/RESULTS.md). The foreground cross-entropy's gradient on the logit is -t (1 - p) / sum(t): it
-    does not vanish on a sunk channel, and it is ~0 on a channel that already peaks at 1. Foreground only:
-    a full binary cross-entropy also pushes the whole background towards 0, and with Adam's bounded steps
-    that took the first dozen epochs of a 60-epoch run away from localisation (RESULTS.md).
+    Why the extra term: dice's gradient on a sigmoid output is dL/dp x p(1 - p), and dice is flat both where
+    a channel has sunk to p ~ 0 and where it has risen to p ~ 1 everywhere, so a channel that falls into
+    either in the first epochs can stay dead for good (seen on ISBI: sella at 256x208, gonion at sigma 1.0;
+    benchmarks/RESULTS.md). The cross-entropy's gradient on the logit does not vanish there: -t (1 - p) /
+    sum(t) on the target, p (1 - t) / sum(1 - t) off it. Balanced (each half normalised by its own mass):
+    a plain mean over pixels lets ~30,000 background pixels per map outweigh the ~10 of the target, and
+    the first epochs go into pushing the background down instead of finding the landmark; the target's
+    half alone is minimised by p = 1 everywhere (both seen, RESULTS.md).
     """
 
-    def __init__(self, smooth: float = 1.0, fg_ce_weight: float = 0.0) -> None:
+    def __init__(self, smooth: float = 1.0, ce_weight: float = 0.0) -> None:
         super().__init__()
         self.smooth = smooth
-        self.fg_ce_weight = fg_ce_weight
+        self.ce_weight = ce_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         pred, target = pred.float(), target.float()
         inter = (pred * target).sum(dim=(-2, -1))
         denom = pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
         per_map = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
-        if self.fg_ce_weight:
-            per_map = per_map + self.fg_ce_weight * _foreground_ce(pred, target)
+        if self.ce_weight:
+            per_map = per_map + self.ce_weight * balanced_ce(pred, target)
         return _weighted_mean(per_map, weight)
 
 
-def _foreground_ce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """-sum(t log p) / sum(t) per map, from sigmoid probabilities (0 for an empty target).
+def balanced_ce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per map with the target's and the background's halves each averaged over their own mass.
 
-    log of the clamped probability, not F.binary_cross_entropy: autocast refuses that, and its backward
-    divides by max(p (1 - p), 1e-12), so it too goes silent below 1e-12; through the sigmoid this
-    gradient on the logit is -t (1 - p) / sum(t) down to p ~ 1e-38."""
-    log_p = torch.log(prob.clamp_min(torch.finfo(prob.dtype).tiny))
-    return -(target * log_p).sum(dim=(-2, -1)) / target.sum(dim=(-2, -1)).clamp_min(1e-12)
+    Logs of clamped probabilities, not F.binary_cross_entropy: autocast refuses that, and its backward
+    divides by max(p (1 - p), 1e-12), so it too goes silent on a saturated channel; through the sigmoid
+    this gradient on the logit stays as above down to p ~ 1e-38 (and up to 1 - p ~ 6e-8 in float32)."""
+    tiny = torch.finfo(prob.dtype).tiny
+    fg = -(target * torch.log(prob.clamp_min(tiny))).sum(dim=(-2, -1))
+    bg = -((1 - target) * torch.log((1 - prob).clamp_min(tiny))).sum(dim=(-2, -1))
+    return fg / target.sum(dim=(-2, -1)).clamp_min(1e-12) + bg / (1 - target).sum(dim=(-2, -1)).clamp_min(1e-12)
 
 
 class MSELoss(nn.Module):
