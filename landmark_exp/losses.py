@@ -15,17 +15,16 @@ def _weighted_mean(per_map: torch.Tensor, weight: torch.Tensor | None) -> torch.
 
 
 class DiceLoss(nn.Module):
-    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|), plus `ce_weight` x a class-balanced
-    cross-entropy: -sum(t log p) / sum(t) - sum((1 - t) log(1 - p)) / sum(1 - t).
+    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|), plus `ce_weight` x the binary
+    cross-entropy against the Gaussian target (mean over each map's pixels).
 
-    Why the extra term: dice's gradient on a sigmoid output is dL/dp x p(1 - p), and dice is flat both where
-    a channel has sunk to p ~ 0 and where it has risen to p ~ 1 everywhere, so a channel that falls into
-    either in the first epochs can stay dead for good (seen on ISBI: sella at 256x208, gonion at sigma 1.0;
-    benchmarks/RESULTS.md). The cross-entropy's gradient on the logit does not vanish there: -t (1 - p) /
-    sum(t) on the target, p (1 - t) / sum(1 - t) off it. Balanced (each half normalised by its own mass):
-    a plain mean over pixels lets ~30,000 background pixels per map outweigh the ~10 of the target, and
-    the first epochs go into pushing the background down instead of finding the landmark; the target's
-    half alone is minimised by p = 1 everywhere (both seen, RESULTS.md).
+    Why the extra term: dice's gradient on a sigmoid output is dL/dp x p(1 - p), and dice is flat where a
+    channel has sunk to p ~ 0 (and where it has risen to p ~ 1 everywhere), so a channel that falls there in
+    the first epochs can stay dead for good (seen on ISBI: sella at 256x208, gonion at sigma 1.0;
+    benchmarks/RESULTS.md). The cross-entropy's gradient on the logit is (p - t) / pixels: it does not
+    vanish there, and its optimum p = t is the target itself, so it does not fight dice over where the peak
+    is. Start the network's outputs at the targets' mean (`model.head_bias`, logit of sum(t) / pixels), or the
+    first epochs go into pushing sigmoid(0) = 0.5 down on ~30,000 background pixels per map (RESULTS.md).
     """
 
     def __init__(self, smooth: float = 1.0, ce_weight: float = 0.0) -> None:
@@ -39,20 +38,20 @@ class DiceLoss(nn.Module):
         denom = pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
         per_map = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
         if self.ce_weight:
-            per_map = per_map + self.ce_weight * balanced_ce(pred, target)
+            per_map = per_map + self.ce_weight * binary_ce(pred, target)
         return _weighted_mean(per_map, weight)
 
 
-def balanced_ce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per map with the target's and the background's halves each averaged over their own mass.
+def binary_ce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of sigmoid probabilities against soft targets, mean over each map's pixels.
 
     Logs of clamped probabilities, not F.binary_cross_entropy: autocast refuses that, and its backward
     divides by max(p (1 - p), 1e-12), so it too goes silent on a saturated channel; through the sigmoid
-    this gradient on the logit stays as above down to p ~ 1e-38 (and up to 1 - p ~ 6e-8 in float32)."""
+    this gradient on the logit is (p - t) / pixels down to p ~ 1e-38 (and up to 1 - p ~ 6e-8 in float32)."""
     tiny = torch.finfo(prob.dtype).tiny
-    fg = -(target * torch.log(prob.clamp_min(tiny))).sum(dim=(-2, -1))
-    bg = -((1 - target) * torch.log((1 - prob).clamp_min(tiny))).sum(dim=(-2, -1))
-    return fg / target.sum(dim=(-2, -1)).clamp_min(1e-12) + bg / (1 - target).sum(dim=(-2, -1)).clamp_min(1e-12)
+    log_p = torch.log(prob.clamp_min(tiny))
+    log_q = torch.log((1 - prob).clamp_min(tiny))
+    return -(target * log_p + (1 - target) * log_q).mean(dim=(-2, -1))
 
 
 class MSELoss(nn.Module):

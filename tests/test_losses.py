@@ -22,9 +22,9 @@ def _grad(loss: DiceLoss, logit: float) -> torch.Tensor:
 def test_a_sunk_channel_gets_no_dice_gradient_and_the_cross_entropy_pulls_its_target_up(logit):
     dice = _grad(DiceLoss(), logit)
     both = _grad(DiceLoss(ce_weight=1.0), logit)
-    # at the target's centre (t = 1): dice's push is scaled by p(1-p) ~ e^logit, the cross-entropy's is -1/sum(t)
+    # at the target's centre (t = 1): dice's push is scaled by p(1-p) ~ e^logit, the cross-entropy's is -1/pixels
     assert abs(float(dice[20, 30])) < 1e-8
-    assert float(both[20, 30]) == pytest.approx(-1.0 / float(_target().sum()), rel=1e-4)
+    assert float(both[20, 30]) == pytest.approx(-1.0 / 64**2, rel=1e-4)
     assert abs(float(both[0, 0])) < 1e-8  # background already at ~0: nothing to push
 
 
@@ -32,19 +32,22 @@ def test_a_sunk_channel_gets_no_dice_gradient_and_the_cross_entropy_pulls_its_ta
 def test_a_channel_risen_to_one_everywhere_gets_no_dice_gradient_and_the_cross_entropy_pulls_it_down(logit):
     dice = _grad(DiceLoss(), logit)
     both = _grad(DiceLoss(ce_weight=1.0), logit)
-    background = float((1 - _target()).sum())
     assert abs(float(dice[0, 0])) < 1e-8
-    assert float(both[0, 0]) == pytest.approx(1.0 / background, rel=1e-3)  # p (1 - t) / sum(1 - t), p ~ 1
+    assert float(both[0, 0]) == pytest.approx(1.0 / 64**2, rel=1e-3)  # (p - t) / pixels with p ~ 1, t ~ 0
 
 
-def test_the_two_halves_pull_equally_hard_on_a_map_at_one_half():
-    """Balanced: the ~10-pixel target pulls up as hard in total as the ~4,000 background pixels pull down,
-    so an untrained network's first steps go into telling them apart, not into lowering everything."""
-    g = _grad(DiceLoss(ce_weight=1.0), 0.0) - _grad(DiceLoss(), 0.0)
-    t = _target()[0, 0]
-    up = float((g * t).sum() / t.sum())  # pull where t ~ 1 (weighted by t)
-    assert float(g.sum()) == pytest.approx(0.0, abs=1e-6)
-    assert up < 0
+def test_the_cross_entropy_is_lowest_at_the_target_itself():
+    target = _target()
+    z = torch.logit(target.clamp(1e-6, 1 - 1e-6)).requires_grad_()
+    DiceLoss(ce_weight=1.0)(torch.sigmoid(z), target).backward()
+    ce_only = z.grad - _plain_dice_grad(z.detach(), target)
+    assert float(ce_only.abs().max()) < 1e-8
+
+
+def _plain_dice_grad(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    z = z.clone().requires_grad_()
+    DiceLoss()(torch.sigmoid(z), target).backward()
+    return z.grad
 
 
 def test_ce_weight_zero_is_the_seed_dice_loss_exactly():
@@ -63,3 +66,15 @@ def test_dice_ce_runs_under_bf16_autocast_and_stays_finite_on_saturated_and_empt
         loss = DiceLoss(ce_weight=1.0)(torch.sigmoid(z), target)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+
+
+def test_head_bias_starts_the_outputs_at_the_targets_mean_not_at_one_half():
+    from landmark_exp.models.unet import UNet
+
+    torch.manual_seed(0)
+    prior = 2 * torch.pi / (192 * 160)  # sum(t) / pixels for sigma 1 at 192x160
+    net = UNet(widths=(8, 16, 32, 64), head_bias=float(torch.logit(torch.tensor(prior))))
+    with torch.no_grad():
+        out = net(torch.randn(2, 1, 64, 64))
+    assert prior / 3 < float(out.median()) < prior * 3
+    assert float(UNet(widths=(8, 16, 32, 64))(torch.randn(2, 1, 64, 64)).median()) > 0.2
