@@ -15,43 +15,24 @@ def _weighted_mean(per_map: torch.Tensor, weight: torch.Tensor | None) -> torch.
 
 
 class DiceLoss(nn.Module):
-    """Soft dice per heatmap (the seed's loss): 1 - 2|P.T| / (|P| + |T|), plus `ce_weight` x the binary
-    cross-entropy against the Gaussian target (mean over each map's pixels).
+    """Soft dice per heatmap (the seed's loss): 1 - (2|P.T| + s) / (|P| + |T| + s), s = `smooth`.
 
-    Why the extra term: dice's gradient on a sigmoid output is dL/dp x p(1 - p), and dice is flat where a
-    channel has sunk to p ~ 0 (and where it has risen to p ~ 1 everywhere), so a channel that falls there in
-    the first epochs can stay dead for good (seen on ISBI: sella at 256x208, gonion at sigma 1.0;
-    benchmarks/RESULTS.md). The cross-entropy's gradient on the logit is (p - t) / pixels: it does not
-    vanish there, and its optimum p = t is the target itself, so it does not fight dice over where the peak
-    is. Start the network's outputs at the targets' mean (`model.head_bias`, logit of sum(t) / pixels), or the
-    first epochs go into pushing sigmoid(0) = 0.5 down on ~30,000 background pixels per map (RESULTS.md).
+    `smooth` is in units of summed pixel values, so its weight depends on the target's mass sum(t) =
+    2 pi sigma^2 (6.3 at sigma 1): where a sigmoid channel has sunk to a small uniform p, s makes lowering
+    p further lower the loss (1 - s / (|T| + s) at p = 0 is below its value at small p), a trap that can
+    keep a landmark's channel dead. `tests/test_losses.py` measures that pull on the channel's bias.
     """
 
-    def __init__(self, smooth: float = 1.0, ce_weight: float = 0.0) -> None:
+    def __init__(self, smooth: float = 1.0) -> None:
         super().__init__()
         self.smooth = smooth
-        self.ce_weight = ce_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         pred, target = pred.float(), target.float()
         inter = (pred * target).sum(dim=(-2, -1))
         denom = pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
-        per_map = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
-        if self.ce_weight:
-            per_map = per_map + self.ce_weight * binary_ce(pred, target)
-        return _weighted_mean(per_map, weight)
-
-
-def binary_ce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of sigmoid probabilities against soft targets, mean over each map's pixels.
-
-    Logs of clamped probabilities, not F.binary_cross_entropy: autocast refuses that, and its backward
-    divides by max(p (1 - p), 1e-12), so it too goes silent on a saturated channel; through the sigmoid
-    this gradient on the logit is (p - t) / pixels down to p ~ 1e-38 (and up to 1 - p ~ 6e-8 in float32)."""
-    tiny = torch.finfo(prob.dtype).tiny
-    log_p = torch.log(prob.clamp_min(tiny))
-    log_q = torch.log((1 - prob).clamp_min(tiny))
-    return -(target * log_p + (1 - target) * log_q).mean(dim=(-2, -1))
+        dice = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
+        return _weighted_mean(dice, weight)
 
 
 class MSELoss(nn.Module):

@@ -34,7 +34,6 @@ class UNet(nn.Module):
         bottleneck: int | None = None,
         upsample: str = "transpose",
         activation: str | None = "sigmoid",
-        head_bias: float | None = None,
     ) -> None:
         super().__init__()
         widths = list(widths)
@@ -67,10 +66,6 @@ class UNet(nn.Module):
             self.up_conv.append(_double_conv(2 * w, w))
             cin = w
         self.head = nn.Conv2d(cin, out_channels, 1)
-        if head_bias is not None:
-            # start every output at the targets' mean value (RetinaNet's prior init), not at sigmoid(0) = 0.5:
-            # a cross-entropy then need not spend its first epochs pushing the background down
-            nn.init.constant_(self.head.bias, float(head_bias))
         if activation not in ("sigmoid", None, "none"):
             raise ValueError(f"activation must be 'sigmoid' or None, not {activation!r}")
         self.activation = activation if activation == "sigmoid" else None
