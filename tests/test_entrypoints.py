@@ -36,6 +36,9 @@ def test_train_py_with_csv_logger_then_evaluate_py(tmp_path):
     assert "MRE (mm)" in proc.stdout and "mean-shape baseline" in proc.stdout
     rundir = _only("outputs/train/runs/*", tmp_path)
     assert (rundir / "csv" / "metrics.csv").is_file() and (rundir / ".hydra" / "config.yaml").is_file()
+    # every validation epoch logs the weakest landmark's peak against the typical one's (dead-channel watch)
+    weakest = pd.read_csv(rundir / "csv" / "metrics.csv")["val/weakest_peak"].dropna()
+    assert len(weakest) >= 1 and ((weakest > 0) & (weakest <= 1)).all()
     # runtime=eager: the network exactly as train.py tested it, so the report is reproduced to the bit
     # (the default tuned runtime rounds differently, ~1e-6 mm: tests/test_performance.py)
     proc = run(["evaluate.py", f"ckpt_path={rundir}/checkpoints/best.ckpt", f"paths.log_dir={tmp_path}/outputs",
