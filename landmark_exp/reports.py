@@ -126,6 +126,18 @@ def untrained_landmarks(peak: np.ndarray, names: Sequence[str], ratio: float = 0
             for k, m in enumerate(medians) if m < ratio * typical]
 
 
+def outlier_landmarks(summary: dict, ratio: float = 5.0) -> list[dict]:
+    """Landmarks whose MRE is above `ratio` times the median landmark's: a channel that learned, but the wrong
+    place (peak fine, so `untrained_landmarks` misses it). Over the 130 reports kept in benchmarks/results the
+    healthy runs' worst landmark is at most 3.4x the median one, and every lost landmark 7.7x or more."""
+    errors = np.array([row["mre"] for row in summary["per_landmark"]], dtype=float)
+    typical = float(np.median(errors)) if errors.size else float("nan")
+    if not np.isfinite(typical) or typical <= 0:
+        return []
+    return [{"landmark": row["landmark"], "name": row["name"], "mre": float(row["mre"]), "typical_mre": typical}
+            for row in summary["per_landmark"] if row["mre"] > ratio * typical]
+
+
 def _peak_medians(peak: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-landmark median of the (images, K) peak heights, and the median of those medians."""
     medians = np.median(np.asarray(peak, dtype=float), axis=0)
@@ -146,6 +158,14 @@ def warn_untrained(found: list[dict], split: str) -> None:
                       f"{u['median_peak']:.3g} (median over the {split} images) where the others peak at "
                       f"{u['typical_median_peak']:.3g}: this landmark's output did not learn, its positions are "
                       "guesses. Retrain (another seed) before using this model for it.", soft_wrap=True)
+
+
+def warn_outliers(found: list[dict], split: str) -> None:
+    for u in found:
+        console.print(f"[bold yellow]warning:[/] landmark {u['landmark']} {u['name']}: {u['mre']:.2f} mm on the {split} "
+                      f"images, {u['mre'] / u['typical_mre']:.1f}x the median landmark's {u['typical_mre']:.2f} mm: "
+                      "this landmark was learned in the wrong place. Retrain (another seed) before using this model "
+                      "for it.", soft_wrap=True)
 
 
 def predictions_frame(ids: Sequence[str], results: dict, names: Sequence[str]) -> pd.DataFrame:

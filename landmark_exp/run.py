@@ -30,9 +30,11 @@ from landmark_exp.reports import (
     atomic_write_text,
     console,
     draw_overlay,
+    outlier_landmarks,
     print_report,
     save_png,
     untrained_landmarks,
+    warn_outliers,
     warn_untrained,
     write_json,
     write_results,
@@ -195,6 +197,10 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
     if untrained:
         warn_untrained(untrained, split)
         extra["untrained_landmarks"] = untrained
+    outliers = outlier_landmarks(summary)
+    if outliers:
+        warn_outliers(outliers, split)
+        extra["outlier_landmarks"] = outliers
     if dm.folds is not None and split == "val":  # what landmark_exp.crossval pools: this run's fold
         extra["fold"] = {"folds": dm.folds, "fold": dm.fold, "data_seed": dm.seed}
     write_results(out_dir, summary, extra, ids, res, dm.landmark_names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import compose
 
@@ -49,3 +50,32 @@ def test_weakest_peak_ratio_is_near_one_when_all_channels_learned_and_near_zero_
     assert weakest_peak_ratio(peak) > 0.9
     peak[:, 0] = 3e-4  # sella's channel on the seed-42 256x208 run (benchmarks/RESULTS.md)
     assert weakest_peak_ratio(peak) < 1e-3
+
+
+def _summary_with_landmark_errors(mre_mm: list[float]) -> dict:
+    from landmark_exp.metrics import summarize
+
+    errors = np.tile(np.asarray(mre_mm, dtype=float), (10, 1))  # every image: each landmark's error = its MRE
+    return summarize(errors, [f"L{k + 1}" for k in range(len(mre_mm))])
+
+
+def test_a_landmark_learned_in_the_wrong_place_is_named_though_its_peak_is_fine(capsys):
+    from landmark_exp.reports import outlier_landmarks, warn_outliers
+
+    # Test1 per-landmark MREs of isbi2015_cpu with smooth 1e-4, seed 2 (benchmarks/results/cv5/): sella 10.28 mm
+    mre = [10.2803, 1.567, 1.455, 1.904, 1.741, 1.187, 1.005, 0.890, 0.833, 1.977, 1.174, 1.366, 1.312, 0.911,
+           1.218, 1.029, 1.091, 1.604, 1.760]
+    (found,) = outlier_landmarks(_summary_with_landmark_errors(mre))
+    assert (found["landmark"], found["name"]) == (1, "L1")
+    assert found["mre"] == pytest.approx(10.2803) and found["typical_mre"] == pytest.approx(1.312)
+    warn_outliers([found], "test")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "landmark 1 L1: 10.28 mm on the test images, 7.8x the median landmark's 1.31 mm" in out
+
+
+def test_the_hardest_landmark_of_a_healthy_run_is_not_an_outlier():
+    from landmark_exp.reports import outlier_landmarks
+
+    # the worst healthy report kept: porion 3.4x the median landmark (cpu_cascade60/fine_s42)
+    assert outlier_landmarks(_summary_with_landmark_errors([3.40] + [1.0] * 18)) == []
+    assert outlier_landmarks(_summary_with_landmark_errors([5.01] + [1.0] * 18))[0]["landmark"] == 1
