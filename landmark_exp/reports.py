@@ -129,7 +129,8 @@ def untrained_landmarks(peak: np.ndarray, names: Sequence[str], ratio: float = 0
 def outlier_landmarks(summary: dict, ratio: float = 5.0) -> list[dict]:
     """Landmarks whose MRE is above `ratio` times the median landmark's: a channel that learned, but the wrong
     place (peak fine, so `untrained_landmarks` misses it). Over the 130 reports kept in benchmarks/results the
-    healthy runs' worst landmark is at most 3.4x the median one, and every lost landmark 7.7x or more."""
+    healthy runs' worst landmark is at most 3.4x the median one, and every lost landmark 7.7x or more
+    (`benchmarks/landmark_failures.py`)."""
     errors = np.array([row["mre"] for row in summary["per_landmark"]], dtype=float)
     typical = float(np.median(errors)) if errors.size else float("nan")
     if not np.isfinite(typical) or typical <= 0:
