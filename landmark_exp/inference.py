@@ -25,7 +25,7 @@ import torch
 
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
-from landmark_exp.data.patches import crop, patch_origins
+from landmark_exp.data.patches import crop, patch_origins, shift_centres
 from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
@@ -141,24 +141,29 @@ class Predictor:
         return out
 
 
-    def refine(self, image: np.ndarray, centres: np.ndarray) -> LandmarkPrediction:
-        """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once."""
+    def refine(self, image: np.ndarray, centres: np.ndarray,
+               shifts: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+        """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once.
+        `shifts` ([dy, dx] working pixels each): one patch per shift around each centre, all in one batch;
+        the K estimates are the mean over the shifts (`refine_shifts`)."""
         size, working = self.info.input_size, self.info.working_size
         if working is None:
             raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
         geom = Geometry.for_resize(image.shape[:2], working, self.info.letterbox)
         g = geom.as_array()
         resized = model_input(image, working, self.info.letterbox).astype(np.float32)
-        origins = patch_origins(geom.to_model(np.asarray(centres, dtype=np.float64)), size)
+        shifts = [(0.0, 0.0)] if not shifts else [(float(dy), float(dx)) for dy, dx in shifts]
+        k = len(centres)
+        origins = np.concatenate([patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts])
         patches = np.stack([crop(resized, int(x0), int(y0), size) for x0, y0 in origins])[:, None]
-        heat = self.heatmaps(patches)  # (K, K or 1, h, w): patch j is read for landmark j only
-        k = len(origins)
-        j = torch.arange(k)
-        own = heat[j, j if heat.shape[1] > 1 else 0][None]  # (1, K, h, w)
+        heat = self.heatmaps(patches)  # (S*K, K or 1, h, w): patch s*K + j is read for landmark j only
+        j = torch.arange(len(origins))
+        own = heat[j, j % k if heat.shape[1] > 1 else 0].reshape(len(shifts), k, *heat.shape[2:])  # (S, K, h, w)
         xy, peak = self.info.decoding(own)
-        spread = self.info.decoding.spread(own, xy)[0].detach().cpu().double().numpy()
-        patch_xy = xy[0].detach().cpu().double().numpy()
-        return LandmarkPrediction(xy=to_original(patch_xy + origins, g), confidence=peak[0].detach().cpu().double().numpy(),
+        spread = self.info.decoding.spread(own, xy).detach().cpu().double().numpy().mean(axis=0)
+        working_xy = xy.detach().cpu().double().numpy() + origins.reshape(len(shifts), k, 2)
+        return LandmarkPrediction(xy=to_original(working_xy.mean(axis=0), g),
+                                  confidence=peak.detach().cpu().double().numpy().mean(axis=0),
                                   spread=spread / g[None, 0:2], geometry=geom)
 
 
@@ -181,7 +186,7 @@ class CascadePredictor:
     (only the landmarks in `refined`, (K,) bool; None: all)."""
 
     def __init__(self, first: Predictor, second: Predictor, iterations: int = 1,
-                 refined: np.ndarray | None = None) -> None:
+                 refined: np.ndarray | None = None, shifts: Sequence[Sequence[float]] | None = None) -> None:
         if second.info.working_size is None:
             raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
         if second.info.landmark_names != first.info.landmark_names:
@@ -191,6 +196,7 @@ class CascadePredictor:
             raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
                                   f"stage's {first.info.normalize!r}")
         self.first, self.second, self.iterations = first, second, int(iterations)
+        self.shifts = [[float(dy), float(dx)] for dy, dx in shifts] if shifts else None
         k = len(first.info.landmark_names)
         self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
         self.info = first.info
@@ -203,7 +209,7 @@ class CascadePredictor:
                 prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
         firsts = preds = self.first.predict(images, prepared)
         for _ in range(self.iterations):
-            preds = [self.second.refine(im, p.xy) for im, p in zip(images, preds, strict=True)]
+            preds = [self.second.refine(im, p.xy, self.shifts) for im, p in zip(images, preds, strict=True)]
         if self.refined.all():
             return preds
         r = self.refined
@@ -304,7 +310,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
                    refine_iterations: int = 1, runtime: str = "tuned",
                    refine_landmarks: Sequence[int | str] | None = None, heatmap: dict | None = None,
                    refine_heatmap: dict | None = None,
-                   tta_shifts: Sequence[Sequence[int]] | None = None) -> Predictor | CascadePredictor:
+                   tta_shifts: Sequence[Sequence[int]] | None = None,
+                   refine_shifts: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
     A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
@@ -313,7 +320,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     re-locates only `refine_landmarks` (numbers from 1 or names; None: all). `heatmap` / `refine_heatmap` override
     each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; `tta_shifts` adds test-time shifts
     to the first stage (`load_module`); an .onnx file takes the decoding overrides but not the shifts (they
-    are in its graph: export with them)."""
+    are in its graph: export with them). `refine_shifts` ([dy, dx] working pixels) cuts one second-stage patch
+    per shift around each estimate and averages their estimates (`Predictor.refine`)."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     runtime = pick_runtime(runtime, device)
@@ -334,7 +342,7 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
         return first
     refined = refine_selection(refine_landmarks, first.info.landmark_names)
     second = load_predictor(refine, device, runtime=runtime, heatmap=refine_heatmap)
-    return CascadePredictor(first, second, refine_iterations, refined)
+    return CascadePredictor(first, second, refine_iterations, refined, refine_shifts)
 
 
 def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:

@@ -160,7 +160,7 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
 def _models(predictor: Predictor | CascadePredictor) -> dict:
     if isinstance(predictor, CascadePredictor):
         return {"model": predictor.first.info.source, "refine_model": predictor.second.info.source,
-                "refine_iterations": predictor.iterations}
+                "refine_iterations": predictor.iterations, "refine_shifts": predictor.shifts}
     return {"model": predictor.info.source}
 
 
@@ -248,7 +248,8 @@ def predict(cfg: DictConfig) -> dict:
     predictor = load_predictor(cfg.ckpt_path, device, cfg.get("refine_ckpt"), int(cfg.get("refine_iterations", 1)),
                                pick_runtime(cfg.get("runtime", "auto"), device, len(files)),
                                cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
-                               decoding_overrides(cfg.get("refine_heatmap")), cfg.get("tta_shifts"))
+                               decoding_overrides(cfg.get("refine_heatmap")), cfg.get("tta_shifts"),
+                               cfg.get("refine_shifts"))
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
     refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
     console.print(f"{len(files)} image(s), model {_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "

@@ -20,6 +20,7 @@ from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
+from landmark_exp.data.patches import shift_centres
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
 from landmark_exp.inference import refine_selection
@@ -295,18 +296,24 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     if missing:  # e.g. trainer.limit_test_batches: the second stage cuts its patches around every image
         raise CheckpointError(f"the first stage scored {len(first_pred)} of the {len(ds.records)} {cfg.split} images "
                               f"(not {missing[0]}, ...; trainer.limit_test_batches?): a second stage needs all of them")
+    shifts = cfg.get("refine_shifts") or [[0, 0]]
     for _ in range(int(cfg.get("refine_iterations", 1))):
-        ds.centres = np.stack([pred[r.id] for r in ds.records])
-        with torch.inference_mode():
-            trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
-        pred = dict(zip([ds.records[i].id for i in fine.test_results["index"]], fine.test_results["pred"], strict=True))
+        estimates = []
+        for shift in shifts:  # refine_shifts: one pass per shift, the estimates averaged
+            ds.centres = np.stack([shift_centres(pred[r.id], shift, g.as_array())
+                                   for r, g in zip(ds.records, ds.geometries, strict=True)])
+            with torch.inference_mode():
+                trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
+            estimates.append(fine.test_results["pred"])
+        ids = [ds.records[i].id for i in fine.test_results["index"]]
+        pred = dict(zip(ids, np.mean(estimates, axis=0), strict=True))
     res = fine.test_results
     refined = refine_selection(cfg.get("refine_landmarks"), coarse.landmark_names)
-    if not refined.all():  # the others keep their first-stage estimates
+    if len(shifts) > 1 or not refined.all():  # the others keep their first-stage estimates
         from landmark_exp.metrics import radial_errors_mm, summarize
 
         kept = np.stack([first_pred[ds.records[i].id] for i in res["index"]])
-        res["pred"] = np.where(refined[None, :, None], res["pred"], kept)
+        res["pred"] = np.where(refined[None, :, None], np.stack([pred[i] for i in ids]), kept)
         res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
         res["summary"] = summarize(res["errors"], fine.landmark_names)
     res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage")

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY, compose
 
 from landmark_exp.data.geometry import Geometry, to_original
-from landmark_exp.data.patches import PatchDataset, crop, patch_origins
+from landmark_exp.data.patches import PatchDataset, crop, patch_origins, shift_centres
 from landmark_exp.data.records import Record
 
 
@@ -26,6 +26,14 @@ def test_patch_origin_puts_the_centre_on_the_middle_pixel():
     # an 8x8 patch has its centre at 3.5: a centre at (10.2, 20.7) gives top-left (6.7 -> 7, 17.2 -> 17)
     np.testing.assert_array_equal(patch_origins(np.array([[10.2, 20.7]]), (8, 8)), [[7, 17]])
     np.testing.assert_array_equal(patch_origins(np.array([[10.0, 20.0]]), (9, 9)), [[6, 16]])
+
+
+def test_shift_centres_moves_by_working_pixels_in_original_pixels():
+    geom = np.array([0.25, 0.2, -0.375, -0.4])  # working = a * original + b
+    moved = shift_centres(np.array([[100.0, 50.0], [0.0, 0.0]]), (4, -2), geom)  # (dy, dx) = 4 down, 2 left
+    np.testing.assert_array_equal(moved, [[92.0, 70.0], [-8.0, 20.0]])
+    working = moved * geom[:2] + geom[2:]
+    np.testing.assert_allclose(working - (np.array([[100.0, 50.0], [0.0, 0.0]]) * geom[:2] + geom[2:]), [[-2, 4], [-2, 4]])
 
 
 def test_patch_keypoints_and_geometry_map_back_to_original_pixels_exactly():

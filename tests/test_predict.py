@@ -184,6 +184,28 @@ def test_refine_landmarks_keeps_the_first_estimate_of_the_others_in_evaluate_and
     np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
 
 
+def test_refine_shifts_average_one_pass_per_shift_in_evaluate_and_predict_alike(tmp_path, tiny_run, tiny_refine):
+    xy = ["pred_x_px", "pred_y_px"]
+    plain = _eval_predictions(tiny_run, tmp_path / "plain", f"refine_ckpt={tiny_refine}")
+    centred = _eval_predictions(tiny_run, tmp_path / "c", f"refine_ckpt={tiny_refine}", "refine_shifts=[[0,0]]")
+    np.testing.assert_allclose(centred[xy], plain[xy], atol=1e-9)
+    shifts = [[0, 0], [0, 3], [-2, 0]]
+    single = [_eval_predictions(tiny_run, tmp_path / f"s{i}", f"refine_ckpt={tiny_refine}", f"refine_shifts=[{s}]")
+              for i, s in enumerate(shifts)]
+    assert not np.allclose(single[1][xy], single[0][xy])  # a shifted patch sees the landmark elsewhere
+    every = _eval_predictions(tiny_run, tmp_path / "all", f"refine_ckpt={tiny_refine}", f"refine_shifts={shifts}")
+    np.testing.assert_allclose(every[xy], np.mean([s[xy].to_numpy() for s in single], axis=0), atol=1e-4)  # csv: 4 decimals
+    mre = json.loads((tmp_path / "all" / "metrics.json").read_text())["mre"]  # the report scores the mean
+    assert mre == pytest.approx(every["error_mm"].mean(), abs=1e-5)
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
+                  f"refine_ckpt={tiny_refine}", f"refine_shifts={shifts}")
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    merged = every.merge(pr, on=["image_id", "landmark"])
+    assert len(merged) == 4 * 19
+    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    assert json.loads((out / "summary.json").read_text())["refine_shifts"] == [[float(a), float(b)] for a, b in shifts]
+
+
 def test_refine_landmarks_takes_numbers_and_names_and_refuses_others_in_one_line():
     from landmark_exp.inference import refine_selection
 

@@ -43,6 +43,15 @@ def patch_origins(centres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.floor(centres - np.array([(w - 1) / 2, (h - 1) / 2]) + 0.5).astype(np.int64)
 
 
+def shift_centres(centres: np.ndarray, shift: tuple[float, float], geometry: np.ndarray) -> np.ndarray:
+    """(K, 2) original-pixel centres moved by `shift` = (dy, dx) working pixels (geometry [ax, ay, bx, by]).
+
+    Test-time shifts of the second stage (`refine_shifts`): the same first estimate, patches cut a few pixels
+    off it, so each sees the landmark at another place and with other context; their estimates are averaged."""
+    dy, dx = shift
+    return np.asarray(centres, dtype=np.float64) + np.array([dx / geometry[0], dy / geometry[1]])
+
+
 class PatchDataset(EpochSeeded, Dataset):
     """One image's K patches per sample, from images cached at the working resolution."""
 
