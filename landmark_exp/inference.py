@@ -25,7 +25,7 @@ import torch
 
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
-from landmark_exp.data.patches import crop, patch_origins, shift_centres
+from landmark_exp.data.patches import crop, patch_origins, patch_shifts, shift_centres
 from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
@@ -54,6 +54,8 @@ class ModelInfo:
     source: str = ""  # the checkpoint it came from
     # a second-stage model: the (h, w) the image is resized to before patches of `input_size` are cut
     working_size: tuple[int, int] | None = None
+    # a second-stage model: the test-time shifts ([dy, dx] working pixels) a cascade applies unless told otherwise
+    patch_shifts: list[list[float]] | None = None
 
     @classmethod
     def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:
@@ -62,6 +64,7 @@ class ModelInfo:
         if spacing is not None:
             spacing = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(float(s) for s in spacing)
         working = data.get("input_size") if data.get("patch") else None
+        shifts = (data.get("patch") or {}).get("shifts")
         return cls(
             num_landmarks=module.num_landmarks,
             landmark_names=list(module.landmark_names),
@@ -72,6 +75,7 @@ class ModelInfo:
             decoding=module.decoding(),
             source=str(source),
             working_size=None if working is None else (int(working[0]), int(working[1])),
+            patch_shifts=[list(p) for p in patch_shifts(shifts)] if shifts else None,
         )
 
     def to_dict(self) -> dict:
@@ -79,7 +83,8 @@ class ModelInfo:
                 "input_size": list(self.input_size), "letterbox": self.letterbox, "normalize": self.normalize,
                 "spacing": None if self.spacing is None else list(self.spacing),
                 "decoding": self.decoding.to_dict(), "source": self.source,
-                "working_size": None if self.working_size is None else list(self.working_size)}
+                "working_size": None if self.working_size is None else list(self.working_size),
+                "patch_shifts": self.patch_shifts}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
@@ -89,7 +94,8 @@ class ModelInfo:
                    normalize=str(d.get("normalize", "dtype")),
                    spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
                    decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")),
-                   working_size=None if working is None else (int(working[0]), int(working[1])))
+                   working_size=None if working is None else (int(working[0]), int(working[1])),
+                   patch_shifts=d.get("patch_shifts"))
 
 
 @dataclass
@@ -144,15 +150,15 @@ class Predictor:
     def refine(self, image: np.ndarray, centres: np.ndarray,
                shifts: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
         """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once.
-        `shifts` ([dy, dx] working pixels each): one patch per shift around each centre, all in one batch;
-        the K estimates are the mean over the shifts (`refine_shifts`)."""
+        `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch):
+        one patch per shift around each centre, all in one batch; the K estimates are the mean over the shifts."""
         size, working = self.info.input_size, self.info.working_size
         if working is None:
             raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
         geom = Geometry.for_resize(image.shape[:2], working, self.info.letterbox)
         g = geom.as_array()
         resized = model_input(image, working, self.info.letterbox).astype(np.float32)
-        shifts = [(0.0, 0.0)] if not shifts else [(float(dy), float(dx)) for dy, dx in shifts]
+        shifts = patch_shifts(shifts, self.info.patch_shifts)
         k = len(centres)
         origins = np.concatenate([patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts])
         patches = np.stack([crop(resized, int(x0), int(y0), size) for x0, y0 in origins])[:, None]
@@ -196,7 +202,7 @@ class CascadePredictor:
             raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
                                   f"stage's {first.info.normalize!r}")
         self.first, self.second, self.iterations = first, second, int(iterations)
-        self.shifts = [[float(dy), float(dx)] for dy, dx in shifts] if shifts else None
+        self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
         k = len(first.info.landmark_names)
         self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
         self.info = first.info

@@ -15,12 +15,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
-from landmark_exp.data.patches import shift_centres
+from landmark_exp.data.patches import patch_shifts, shift_centres
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
 from landmark_exp.inference import refine_selection
@@ -121,10 +122,10 @@ def _guard(fn):
                 if isinstance(e, DataError | NonFiniteError):
                     # a user's data problem, or training diverged: one line naming the file or step, no traceback
                     what = "data error" if isinstance(e, DataError) else "training stopped"
-                    console.print(f"[bold red]{what}:[/] {e}", soft_wrap=True)
+                    console.print(f"[bold red]{what}:[/] {escape(str(e))}", soft_wrap=True)
                     raise SystemExit(1) from None
                 raise
-            console.print(f"[bold red]job failed[/] ({out}): {message}", soft_wrap=True)
+            console.print(f"[bold red]job failed[/] ({escape(str(out))}): {escape(message)}", soft_wrap=True)
         else:
             (out / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of this run, now resumed
             return result
@@ -221,6 +222,7 @@ def evaluate(cfg: DictConfig) -> dict:
     write_run_info(out_dir)
     module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")),
                          tta_shifts=cfg.get("tta_shifts"))
+    patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone
@@ -233,10 +235,11 @@ def evaluate(cfg: DictConfig) -> dict:
     module.net = for_inference(module.net, trainer.strategy.root_device, runtime)
     with torch.inference_mode():
         trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
+    extra: dict = {}
     if cfg.get("refine_ckpt"):
         module, dm = refine_stage(cfg, module, dm, data_cfg, trainer)
+        extra["refine_shifts"] = module.refine_shifts
     n = len(dm.datasets[cfg.split])
-    extra: dict = {}
     by_gt = score_each_doctor(module, dm, cfg.split)
     if by_gt:
         extra["by_ground_truth"] = by_gt
@@ -296,7 +299,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     if missing:  # e.g. trainer.limit_test_batches: the second stage cuts its patches around every image
         raise CheckpointError(f"the first stage scored {len(first_pred)} of the {len(ds.records)} {cfg.split} images "
                               f"(not {missing[0]}, ...; trainer.limit_test_batches?): a second stage needs all of them")
-    shifts = cfg.get("refine_shifts") or [[0, 0]]
+    shifts = patch_shifts(cfg.get("refine_shifts"), fine_data.patch.get("shifts"))
     for _ in range(int(cfg.get("refine_iterations", 1))):
         estimates = []
         for shift in shifts:  # refine_shifts: one pass per shift, the estimates averaged
@@ -317,6 +320,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
         res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
         res["summary"] = summarize(res["errors"], fine.landmark_names)
     res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage")
+    fine.refine_shifts = [list(s) for s in shifts]  # the report records what was applied
     _say_where_refining_hurt(res, fine.landmark_names, refined, cfg.split)
     return fine, fdm
 

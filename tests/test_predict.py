@@ -206,6 +206,33 @@ def test_refine_shifts_average_one_pass_per_shift_in_evaluate_and_predict_alike(
     assert json.loads((out / "summary.json").read_text())["refine_shifts"] == [[float(a), float(b)] for a, b in shifts]
 
 
+def test_a_second_stage_applies_its_own_stored_shifts_unless_told_otherwise(tmp_path, tiny_run, tiny_refine, capsys):
+    import torch
+
+    ckpt = torch.load(tiny_refine, map_location="cpu", weights_only=True)
+    shifts = [[0, 0], [0, 3], [-2, 0]]
+    ckpt["hyper_parameters"]["data"]["patch"]["shifts"] = shifts  # as data.patch.shifts in its training config
+    stored = tmp_path / "stored.ckpt"
+    torch.save(ckpt, stored)
+    xy = ["pred_x_px", "pred_y_px"]
+    told = _eval_predictions(tiny_run, tmp_path / "told", f"refine_ckpt={tiny_refine}", f"refine_shifts={shifts}")
+    own = _eval_predictions(tiny_run, tmp_path / "own", f"refine_ckpt={stored}")
+    np.testing.assert_allclose(own[xy], told[xy], atol=1e-9)
+    assert json.loads((tmp_path / "own" / "metrics.json").read_text())["refine_shifts"] == shifts
+    off = _eval_predictions(tiny_run, tmp_path / "off", f"refine_ckpt={stored}", "refine_shifts=[[0,0]]")
+    plain = _eval_predictions(tiny_run, tmp_path / "plain", f"refine_ckpt={tiny_refine}")
+    np.testing.assert_allclose(off[xy], plain[xy], atol=1e-9)
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
+                  f"refine_ckpt={stored}")
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    merged = own.merge(pr, on=["image_id", "landmark"])
+    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    with pytest.raises(SystemExit):
+        _eval_predictions(tiny_run, tmp_path / "bad", f"refine_ckpt={stored}", "refine_shifts=[1,2]")
+    said = capsys.readouterr().out
+    assert "refine_shifts must be a list of (dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]], got [1, 2]" in said
+
+
 def test_refine_landmarks_takes_numbers_and_names_and_refuses_others_in_one_line():
     from landmark_exp.inference import refine_selection
 

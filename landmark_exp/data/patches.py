@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
-from landmark_exp.data.records import Record
+from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
 
@@ -50,6 +50,22 @@ def shift_centres(centres: np.ndarray, shift: tuple[float, float], geometry: np.
     off it, so each sees the landmark at another place and with other context; their estimates are averaged."""
     dy, dx = shift
     return np.asarray(centres, dtype=np.float64) + np.array([dx / geometry[0], dy / geometry[1]])
+
+
+def patch_shifts(given: object, stored: object = None) -> list[tuple[float, float]]:
+    """The (dy, dx) test-time shifts a cascade applies: `given` (evaluate/predict `refine_shifts`), else `stored`
+    (the second stage's own `data.patch.shifts`, chosen on validation when it was trained), else one centred
+    patch. `refine_shifts=[[0,0]]` turns stored shifts off."""
+    shifts = given if given else stored
+    if not shifts:
+        return [(0.0, 0.0)]
+    try:
+        out = [(float(dy), float(dx)) for dy, dx in shifts]
+    except (TypeError, ValueError):
+        raise DataError(f"refine_shifts must be a list of (dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]], got {shifts!r}") from None
+    if not out:
+        raise DataError("refine_shifts must hold at least one (dy, dx) pair")
+    return out
 
 
 class PatchDataset(EpochSeeded, Dataset):
