@@ -17,7 +17,8 @@ declare -A SETS=(
   [grid4]="[[-4,-4],[-4,0],[-4,4],[0,-4],[0,0],[0,4],[4,-4],[4,0],[4,4]]"
   [grid8]="[[-8,-8],[-8,0],[-8,8],[0,-8],[0,0],[0,8],[8,-8],[8,0],[8,8]]"
 )
-for spec in "$@"; do
+for spec in "$@"; do   # SUMMARY_ONLY=1: only the table, from what OUT holds
+  [ -n "${SUMMARY_ONLY:-}" ] && break
   IFS=: read -r fold first second <<< "$spec"
   for name in ${SETS_RUN:-none plus2 plus4 plus8 plus12 grid4 grid8}; do
     dir=$OUT/fold$fold/$name; mkdir -p "$OUT/fold$fold"
@@ -39,13 +40,19 @@ rows = []
 for f in sorted(glob.glob(sys.argv[1] + "/fold*/*/predictions.csv")):
     fold, name = f.split("/")[-3:-1]
     p = pd.read_csv(f)
-    rows.append((name, fold, p["error_mm"].to_numpy()))
+    K = p["landmark"].nunique()
+    rows.append((name, fold, p.sort_values(["image_id", "landmark"])["error_mm"].to_numpy()))
 names = sorted({r[0] for r in rows}, key=["none", "plus2", "plus4", "plus8", "plus12", "grid4", "grid8"].index)
 base = {fold: e for name, fold, e in rows if name == "none"}
-print("\nset     pooled MRE  median   SDR@2   per fold (change against none)")
+from scipy import stats
+print("\nset     pooled MRE  median   SDR@2   per fold (change against none)       per-image change, 95% t interval")
 for name in names:
     errs = [(fold, e) for n, fold, e in rows if n == name]
     pooled = np.concatenate([e for _, e in errs])
     per = "  ".join(f"{fold} {e.mean():.4f} ({e.mean() - base[fold].mean():+.4f})" for fold, e in errs)
-    print(f"{name:7s} {pooled.mean():.4f}     {np.median(pooled):.4f}  {100 * (pooled <= 2).mean():.2f}   {per}")
+    # per image: the change of its mean error over its K landmarks (rows are image-major, K per image)
+    d = np.concatenate([(e - base[fold]).reshape(-1, K).mean(1) for fold, e in errs])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if name != "none" else 0.0
+    print(f"{name:7s} {pooled.mean():.4f}     {np.median(pooled):.4f}  {100 * (pooled <= 2).mean():.2f}   {per}"
+          f"   {d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}], better on {(d < 0).sum()}/{len(d)}")
 EOF
