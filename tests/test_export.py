@@ -92,6 +92,14 @@ def test_a_second_stage_model_exports_and_the_onnx_cascade_matches_the_checkpoin
     assert max(float(np.abs(p.xy - q.xy).max()) for p, q in zip(*again, strict=True)) < 1e-2
 
 
+def test_an_exported_second_stage_keeps_its_test_time_shifts(tmp_path, tiny_refine):
+    fine = load_module(tiny_refine)
+    fine.hparams["data"]["patch"]["shifts"] = [[0, 0], [0, 3], [-2, 0]]  # as data.patch.shifts when trained
+    export_onnx(fine, tmp_path / "fine.onnx", source=tiny_refine, dynamo=False)
+    assert onnx_predictor(tmp_path / "fine.onnx", "cpu").info.patch_shifts == [[0.0, 0.0], [0.0, 3.0], [-2.0, 0.0]]
+    assert load_predictor(tiny_refine, "cpu").info.patch_shifts is None  # trained without: one centred patch
+
+
 @pytest.mark.parametrize("override", [{"decoder": "argmax"}, {"decoder": "lsq", "window": 3}, {"prior_sigma": 0}])
 def test_decoding_overrides_apply_to_an_export_as_to_its_checkpoint(tiny_run, exported, override):
     images = _test_images(tiny_run)
