@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -78,6 +79,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", type=Path)
     ap.add_argument("--refine", type=Path)
+    ap.add_argument("--refine-shifts", type=json.loads,
+                    help="as predict.py refine_shifts=, JSON, e.g. '[[0,0]]' (default: the second stage's own)")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
@@ -99,9 +102,11 @@ def main() -> None:
         ckpt = args.ckpt or random_spec_checkpoint(Path(tmp))
         runs = [r.split(":") if ":" in r else (r, "1") for r in args.runs]
         heatmap = {k: v for k, v in (("decoder", args.decoder), ("window", args.window)) if v is not None}
-        predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt, heatmap=heatmap) for rt, _ in runs]
+        predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt, heatmap=heatmap,
+                                     refine_shifts=args.refine_shifts) for rt, _ in runs]
         decoding = predictors[0].info.decoding
-        print(f"model: {ckpt}" + (f" refined by {args.refine}" if args.refine else "")
+        shifts = f" with shifts {predictors[0].shifts}" if args.refine else ""
+        print(f"model: {ckpt}" + (f" refined by {args.refine}{shifts}" if args.refine else "")
               + f"; decoding {decoding.method}, window {decoding.window}; {len(files)} Test1 images, batch {args.batch}, "
               "end to end (read + predict)")
         warm = [read_grey(f) for f in files[: args.batch]]
