@@ -35,8 +35,10 @@ if [ "$n_seconds" -gt 1 ]; then
     BOTH[shifts]+=" $OUT/${fn}_all_shifts"; BOTH[noshift]+=" $OUT/${fn}_all_noshift"
   done
 fi
-evaluate "ensemble_all_shifts" "ckpt_path=$(list "$FIRSTS")" "refine_ckpt=$(list "$SECONDS_")"
-evaluate "ensemble_all_noshift" "ckpt_path=$(list "$FIRSTS")" "refine_ckpt=$(list "$SECONDS_")" "refine_shifts=[[0,0]]"
+if [ "$(echo $FIRSTS | wc -w)" -gt 1 ]; then
+  evaluate "ensemble_all_shifts" "ckpt_path=$(list "$FIRSTS")" "refine_ckpt=$(list "$SECONDS_")"
+  evaluate "ensemble_all_noshift" "ckpt_path=$(list "$FIRSTS")" "refine_ckpt=$(list "$SECONDS_")" "refine_shifts=[[0,0]]"
+fi
 for v in noshift shifts; do
   echo; echo "# pairs, $v"
   # shellcheck disable=SC2086
