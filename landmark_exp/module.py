@@ -279,11 +279,18 @@ def _check_same_kind(a: LandmarkModule, b: LandmarkModule, where_a: Path, where_
         "heatmap sigma": (a.landmark_sigma, b.landmark_sigma),
         "letterbox": (bool(da.get("letterbox", False)), bool(db.get("letterbox", False))),
         "normalize": (da.get("normalize", "dtype"), db.get("normalize", "dtype")),
-        "patch (second stage)": (da.get("patch"), db.get("patch")),
+        # a second stage: the resolution its patches are cut from and their size (not the training jitter or
+        # the test-time shifts, which do not change what an output means; the ensemble applies the first's shifts)
+        "patch (second stage)": (_patch_kind(da), _patch_kind(db)),
     }
     for what, (x, y) in facts.items():
         if x != y:
             raise CheckpointError(f"{where_b}: cannot join an ensemble with {where_a}: {what} {y} != {x}")
+
+
+def _patch_kind(data: dict) -> dict | None:
+    patch = data.get("patch")
+    return None if not patch else {"working size": list(data.get("input_size") or []), "size": list(patch.get("size") or [])}
 
 
 def _load_one(path: Path, map_location: str | torch.device, heatmap: dict | None) -> LandmarkModule:
