@@ -46,6 +46,6 @@ for v in noshift shifts; do
   if [ -n "${BOTH[$v]}" ]; then
     echo; echo "# each first stage with all second stages as one, $v"
     # shellcheck disable=SC2086
-    $PY benchmarks/seeds_table.py ${BOTH[$v]} | tee "$OUT/all_${v}_table.md"
+    $PY benchmarks/seeds_table.py ${BOTH[$v]} --per-landmark | tee "$OUT/all_${v}_table.md"
   fi
 done

@@ -3,7 +3,8 @@
 # first stage and the second stage trained with that fold held out (data.folds=5 data.fold=F eval_split=val)
 # re-locate the fold's own validation images with each set of shifts below (working pixels of the second
 # stage: 0.4 mm at 600x484; its patches are 48 px, trained with +/-12 px jitter). Prints one line per
-# (fold, set) and the pooled MRE over the folds; writes metrics.json etc. under OUT/<fold>/<set>/.
+# (fold, set), then the pooled MRE over the folds with paired per-image intervals (benchmarks/paired_change.py)
+# and per landmark, the first stage alone included; writes metrics.json etc. under OUT/<fold>/<set>/.
 # Usage: bash benchmarks/refine_shifts.sh OUT FOLD:FIRST_CKPT:SECOND_CKPT [FOLD:FIRST:SECOND ...]
 set -eu
 OUT=$1; shift
@@ -20,6 +21,9 @@ declare -A SETS=(
 for spec in "$@"; do   # SUMMARY_ONLY=1: only the table, from what OUT holds
   [ -n "${SUMMARY_ONLY:-}" ] && break
   IFS=: read -r fold first second <<< "$spec"
+  # the first stage alone on the same images: the predictions its training run scored (eval_split=val)
+  own=$(dirname "$(dirname "$first")")/predictions.csv
+  [ -f "$own" ] && mkdir -p "$OUT/fold$fold/first" && cp "$own" "$OUT/fold$fold/first/"
   for name in ${SETS_RUN:-none plus2 plus4 plus8 plus12 grid4 grid8}; do
     dir=$OUT/fold$fold/$name; mkdir -p "$OUT/fold$fold"
     s=$(date +%s)
@@ -32,27 +36,29 @@ print(f"fold {sys.argv[2]} {sys.argv[3]:6s} MRE {m['mre']:.4f} median {m['median
 EOF
   done
 done
-$PY - "$OUT" <<'EOF'
-import glob, json, sys
+PYTHONPATH=benchmarks${PYTHONPATH:+:$PYTHONPATH} $PY - "$OUT" <<'EOF'
+import glob, sys
 import numpy as np
 import pandas as pd
-rows = []
+from paired_change import line, per_image
+ORDER = ["first", "none", "plus2", "plus4", "plus8", "plus12", "grid4", "grid8"]
+runs = {}  # (set, fold) -> run dir
 for f in sorted(glob.glob(sys.argv[1] + "/fold*/*/predictions.csv")):
     fold, name = f.split("/")[-3:-1]
-    p = pd.read_csv(f)
-    K = p["landmark"].nunique()
-    rows.append((name, fold, p.sort_values(["image_id", "landmark"])["error_mm"].to_numpy()))
-names = sorted({r[0] for r in rows}, key=["none", "plus2", "plus4", "plus8", "plus12", "grid4", "grid8"].index)
-base = {fold: e for name, fold, e in rows if name == "none"}
-from scipy import stats
-print("\nset     pooled MRE  median   SDR@2   per fold (change against none)       per-image change, 95% t interval")
-for name in names:
-    errs = [(fold, e) for n, fold, e in rows if n == name]
-    pooled = np.concatenate([e for _, e in errs])
-    per = "  ".join(f"{fold} {e.mean():.4f} ({e.mean() - base[fold].mean():+.4f})" for fold, e in errs)
-    # per image: the change of its mean error over its K landmarks (rows are image-major, K per image)
-    d = np.concatenate([(e - base[fold]).reshape(-1, K).mean(1) for fold, e in errs])
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if name != "none" else 0.0
-    print(f"{name:7s} {pooled.mean():.4f}     {np.median(pooled):.4f}  {100 * (pooled <= 2).mean():.2f}   {per}"
-          f"   {d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}], better on {(d < 0).sum()}/{len(d)}")
+    runs[name, fold] = f.rsplit("/", 1)[0]
+folds = sorted({fold for _, fold in runs})
+print("\nset     pooled MRE  median   SDR@2   per fold (change against none)       per-image change against none")
+per_landmark = {}
+for name in sorted({n for n, _ in runs}, key=ORDER.index):
+    frames = [pd.read_csv(runs[name, fold] + "/predictions.csv") for fold in folds]
+    err = np.concatenate([f["error_mm"].to_numpy() for f in frames])
+    per_landmark[name] = pd.concat(frames).groupby(["landmark", "name"])["error_mm"].mean()
+    base = [per_image(runs["none", fold]) for fold in folds]
+    per = "  ".join(f"{fold} {f['error_mm'].mean():.4f} ({f['error_mm'].mean() - b.mean():+.4f})"
+                    for fold, f, b in zip(folds, frames, base, strict=True))
+    d = np.concatenate([(per_image(runs[name, fold]) - b).to_numpy() for fold, b in zip(folds, base, strict=True)])
+    print(f"{name:7s} {err.mean():.4f}     {np.median(err):.4f}  {100 * (err <= 2).mean():.2f}   {per}   "
+          + (line("", d)[2:] if name != "none" else ""))
+print("\nper landmark, pooled MRE (mm):")
+print(pd.DataFrame(per_landmark).round(3).to_string())
 EOF

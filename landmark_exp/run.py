@@ -25,6 +25,7 @@ from landmark_exp.data.patches import patch_shifts, shift_centres
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
 from landmark_exp.inference import refine_selection
+from landmark_exp.metrics import radial_errors_mm, summarize
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
 from landmark_exp.performance import for_inference
 from landmark_exp.provenance import write_run_info
@@ -238,7 +239,7 @@ def evaluate(cfg: DictConfig) -> dict:
     extra: dict = {}
     if cfg.get("refine_ckpt"):
         module, dm = refine_stage(cfg, module, dm, data_cfg, trainer)
-        extra["refine_shifts"] = module.refine_shifts
+        extra["refine_shifts"] = module.test_results["refine_shifts"]
     n = len(dm.datasets[cfg.split])
     by_gt = score_each_doctor(module, dm, cfg.split)
     if by_gt:
@@ -310,17 +311,15 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
             estimates.append(fine.test_results["pred"])
         ids = [ds.records[i].id for i in fine.test_results["index"]]
         pred = dict(zip(ids, np.mean(estimates, axis=0), strict=True))
+    # scored from the estimates averaged over the shifts; landmarks not in refine_landmarks keep the first stage's
     res = fine.test_results
     refined = refine_selection(cfg.get("refine_landmarks"), coarse.landmark_names)
-    if len(shifts) > 1 or not refined.all():  # the others keep their first-stage estimates
-        from landmark_exp.metrics import radial_errors_mm, summarize
-
-        kept = np.stack([first_pred[ds.records[i].id] for i in res["index"]])
-        res["pred"] = np.where(refined[None, :, None], np.stack([pred[i] for i in ids]), kept)
-        res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
-        res["summary"] = summarize(res["errors"], fine.landmark_names)
-    res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage")
-    fine.refine_shifts = [list(s) for s in shifts]  # the report records what was applied
+    kept = np.stack([first_pred[i] for i in ids])
+    res["pred"] = np.where(refined[None, :, None], np.stack([pred[i] for i in ids]), kept)
+    res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
+    res["summary"] = summarize(res["errors"], fine.landmark_names)
+    res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage",
+               refine_shifts=[list(s) for s in shifts])  # the report records what was applied
     _say_where_refining_hurt(res, fine.landmark_names, refined, cfg.split)
     return fine, fdm
 
@@ -341,7 +340,6 @@ def _say_where_refining_hurt(res: dict, names: list[str], refined: np.ndarray, s
 def score_each_doctor(module: LandmarkModule, dm: LandmarkDataModule, split: str) -> dict:
     """The same predictions scored against the senior, junior and mean annotations (ISBI layout only)."""
     from landmark_exp.data.sources import ISBI2015Source, parse_points
-    from landmark_exp.metrics import radial_errors_mm, summarize
     from landmark_exp.reports import summary_table
 
     source, res = dm.source, module.test_results
