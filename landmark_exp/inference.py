@@ -25,7 +25,7 @@ import torch
 
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
-from landmark_exp.data.patches import crop, patch_origins, patch_shifts, shift_centres
+from landmark_exp.data.patches import crop, patch_blend, patch_origins, patch_shifts, shift_centres
 from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
@@ -56,6 +56,8 @@ class ModelInfo:
     working_size: tuple[int, int] | None = None
     # a second-stage model: the test-time shifts ([dy, dx] working pixels) a cascade applies unless told otherwise
     patch_shifts: list[list[float]] | None = None
+    # a second-stage model: the weight of the first estimate in a cascade's final position, unless told otherwise
+    patch_blend: float | None = None
 
     @classmethod
     def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:
@@ -65,6 +67,7 @@ class ModelInfo:
             spacing = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(float(s) for s in spacing)
         working = data.get("input_size") if data.get("patch") else None
         shifts = (data.get("patch") or {}).get("shifts")
+        blend = (data.get("patch") or {}).get("blend")
         return cls(
             num_landmarks=module.num_landmarks,
             landmark_names=list(module.landmark_names),
@@ -76,6 +79,7 @@ class ModelInfo:
             source=str(source),
             working_size=None if working is None else (int(working[0]), int(working[1])),
             patch_shifts=[list(p) for p in patch_shifts(shifts)] if shifts else None,
+            patch_blend=None if blend is None else patch_blend(blend),
         )
 
     def to_dict(self) -> dict:
@@ -84,7 +88,7 @@ class ModelInfo:
                 "spacing": None if self.spacing is None else list(self.spacing),
                 "decoding": self.decoding.to_dict(), "source": self.source,
                 "working_size": None if self.working_size is None else list(self.working_size),
-                "patch_shifts": self.patch_shifts}
+                "patch_shifts": self.patch_shifts, "patch_blend": self.patch_blend}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
@@ -95,7 +99,7 @@ class ModelInfo:
                    spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
                    decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")),
                    working_size=None if working is None else (int(working[0]), int(working[1])),
-                   patch_shifts=d.get("patch_shifts"))
+                   patch_shifts=d.get("patch_shifts"), patch_blend=d.get("patch_blend"))
 
 
 @dataclass
@@ -187,12 +191,20 @@ def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]
     return chosen
 
 
+def combine_stages(first: np.ndarray, second: np.ndarray, refined: np.ndarray, blend: float) -> np.ndarray:
+    """(..., K, 2) final positions of a cascade: for the `refined` landmarks ((K,) bool) the second stage's
+    estimate moved `blend` of the way back to the first one's (`refine_blend`), the others the first's."""
+    mixed = (1.0 - blend) * np.asarray(second, dtype=np.float64) + blend * np.asarray(first, dtype=np.float64)
+    return np.where(refined[:, None], mixed, first)
+
+
 class CascadePredictor:
     """Coarse to fine, as `evaluate.py refine_ckpt=`: a whole-image model's estimates, refined `iterations` times
-    (only the landmarks in `refined`, (K,) bool; None: all)."""
+    (only the landmarks in `refined`, (K,) bool; None: all), then blended with the first ones (`combine_stages`)."""
 
     def __init__(self, first: Predictor, second: Predictor, iterations: int = 1,
-                 refined: np.ndarray | None = None, shifts: Sequence[Sequence[float]] | None = None) -> None:
+                 refined: np.ndarray | None = None, shifts: Sequence[Sequence[float]] | None = None,
+                 blend: float | None = None) -> None:
         if second.info.working_size is None:
             raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
         if second.info.landmark_names != first.info.landmark_names:
@@ -203,6 +215,7 @@ class CascadePredictor:
                                   f"stage's {first.info.normalize!r}")
         self.first, self.second, self.iterations = first, second, int(iterations)
         self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
+        self.blend = patch_blend(blend, second.info.patch_blend)
         k = len(first.info.landmark_names)
         self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
         self.info = first.info
@@ -216,10 +229,11 @@ class CascadePredictor:
         firsts = preds = self.first.predict(images, prepared)
         for _ in range(self.iterations):
             preds = [self.second.refine(im, p.xy, self.shifts) for im, p in zip(images, preds, strict=True)]
-        if self.refined.all():
+        if self.refined.all() and self.blend == 0.0:
             return preds
         r = self.refined
-        return [LandmarkPrediction(xy=np.where(r[:, None], p.xy, f.xy), confidence=np.where(r, p.confidence, f.confidence),
+        return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
+                                   confidence=np.where(r, p.confidence, f.confidence),
                                    spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry)
                 for p, f in zip(preds, firsts, strict=True)]
 
@@ -317,7 +331,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
                    refine_landmarks: Sequence[int | str] | None = None, heatmap: dict | None = None,
                    refine_heatmap: dict | None = None,
                    tta_shifts: Sequence[Sequence[int]] | None = None,
-                   refine_shifts: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
+                   refine_shifts: Sequence[Sequence[float]] | None = None,
+                   refine_blend: float | None = None) -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
     A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
@@ -327,7 +342,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; `tta_shifts` adds test-time shifts
     to the first stage (`load_module`); an .onnx file takes the decoding overrides but not the shifts (they
     are in its graph: export with them). `refine_shifts` ([dy, dx] working pixels) cuts one second-stage patch
-    per shift around each estimate and averages their estimates (`Predictor.refine`)."""
+    per shift around each estimate and averages their estimates (`Predictor.refine`); `refine_blend` is the weight
+    of the first estimate in the final position (None: the second stage's own, else 0)."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     runtime = pick_runtime(runtime, device)
@@ -348,7 +364,7 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
         return first
     refined = refine_selection(refine_landmarks, first.info.landmark_names)
     second = load_predictor(refine, device, runtime=runtime, heatmap=refine_heatmap)
-    return CascadePredictor(first, second, refine_iterations, refined, refine_shifts)
+    return CascadePredictor(first, second, refine_iterations, refined, refine_shifts, refine_blend)
 
 
 def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:

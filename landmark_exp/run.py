@@ -21,10 +21,10 @@ from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
-from landmark_exp.data.patches import patch_shifts, shift_centres
+from landmark_exp.data.patches import patch_blend, patch_shifts, shift_centres
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
-from landmark_exp.inference import refine_selection
+from landmark_exp.inference import combine_stages, refine_selection
 from landmark_exp.metrics import radial_errors_mm, summarize
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
 from landmark_exp.performance import for_inference
@@ -224,6 +224,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")),
                          tta_shifts=cfg.get("tta_shifts"))
     patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
+    patch_blend(cfg.get("refine_blend"))
     data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone
@@ -240,6 +241,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("refine_ckpt"):
         module, dm = refine_stage(cfg, module, dm, data_cfg, trainer)
         extra["refine_shifts"] = module.test_results["refine_shifts"]
+        extra["refine_blend"] = module.test_results["refine_blend"]
     n = len(dm.datasets[cfg.split])
     by_gt = score_each_doctor(module, dm, cfg.split)
     if by_gt:
@@ -311,15 +313,16 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
             estimates.append(fine.test_results["pred"])
         ids = [ds.records[i].id for i in fine.test_results["index"]]
         pred = dict(zip(ids, np.mean(estimates, axis=0), strict=True))
-    # scored from the estimates averaged over the shifts; landmarks not in refine_landmarks keep the first stage's
+    # scored from the estimates averaged over the shifts, blended with the first stage's (refine_blend);
+    # landmarks not in refine_landmarks keep the first stage's
     res = fine.test_results
     refined = refine_selection(cfg.get("refine_landmarks"), coarse.landmark_names)
-    kept = np.stack([first_pred[i] for i in ids])
-    res["pred"] = np.where(refined[None, :, None], np.stack([pred[i] for i in ids]), kept)
+    blend = patch_blend(cfg.get("refine_blend"), fine_data.patch.get("blend"))
+    res["pred"] = combine_stages(np.stack([first_pred[i] for i in ids]), np.stack([pred[i] for i in ids]), refined, blend)
     res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
     res["summary"] = summarize(res["errors"], fine.landmark_names)
     res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage",
-               refine_shifts=[list(s) for s in shifts])  # the report records what was applied
+               refine_shifts=[list(s) for s in shifts], refine_blend=blend)  # the report records what was applied
     _say_where_refining_hurt(res, fine.landmark_names, refined, cfg.split)
     return fine, fdm
 

@@ -100,6 +100,14 @@ def test_an_exported_second_stage_keeps_its_test_time_shifts(tmp_path, tiny_refi
     assert load_predictor(tiny_refine, "cpu").info.patch_shifts is None  # trained without: one centred patch
 
 
+def test_an_exported_second_stage_keeps_its_blend_with_the_first_estimate(tmp_path, tiny_refine):
+    fine = load_module(tiny_refine)
+    fine.hparams["data"]["patch"]["blend"] = 0.2  # as data.patch.blend when trained
+    export_onnx(fine, tmp_path / "fine.onnx", source=tiny_refine, dynamo=False)
+    assert onnx_predictor(tmp_path / "fine.onnx", "cpu").info.patch_blend == 0.2
+    assert load_predictor(tiny_refine, "cpu").info.patch_blend is None  # trained without: the second stage alone
+
+
 @pytest.mark.parametrize("override", [{"decoder": "argmax"}, {"decoder": "lsq", "window": 3}, {"prior_sigma": 0}])
 def test_decoding_overrides_apply_to_an_export_as_to_its_checkpoint(tiny_run, exported, override):
     images = _test_images(tiny_run)

@@ -8,8 +8,8 @@ import torch
 from conftest import TINY, compose
 
 from landmark_exp.data.geometry import Geometry, to_original
-from landmark_exp.data.patches import PatchDataset, crop, patch_origins, shift_centres
-from landmark_exp.data.records import Record
+from landmark_exp.data.patches import PatchDataset, crop, patch_blend, patch_origins, shift_centres
+from landmark_exp.data.records import DataError, Record
 
 
 def _record(landmarks: np.ndarray, hw=(40, 50)) -> Record:
@@ -34,6 +34,25 @@ def test_shift_centres_moves_by_working_pixels_in_original_pixels():
     np.testing.assert_array_equal(moved, [[92.0, 70.0], [-8.0, 20.0]])
     working = moved * geom[:2] + geom[2:]
     np.testing.assert_allclose(working - (np.array([[100.0, 50.0], [0.0, 0.0]]) * geom[:2] + geom[2:]), [[-2, 4], [-2, 4]])
+
+
+def test_combine_stages_blends_only_refined_landmarks_by_the_first_stage_weight():
+    from landmark_exp.inference import combine_stages
+
+    first = np.array([[[10.0, 20.0], [30.0, 40.0], [0.0, 0.0]]])
+    second = np.array([[[14.0, 16.0], [34.0, 44.0], [8.0, 8.0]]])
+    refined = np.array([True, True, False])
+    np.testing.assert_array_equal(combine_stages(first, second, refined, 0.25), [[[13.0, 17.0], [33.0, 43.0], [0.0, 0.0]]])
+    np.testing.assert_array_equal(combine_stages(first, second, refined, 0.0), [[[14.0, 16.0], [34.0, 44.0], [0.0, 0.0]]])
+    np.testing.assert_array_equal(combine_stages(first, second, np.ones(3, bool), 1.0), first)
+
+
+def test_patch_blend_takes_the_given_weight_then_the_stored_one_and_refuses_out_of_range():
+    assert patch_blend(None) == 0.0 and patch_blend(None, 0.2) == 0.2
+    assert patch_blend(0, 0.2) == 0.0 and patch_blend("0.5", 0.2) == 0.5  # 0 given: the second stage alone
+    for bad in (-0.1, 1.5, "half", float("nan")):
+        with pytest.raises(DataError, match="refine_blend must be a number from 0"):
+            patch_blend(bad)
 
 
 def test_patch_keypoints_and_geometry_map_back_to_original_pixels_exactly():

@@ -233,6 +233,42 @@ def test_a_second_stage_applies_its_own_stored_shifts_unless_told_otherwise(tmp_
     assert "refine_shifts must be a list of (dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]], got [1, 2]" in said
 
 
+def test_refine_blend_moves_refined_estimates_back_towards_the_first_in_evaluate_and_predict(tmp_path, tiny_run, tiny_refine,
+                                                                                           capsys):
+    import torch
+
+    xy = ["pred_x_px", "pred_y_px"]
+    first = _eval_predictions(tiny_run, tmp_path / "first")
+    full = _eval_predictions(tiny_run, tmp_path / "full", f"refine_ckpt={tiny_refine}")
+    quarter = _eval_predictions(tiny_run, tmp_path / "q", f"refine_ckpt={tiny_refine}", "refine_blend=0.25",
+                                "refine_landmarks=[1,2,3]")
+    refined = quarter["landmark"].isin([1, 2, 3])
+    np.testing.assert_allclose(quarter.loc[refined, xy], 0.75 * full.loc[refined, xy] + 0.25 * first.loc[refined, xy],
+                               atol=2e-3)  # csv rounding
+    np.testing.assert_allclose(quarter.loc[~refined, xy], first.loc[~refined, xy], atol=1e-9)
+    metrics = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert metrics["refine_blend"] == 0.25 and metrics["mre"] == pytest.approx(quarter["error_mm"].mean(), abs=1e-5)
+    # stored with the second stage (data.patch.blend), applied unless told otherwise, in predict.py too
+    ckpt = torch.load(tiny_refine, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["data"]["patch"]["blend"] = 0.25
+    stored = tmp_path / "stored.ckpt"
+    torch.save(ckpt, stored)
+    own = _eval_predictions(tiny_run, tmp_path / "own", f"refine_ckpt={stored}", "refine_landmarks=[1,2,3]")
+    np.testing.assert_allclose(own[xy], quarter[xy], atol=1e-9)
+    off = _eval_predictions(tiny_run, tmp_path / "off", f"refine_ckpt={stored}", "refine_blend=0")
+    np.testing.assert_allclose(off[xy], full[xy], atol=1e-9)
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
+                  f"refine_ckpt={stored}", "refine_landmarks=[1,2,3]")
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    merged = own.merge(pr, on=["image_id", "landmark"])
+    assert len(merged) == 4 * 19
+    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    assert json.loads((out / "summary.json").read_text())["refine_blend"] == 0.25
+    with pytest.raises(SystemExit):
+        _eval_predictions(tiny_run, tmp_path / "bad", f"refine_ckpt={tiny_refine}", "refine_blend=1.5")
+    assert "refine_blend must be a number from 0 (second stage alone) to 1 (first stage alone), got 1.5" in capsys.readouterr().out
+
+
 def test_refine_landmarks_takes_numbers_and_names_and_refuses_others_in_one_line():
     from landmark_exp.inference import refine_selection
 

@@ -68,6 +68,23 @@ def patch_shifts(given: object, stored: object = None) -> list[tuple[float, floa
     return out
 
 
+def patch_blend(given: object, stored: object = None) -> float:
+    """The weight of the first-stage estimate in a cascade's final position: `given` (evaluate/predict
+    `refine_blend`), else `stored` (the second stage's own `data.patch.blend`, chosen on validation), else 0
+    (the second stage's estimate alone). The two stages err partly independently, so a little of the
+    first estimate pulls a wrong second one back."""
+    value = stored if given is None else given
+    if value is None:
+        return 0.0
+    try:
+        blend = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"refine_blend must be a number from 0 (second stage alone) to 1 (first stage alone), got {value!r}") from None
+    if not 0.0 <= blend <= 1.0:
+        raise DataError(f"refine_blend must be a number from 0 (second stage alone) to 1 (first stage alone), got {value!r}")
+    return blend
+
+
 class PatchDataset(EpochSeeded, Dataset):
     """One image's K patches per sample, from images cached at the working resolution."""
 
