@@ -123,6 +123,17 @@ def test_all_inputs_unreadable_is_a_one_line_error(tmp_path, tiny_run, capsys):
     assert "data error:" in out and "none of the 1 input file(s) could be read" in out
 
 
+def _predict_matches_evaluate(tmp_path, tiny_run, evaluated, *overrides):
+    """predict.py on the evaluated images gives the landmarks evaluate.py scored (the same overrides); its output dir."""
+    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
+                  *overrides)
+    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
+    merged = evaluated.merge(pr, on=["image_id", "landmark"])
+    assert len(merged) == 4 * 19
+    np.testing.assert_allclose(merged[["pred_x_px", "pred_y_px"]].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    return out
+
+
 def _eval_predictions(tiny_run, out, *overrides):
     from landmark_exp.run import evaluate
 
@@ -146,12 +157,7 @@ def test_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run):
 
 def test_coarse_to_fine_predict_gives_the_landmarks_evaluate_scores(tmp_path, tiny_run, tiny_refine):
     ev = _eval_predictions(tiny_run, tmp_path / "eval", f"refine_ckpt={tiny_refine}", "refine_iterations=2")
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
-                  f"refine_ckpt={tiny_refine}", "refine_iterations=2")
-    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
-    merged = ev.merge(pr, on=["image_id", "landmark"])
-    assert len(merged) == 4 * 19
-    np.testing.assert_allclose(merged[["x_px", "y_px"]].to_numpy(), merged[["pred_x_px", "pred_y_px"]].to_numpy(), atol=1e-6)
+    out = _predict_matches_evaluate(tmp_path, tiny_run, ev, f"refine_ckpt={tiny_refine}", "refine_iterations=2")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["refine_model"] == str(tiny_refine) and summary["refine_iterations"] == 2
 
@@ -176,12 +182,7 @@ def test_refine_landmarks_keeps_the_first_estimate_of_the_others_in_evaluate_and
     per = {p["name"]: p["mre"] for p in json.loads((tmp_path / "some" / "metrics.json").read_text())["per_landmark"]}
     per_first = {p["name"]: p["mre"] for p in json.loads((tmp_path / "first" / "metrics.json").read_text())["per_landmark"]}
     assert per["nasion"] == pytest.approx(per_first["nasion"]) and per["sella"] != pytest.approx(per_first["sella"])
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
-                  f"refine_ckpt={tiny_refine}", "refine_landmarks=[1,gonion]")
-    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
-    merged = some.merge(pr, on=["image_id", "landmark"])
-    assert len(merged) == 4 * 19
-    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    _predict_matches_evaluate(tmp_path, tiny_run, some, f"refine_ckpt={tiny_refine}", "refine_landmarks=[1,gonion]")
 
 
 def test_refine_shifts_average_one_pass_per_shift_in_evaluate_and_predict_alike(tmp_path, tiny_run, tiny_refine):
@@ -197,12 +198,7 @@ def test_refine_shifts_average_one_pass_per_shift_in_evaluate_and_predict_alike(
     np.testing.assert_allclose(every[xy], np.mean([s[xy].to_numpy() for s in single], axis=0), atol=1e-4)  # csv: 4 decimals
     mre = json.loads((tmp_path / "all" / "metrics.json").read_text())["mre"]  # the report scores the mean
     assert mre == pytest.approx(every["error_mm"].mean(), abs=1e-5)
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
-                  f"refine_ckpt={tiny_refine}", f"refine_shifts={shifts}")
-    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
-    merged = every.merge(pr, on=["image_id", "landmark"])
-    assert len(merged) == 4 * 19
-    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    out = _predict_matches_evaluate(tmp_path, tiny_run, every, f"refine_ckpt={tiny_refine}", f"refine_shifts={shifts}")
     assert json.loads((out / "summary.json").read_text())["refine_shifts"] == [[float(a), float(b)] for a, b in shifts]
 
 
@@ -222,11 +218,7 @@ def test_a_second_stage_applies_its_own_stored_shifts_unless_told_otherwise(tmp_
     off = _eval_predictions(tiny_run, tmp_path / "off", f"refine_ckpt={stored}", "refine_shifts=[[0,0]]")
     plain = _eval_predictions(tiny_run, tmp_path / "plain", f"refine_ckpt={tiny_refine}")
     np.testing.assert_allclose(off[xy], plain[xy], atol=1e-9)
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
-                  f"refine_ckpt={stored}")
-    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
-    merged = own.merge(pr, on=["image_id", "landmark"])
-    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    _predict_matches_evaluate(tmp_path, tiny_run, own, f"refine_ckpt={stored}")
     with pytest.raises(SystemExit):
         _eval_predictions(tiny_run, tmp_path / "bad", f"refine_ckpt={stored}", "refine_shifts=[1,2]")
     said = capsys.readouterr().out
@@ -257,12 +249,7 @@ def test_refine_blend_moves_refined_estimates_back_towards_the_first_in_evaluate
     np.testing.assert_allclose(own[xy], quarter[xy], atol=1e-9)
     off = _eval_predictions(tiny_run, tmp_path / "off", f"refine_ckpt={stored}", "refine_blend=0")
     np.testing.assert_allclose(off[xy], full[xy], atol=1e-9)
-    _, out = _run(tmp_path, tiny_run["ckpt"], tiny_run["root"] / "RawImage" / "Test1Data", "overlay=false", "runtime=tuned",
-                  f"refine_ckpt={stored}", "refine_landmarks=[1,2,3]")
-    pr = pd.read_csv(out / "predictions.csv", dtype={"image_id": str})
-    merged = own.merge(pr, on=["image_id", "landmark"])
-    assert len(merged) == 4 * 19
-    np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+    out = _predict_matches_evaluate(tmp_path, tiny_run, own, f"refine_ckpt={stored}", "refine_landmarks=[1,2,3]")
     assert json.loads((out / "summary.json").read_text())["refine_blend"] == 0.25
     with pytest.raises(SystemExit):
         _eval_predictions(tiny_run, tmp_path / "bad", f"refine_ckpt={tiny_refine}", "refine_blend=1.5")
