@@ -3,7 +3,7 @@
     python benchmarks/refine_blend_sweep.py <first-stage run> <cascade run with refine_blend=0> [<first> <cascade> ...]
 
 Each pair is one fold: the first stage's evaluate.py run and the cascade's on the same images. The blend is
-linear in original pixels, so every weight is computed from the two predictions.csv files without running a
+linear in original pixels (and millimetres), so every weight is computed from the two predictions.csv files without running a
 model again; `evaluate.py refine_blend=w` gives the same figures (checked for the chosen weight). Prints, for
 weights 0 to 0.5, the pooled MRE, SDR@2 and each fold's MRE, then per landmark for 0, the best and 0.5.
 """
@@ -25,8 +25,6 @@ def pair(first: str, cascade: str, fold: int) -> pd.DataFrame:
     if len(m) != len(a) or len(m) != len(b):
         raise SystemExit(f"{first} and {cascade} scored different images")
     m["fold"] = fold
-    m["mm_per_px_x"] = (m["true_x_mm"] / m["true_x_px"]).where(m["true_x_px"] != 0)
-    m["mm_per_px_y"] = (m["true_y_mm"] / m["true_y_px"]).where(m["true_y_px"] != 0)
     return m
 
 
@@ -35,9 +33,9 @@ def main(runs: list[str]) -> None:
         raise SystemExit(__doc__)
     m = pd.concat([pair(a, b, i) for i, (a, b) in enumerate(zip(runs[::2], runs[1::2], strict=True))])
     for w in WEIGHTS:
-        x = (1 - w) * m["pred_x_px"] + w * m["pred_x_px_first"]
-        y = (1 - w) * m["pred_y_px"] + w * m["pred_y_px_first"]
-        m[f"e{w}"] = np.hypot((x - m["true_x_px"]) * m["mm_per_px_x"], (y - m["true_y_px"]) * m["mm_per_px_y"])
+        x = (1 - w) * m["pred_x_mm"] + w * m["pred_x_mm_first"]  # millimetres are pixels times the spacing
+        y = (1 - w) * m["pred_y_mm"] + w * m["pred_y_mm_first"]
+        m[f"e{w}"] = np.hypot(x - m["true_x_mm"], y - m["true_y_mm"])
     print("| first-stage weight | pooled MRE (mm) | SDR@2 % | " + " | ".join(f"pair {i + 1}" for i in sorted(m["fold"].unique())) + " |")
     for w in WEIGHTS:
         folds = " | ".join(f"{v:.4f}" for v in m.groupby("fold")[f"e{w}"].mean())

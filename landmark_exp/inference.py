@@ -229,8 +229,6 @@ class CascadePredictor:
         firsts = preds = self.first.predict(images, prepared)
         for _ in range(self.iterations):
             preds = [self.second.refine(im, p.xy, self.shifts) for im, p in zip(images, preds, strict=True)]
-        if self.refined.all() and self.blend == 0.0:
-            return preds
         r = self.refined
         return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
                                    confidence=np.where(r, p.confidence, f.confidence),

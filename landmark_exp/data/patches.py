@@ -79,8 +79,8 @@ def patch_blend(given: object, stored: object = None) -> float:
     try:
         blend = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"refine_blend must be a number from 0 (second stage alone) to 1 (first stage alone), got {value!r}") from None
-    if not 0.0 <= blend <= 1.0:
+        blend = float("nan")
+    if not 0.0 <= blend <= 1.0:  # also NaN
         raise DataError(f"refine_blend must be a number from 0 (second stage alone) to 1 (first stage alone), got {value!r}")
     return blend
 
