@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.tree import Tree
@@ -225,7 +225,7 @@ def evaluate(cfg: DictConfig) -> dict:
                          tta_shifts=cfg.get("tta_shifts"))
     patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
     patch_blend(cfg.get("refine_blend"))
-    data_cfg = cfg.get("data") or OmegaConf.create(module.hparams.data)
+    data_cfg, scored = scored_split(cfg, cfg.get("data") or OmegaConf.create(module.hparams.data))
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone
     check_matches_data(module, cfg.ckpt_path, dm.num_landmarks, dm.landmark_names, dm.model_input_size)
@@ -249,13 +249,37 @@ def evaluate(cfg: DictConfig) -> dict:
     ceph = score_cephalometry(module, dm, cfg.split, out_dir)
     if ceph:
         extra["cephalometry"] = ceph
-    report(module, dm, cfg.split, out_dir, title=f"{cfg.split} ({n} images)", best=", ".join(module.members),
+    if scored != cfg.split:
+        extra["source_split"] = scored
+    report(module, dm, cfg.split, out_dir, title=f"{scored} ({n} images)", best=", ".join(module.members),
            overlays=int(cfg.get("overlays", 8)), extra=extra or None)
     if dm.num_landmarks == 19 and cfg.get("compare_published", True):
         from landmark_exp.reports import published_table
 
-        console.print(published_table(module.test_results["summary"]))
+        console.print(published_table(module.test_results["summary"], split=scored))
     return module.test_results["summary"]
+
+
+DATAMODULE_SPLITS = ("train", "val", "test")
+
+
+def scored_split(cfg: DictConfig, data_cfg: DictConfig) -> tuple[DictConfig, str]:
+    """What evaluate.py scores: `split` names the datamodule's train / val / test, or any split of the source
+    by its own name (test1, test2), scored whole as the test split; `data_root` points the checkpoint's stored
+    data config at other files (e.g. where Test2 was unpacked) without restating the rest of it. Returns the
+    data config to build and the name the report gives the split (the source's, for test: e.g. test1)."""
+    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))  # cfg / the checkpoint unchanged
+    if cfg.get("data_root"):
+        data_cfg.source.root = str(cfg.data_root)
+    split = str(cfg.split)
+    if split not in DATAMODULE_SPLITS:
+        data_cfg.test_split, data_cfg.random_split = split, None  # the whole source split, not a carved one
+        with open_dict(cfg):
+            cfg.split = "test"
+        return data_cfg, split
+    if split == "test" and data_cfg.get("random_split") is None and data_cfg.get("test_split"):
+        return data_cfg, str(data_cfg.test_split)
+    return data_cfg, split
 
 
 def _warn_if_members_saw_split(module: LandmarkModule, cfg: DictConfig, dm: LandmarkDataModule) -> None:

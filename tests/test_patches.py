@@ -123,3 +123,45 @@ def test_coarse_to_fine_refuses_a_first_stage_that_scored_only_some_images(casca
         _evaluate_cascade(cascade[0], tmp_path / "ev", "trainer.limit_test_batches=1")
     out = " ".join(capsys.readouterr().out.split())
     assert "data error: the first stage scored 2 of the 4 test images" in out and "needs all of them" in out
+
+
+def _with_test2(root, out):
+    """A copy of the fixture's layout whose Test2Data holds Test1's images and annotations as ids 311-314."""
+    import shutil
+
+    shutil.copytree(root, out)
+    test2 = out / "RawImage" / "Test2Data"
+    test2.mkdir()
+    for image in sorted((out / "RawImage" / "Test1Data").iterdir()):
+        new = f"{int(image.stem) + 300:03d}"
+        shutil.copy(image, test2 / f"{new}{image.suffix}")
+        for doctor in ("400_senior", "400_junior"):
+            shutil.copy(out / "AnnotationsByMD" / doctor / f"{image.stem}.txt", out / "AnnotationsByMD" / doctor / f"{new}.txt")
+    return out
+
+
+def test_test2_is_scored_by_name_from_another_root_with_both_stages(cascade, tmp_path, capsys):
+    import pandas as pd
+
+    tmp = cascade[0]
+    test1 = _evaluate_cascade(tmp, tmp_path / "t1")
+    assert json.loads((tmp_path / "t1" / "metrics.json").read_text())["source_split"] == "test1"
+    capsys.readouterr()
+    # the same 4 images renamed: the same errors, though neither stage was trained where they now are
+    root = _with_test2(tmp / "isbi", tmp_path / "unpacked")
+    test2 = _evaluate_cascade(tmp, tmp_path / "t2", "split=test2", f"data_root={root}")
+    assert test2["n_images"] == 4 and test2["mre"] == pytest.approx(test1["mre"], abs=1e-9)
+    metrics = json.loads((tmp_path / "t2" / "metrics.json").read_text())
+    assert metrics["source_split"] == "test2" and metrics["reference"]["name"] == "first stage"
+    ids = sorted(set(pd.read_csv(tmp_path / "t2" / "predictions.csv", dtype={"image_id": str}).image_id))
+    assert ids == ["311", "312", "313", "314"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "test2 (4 images)" in out and "ISBI 2015 Test2, published results (this split is test2)" in out
+    assert "1.42" in out  # FARNet's Test2 MRE, not its Test1 row
+
+
+def test_a_source_split_that_is_not_there_is_a_one_line_error_naming_its_folder(cascade, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="1"):
+        _evaluate_cascade(cascade[0], tmp_path / "ev", "split=test2")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "data error:" in out and "Test2Data: split folder for 'test2' not found" in out
