@@ -3,7 +3,7 @@
     python -m landmark_exp.export ckpt_path=<run>/checkpoints/best.ckpt [output=model.onnx] [device=cpu]
     python -m landmark_exp.export 'ckpt_path=[a.ckpt,b.ckpt,c.ckpt]' output=ensemble.onnx   # one graph, mean heatmaps
 
-The graph maps (B, 1, h, w) images to (B, K, h, w) heatmaps; decoding stays in
+The graph maps (B, C, h, w) images (C = 1, or 2 with a context channel) to (B, K, h, w) heatmaps; decoding stays in
 Python (`Decoding`, stored with the input size, landmark names and preprocessing
 as JSON metadata), so an exported model decodes exactly as its checkpoint does.
 After writing, the export is checked against PyTorch on CPU: max abs difference
@@ -41,7 +41,8 @@ def export_onnx(module: LandmarkModule, path: str | Path, opset: int = 18, dynam
     path = Path(path)
     module = module.cpu().eval()
     h, w = module.input_size
-    example = (torch.rand(2, 1, h, w),)
+    info = ModelInfo.from_module(module, source)
+    example = (torch.rand(2, info.input_channels, h, w),)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         raw = Path(tmp) / "model.onnx"
         if dynamo:
@@ -53,7 +54,6 @@ def export_onnx(module: LandmarkModule, path: str | Path, opset: int = 18, dynam
                               opset_version=opset, dynamo=False,
                               dynamic_axes={"image": {0: "batch"}, "heatmaps": {0: "batch"}})
         model = onnx.load(str(raw))
-    info = ModelInfo.from_module(module, source)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(info.to_dict())
     onnx.checker.check_model(model)
@@ -90,7 +90,7 @@ def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarra
         h, w = module.input_size
         images = [rng.random((h * f, w * g)).astype(np.float32) for f, g in ((1, 1), (3, 2), (2, 3))]
     ref, onx = torch_predictor(module, "cpu"), onnx_predictor(onnx_path, "cpu")
-    batch = np.stack([ref.prepare(im)[0] for im in images])
+    batch = np.stack([np.repeat(ref.prepare(im)[0], ref.info.input_channels, axis=0) for im in images])
     heat_diff = float((ref.heatmaps(batch).cpu() - onx.heatmaps(batch)).abs().max())
     if ref.info.working_size is None:
         a, b = ref.predict(images), onx.predict(images)

@@ -25,7 +25,14 @@ import torch
 
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
-from landmark_exp.data.patches import crop, patch_blend, patch_origins, patch_shifts, shift_centres
+from landmark_exp.data.patches import (
+    cut_patches,
+    patch_blend,
+    patch_context,
+    patch_origins,
+    patch_shifts,
+    shift_centres,
+)
 from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
@@ -58,6 +65,12 @@ class ModelInfo:
     patch_shifts: list[list[float]] | None = None
     # a second-stage model: the weight of the first estimate in a cascade's final position, unless told otherwise
     patch_blend: float | None = None
+    # a second-stage model: the context factor of its second input channel (1: none; data/patches.py:cut_patches)
+    patch_context: int = 1
+
+    @property
+    def input_channels(self) -> int:
+        return 1 if self.patch_context == 1 else 2
 
     @classmethod
     def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:
@@ -68,6 +81,7 @@ class ModelInfo:
         working = data.get("input_size") if data.get("patch") else None
         shifts = (data.get("patch") or {}).get("shifts")
         blend = (data.get("patch") or {}).get("blend")
+        context = (data.get("patch") or {}).get("context")
         return cls(
             num_landmarks=module.num_landmarks,
             landmark_names=list(module.landmark_names),
@@ -80,6 +94,7 @@ class ModelInfo:
             working_size=None if working is None else (int(working[0]), int(working[1])),
             patch_shifts=[list(p) for p in patch_shifts(shifts)] if shifts else None,
             patch_blend=None if blend is None else patch_blend(blend),
+            patch_context=patch_context(context),
         )
 
     def to_dict(self) -> dict:
@@ -88,7 +103,7 @@ class ModelInfo:
                 "spacing": None if self.spacing is None else list(self.spacing),
                 "decoding": self.decoding.to_dict(), "source": self.source,
                 "working_size": None if self.working_size is None else list(self.working_size),
-                "patch_shifts": self.patch_shifts, "patch_blend": self.patch_blend}
+                "patch_shifts": self.patch_shifts, "patch_blend": self.patch_blend, "patch_context": self.patch_context}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
@@ -99,7 +114,8 @@ class ModelInfo:
                    spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
                    decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")),
                    working_size=None if working is None else (int(working[0]), int(working[1])),
-                   patch_shifts=d.get("patch_shifts"), patch_blend=d.get("patch_blend"))
+                   patch_shifts=d.get("patch_shifts"), patch_blend=d.get("patch_blend"),
+                   patch_context=patch_context(d.get("patch_context")))
 
 
 @dataclass
@@ -113,7 +129,7 @@ class LandmarkPrediction:
 
 
 class Predictor:
-    """Images -> landmarks, given `ModelInfo` and a forward pass (B, 1, h, w) float32 -> (B, K or 1, h, w) heatmaps."""
+    """Images -> landmarks, given `ModelInfo` and a forward pass (B, C, h, w) float32 -> (B, K or 1, h, w) heatmaps."""
 
     def __init__(self, info: ModelInfo, forward: Callable[[np.ndarray], torch.Tensor], backend: str, device: str) -> None:
         self.info, self._forward, self.backend, self.device = info, forward, backend, device
@@ -165,7 +181,7 @@ class Predictor:
         shifts = patch_shifts(shifts, self.info.patch_shifts)
         k = len(centres)
         origins = np.concatenate([patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts])
-        patches = np.stack([crop(resized, int(x0), int(y0), size) for x0, y0 in origins])[:, None]
+        patches = cut_patches(resized, origins, size, self.info.patch_context)
         heat = self.heatmaps(patches)  # (S*K, K or 1, h, w): patch s*K + j is read for landmark j only
         j = torch.arange(len(origins))
         own = heat[j, j % k if heat.shape[1] > 1 else 0].reshape(len(shifts), k, *heat.shape[2:])  # (S, K, h, w)
@@ -294,8 +310,9 @@ def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None 
         except ValueError as e:
             raise CheckpointError(f"{path}: {e}") from None
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
-    if list(inp.shape[1:]) != [1, *info.input_size]:
-        raise CheckpointError(f"{path}: graph input {inp.shape} does not match the metadata's input size {list(info.input_size)}")
+    if list(inp.shape[1:]) != [info.input_channels, *info.input_size]:
+        raise CheckpointError(f"{path}: graph input {inp.shape} does not match the metadata's input "
+                              f"{[info.input_channels, *info.input_size]} (channels, height, width)")
     if out.shape[1] not in (info.num_landmarks, 1):
         raise CheckpointError(f"{path}: graph output has {out.shape[1]} channels, metadata says {info.num_landmarks} landmarks")
 

@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 
 from landmark_exp.data.geometry import to_original
+from landmark_exp.data.patches import patch_context
 from landmark_exp.data.records import DataError, landmark_index
 from landmark_exp.heatmap.decoder import Decoding, prior_sigma_pixels
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
@@ -214,7 +215,7 @@ class LandmarkModule(L.LightningModule):
 
 
 def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Second-stage batches hold K patches per image (B, K, 1, h, w): the network sees B*K images."""
+    """Second-stage batches hold K patches per image (B, K, C, h, w): the network sees B*K images."""
     if batch["image"].ndim != 5:
         return batch
     return {**batch, **{key: batch[key].flatten(0, 1) for key in ("image", "keypoints", "visible")}}
@@ -290,7 +291,10 @@ def _check_same_kind(a: LandmarkModule, b: LandmarkModule, where_a: Path, where_
 
 def _patch_kind(data: dict) -> dict | None:
     patch = data.get("patch")
-    return None if not patch else {"working size": list(data.get("input_size") or []), "size": list(patch.get("size") or [])}
+    if not patch:
+        return None
+    return {"working size": list(data.get("input_size") or []), "size": list(patch.get("size") or []),
+            "context": patch_context(patch.get("context"))}
 
 
 def _load_one(path: Path, map_location: str | torch.device, heatmap: dict | None) -> LandmarkModule:

@@ -66,7 +66,8 @@ def decoding_overrides(node: Any) -> dict:
 
 def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
     return LandmarkModule(
-        model=_container(cfg.model),
+        # the data decide the input channels: 1, or 2 for a second stage with a context channel
+        model={**_container(cfg.model), "in_channels": dm.input_channels},
         loss=_container(cfg.loss),
         optimizer=_container(cfg.optimizer),
         scheduler=_container(cfg.get("scheduler")),

@@ -109,3 +109,15 @@ def tiny_refine(tiny_run) -> Path:
                             "logger=none", "data.input_size=[80,64]", "+data.patch.size=[16,16]", "+data.patch.jitter=3",
                             "trainer.max_epochs=2"], tmp / "fine"))
     return tmp / "fine" / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_context_refine(tiny_run) -> Path:
+    """tiny_refine with a context channel (data.patch.context=2: each patch also sees its 2x wider surroundings)."""
+    from landmark_exp.run import train
+
+    tmp = tiny_run["dir"]
+    train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache", *TINY,
+                            "logger=none", "data.input_size=[80,64]", "+data.patch.size=[16,16]", "+data.patch.jitter=3",
+                            "+data.patch.context=2", "trainer.max_epochs=2"], tmp / "fine_context"))
+    return tmp / "fine_context" / "checkpoints" / "best.ckpt"

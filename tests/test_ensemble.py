@@ -68,7 +68,8 @@ def test_members_of_another_kind_are_refused_naming_the_file_and_what_differs(ti
         load_module([])
 
 
-def test_second_stages_join_across_shifts_and_jitter_but_not_across_working_resolutions(tmp_path, tiny_refine):
+def test_second_stages_join_across_shifts_and_jitter_but_not_across_working_resolutions_or_context(tmp_path, tiny_refine,
+                                                                                                   tiny_context_refine):
     ckpt = torch.load(tiny_refine, map_location="cpu", weights_only=True)
     patch = ckpt["hyper_parameters"]["data"]["patch"]
     patch.update(shifts=[[0, 0], [0, 3]], jitter=5)  # inference and training choices: the outputs mean the same
@@ -78,8 +79,10 @@ def test_second_stages_join_across_shifts_and_jitter_but_not_across_working_reso
     ckpt["hyper_parameters"]["data"]["input_size"] = [96, 80]  # patches of the same size from a finer image
     torch.save(ckpt, tmp_path / "finer.ckpt")
     with pytest.raises(CheckpointError, match=r"finer.ckpt: cannot join an ensemble with .*: patch \(second stage\) "
-                                              r"\{'working size': \[96, 80\], 'size': \[16, 16\]\} != \{'working size': \[80, 64\]"):
+                                              r"\{'working size': \[96, 80\], 'size': \[16, 16\], 'context': 1\} != \{'working size': \[80, 64\]"):
         load_module([tiny_refine, tmp_path / "finer.ckpt"])
+    with pytest.raises(CheckpointError, match=r"'context': 2\} != \{.*'context': 1\}"):  # another input channel
+        load_module([tiny_refine, tiny_context_refine])
 
 
 def test_exported_ensemble_predicts_what_the_pytorch_ensemble_predicts(tmp_path, tiny_run, second_member):

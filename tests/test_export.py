@@ -92,6 +92,15 @@ def test_a_second_stage_model_exports_and_the_onnx_cascade_matches_the_checkpoin
     assert max(float(np.abs(p.xy - q.xy).max()) for p, q in zip(*again, strict=True)) < 1e-2
 
 
+def test_a_second_stage_with_a_context_channel_exports_with_its_two_input_channels(tmp_path, tiny_run, tiny_context_refine):
+    fine = load_module(tiny_context_refine)
+    export_onnx(fine, tmp_path / "fine.onnx", source=tiny_context_refine, dynamo=False)
+    result = parity(fine, tmp_path / "fine.onnx", _test_images(tiny_run))
+    assert result["heatmaps_max_abs_diff"] < 1e-5 and result["coordinates_px_max_abs_diff"] < 1e-2
+    info = onnx_predictor(tmp_path / "fine.onnx", "cpu").info
+    assert info.patch_context == 2 and info.input_channels == 2
+
+
 def test_an_exported_second_stage_keeps_its_test_time_shifts(tmp_path, tiny_refine):
     fine = load_module(tiny_refine)
     fine.hparams["data"]["patch"]["shifts"] = [[0, 0], [0, 3], [-2, 0]]  # as data.patch.shifts when trained

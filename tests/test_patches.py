@@ -8,7 +8,15 @@ import torch
 from conftest import TINY, compose
 
 from landmark_exp.data.geometry import Geometry, to_original
-from landmark_exp.data.patches import PatchDataset, crop, patch_blend, patch_origins, shift_centres
+from landmark_exp.data.patches import (
+    PatchDataset,
+    crop,
+    cut_patches,
+    patch_blend,
+    patch_context,
+    patch_origins,
+    shift_centres,
+)
 from landmark_exp.data.records import DataError, Record
 
 
@@ -53,6 +61,40 @@ def test_patch_blend_takes_the_given_weight_then_the_stored_one_and_refuses_out_
     for bad in (-0.1, 1.5, "half", float("nan")):
         with pytest.raises(DataError, match="refine_blend must be a number from 0"):
             patch_blend(bad)
+
+
+def test_a_context_channel_is_the_wider_window_with_the_same_centre_averaged_down():
+    image = np.arange(64, dtype=np.float32).reshape(8, 8)  # pixel (x, y) = 8 y + x
+    out = cut_patches(image, np.array([[3, 2], [-1, 0]]), (2, 2), context=2)
+    assert out.shape == (2, 2, 2, 2)
+    np.testing.assert_array_equal(out[0, 0], [[19, 20], [27, 28]])  # rows 2-3, columns 3-4
+    # the 4x4 window with the same centre (3.5, 2.5) is rows 1-4, columns 2-5, each 2x2 block averaged
+    np.testing.assert_array_equal(out[0, 1], [[(10 + 11 + 18 + 19) / 4, (12 + 13 + 20 + 21) / 4],
+                                              [(26 + 27 + 34 + 35) / 4, (28 + 29 + 36 + 37) / 4]])
+    # at the corner: zeros outside the image, in both channels
+    np.testing.assert_array_equal(out[1, 0], [[0, 0], [0, 8]])  # columns -1..0, rows 0..1
+    np.testing.assert_array_equal(out[1, 1], [[0, (0 + 1) / 4], [0, (8 + 9 + 16 + 17) / 4]])  # columns -2..1, rows -1..2
+    np.testing.assert_array_equal(cut_patches(image, np.array([[3, 2]]), (2, 2))[:, 0], out[:1, 0])  # no context: 1 channel
+    assert cut_patches(image, np.array([[3, 2]]), (2, 2)).shape == (1, 1, 2, 2)
+
+
+def test_patch_context_accepts_whole_numbers_from_one_and_refuses_the_rest():
+    assert patch_context(None) == 1 and patch_context(1) == 1 and patch_context(3) == 3
+    for bad in (0, -2, 1.5, "wide"):
+        with pytest.raises(DataError, match="data.patch.context must be a whole number"):
+            patch_context(bad)
+
+
+def test_patches_with_context_carry_two_channels_and_the_same_keypoints():
+    rng = np.random.default_rng(0)
+    rec = _record(np.array([[10.0, 12.0], [30.0, 20.0]]))
+    image = rng.random((40, 50)).astype(np.float32)
+    geom = Geometry.for_resize((40, 50), (40, 50), False)
+    plain = PatchDataset([rec], [image], [geom], (8, 8), jitter=2.0)[0]
+    wide = PatchDataset([rec], [image], [geom], (8, 8), jitter=2.0, context=3)[0]
+    assert plain["image"].shape == (2, 1, 8, 8) and wide["image"].shape == (2, 2, 8, 8)
+    torch.testing.assert_close(wide["image"][:, :1], plain["image"])
+    torch.testing.assert_close(wide["keypoints"], plain["keypoints"])
 
 
 def test_patch_keypoints_and_geometry_map_back_to_original_pixels_exactly():

@@ -280,3 +280,12 @@ def test_a_decoding_override_gives_the_same_landmarks_in_predict_as_in_evaluate(
         merged = ev.merge(pd.read_csv(out / "predictions.csv", dtype={"image_id": str}), on=["image_id", "landmark"])
         assert len(merged) == 4 * 19
         np.testing.assert_allclose(merged[xy].to_numpy(), merged[["x_px", "y_px"]].to_numpy(), atol=1e-6)
+
+
+def test_a_second_stage_with_a_context_channel_predicts_what_evaluate_scores(tmp_path, tiny_run, tiny_context_refine):
+    from landmark_exp.module import load_module
+
+    fine = load_module(tiny_context_refine)
+    assert fine.hparams["model"]["in_channels"] == 2  # set from data.patch.context by train.py
+    ev = _eval_predictions(tiny_run, tmp_path / "eval", f"refine_ckpt={tiny_context_refine}")
+    _predict_matches_evaluate(tmp_path, tiny_run, ev, f"refine_ckpt={tiny_context_refine}")

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.images import ImageCache
-from landmark_exp.data.patches import PatchDataset
+from landmark_exp.data.patches import PatchDataset, patch_context
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
@@ -127,6 +127,7 @@ class LandmarkDataModule(L.LightningDataModule):
             if size is None or len(size) != 2 or min(size) < 8:
                 raise ValueError(f"data.patch.size must be [height, width] of at least 8 pixels, got {size}")
             self.patch["size"] = (int(size[0]), int(size[1]))
+            self.patch["context"] = patch_context(self.patch.get("context"))
         self.augment = Augmenter(augment, seed=self.seed) if augment else None
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, LandmarkDataset | PatchDataset] = {}
@@ -144,6 +145,11 @@ class LandmarkDataModule(L.LightningDataModule):
     def model_input_size(self) -> tuple[int, int]:
         """(h, w) of what the network sees: the resized image, or a patch in second-stage mode."""
         return self.patch["size"] if self.patch else self.input_size
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the network input: 1, or 2 for a second stage with a context channel (data.patch.context)."""
+        return 2 if self.patch and self.patch["context"] > 1 else 1
 
     def mean_shape(self) -> torch.Tensor:
         """Mean training landmark position in model pixels (K, 2): the baseline and the single-channel prior.
@@ -173,7 +179,7 @@ class LandmarkDataModule(L.LightningDataModule):
             if self.patch:
                 self.datasets[name] = PatchDataset(records, images, geoms, self.patch["size"],
                                                    self.patch.get("jitter", 0.0), augment, random=name == "train",
-                                                   seed=self.seed)
+                                                   seed=self.seed, context=self.patch["context"])
             else:
                 self.datasets[name] = LandmarkDataset(records, images, geoms, augment, seed=self.seed)
 

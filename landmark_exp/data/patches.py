@@ -43,6 +43,36 @@ def patch_origins(centres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.floor(centres - np.array([(w - 1) / 2, (h - 1) / 2]) + 0.5).astype(np.int64)
 
 
+def patch_context(value: object) -> int:
+    """The context factor of a second stage (`data.patch.context`): 1 (or null) is the patch alone; c > 1 adds a
+    second input channel, the c-times-larger window around the same centre shrunk c times, so the network sees
+    where the patch lies in the skull at the patch's cost."""
+    if value is None:
+        return 1
+    try:
+        c = int(value)
+    except (TypeError, ValueError):
+        c = 0
+    if c < 1 or c != value:
+        raise DataError(f"data.patch.context must be a whole number >= 1 (1: no context channel), got {value!r}")
+    return c
+
+
+def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], context: int = 1) -> np.ndarray:
+    """(N, C, h, w) network input for windows at `origins` (N, 2) top-left (x0, y0): channel 0 the window itself,
+    and with context c > 1 channel 1 the (c*h, c*w) window with the same centre pixel, block-averaged c x c.
+    Training (PatchDataset), evaluate and predict all cut their patches here, so they cannot disagree."""
+    h, w = size
+    out = np.empty((len(origins), 1 if context == 1 else 2, h, w), dtype=np.float32)
+    for n, (x0, y0) in enumerate(np.asarray(origins, dtype=np.int64)):
+        out[n, 0] = crop(image, int(x0), int(y0), size)
+        if context > 1:  # same centre: x0 + (w - 1) / 2 = X0 + (c w - 1) / 2
+            X0, Y0 = int(x0) - (context - 1) * w // 2, int(y0) - (context - 1) * h // 2
+            wide = crop(image, X0, Y0, (context * h, context * w)).astype(np.float32)
+            out[n, 1] = wide.reshape(h, context, w, context).mean(axis=(1, 3))
+    return out
+
+
 def shift_centres(centres: np.ndarray, shift: tuple[float, float], geometry: np.ndarray) -> np.ndarray:
     """(K, 2) original-pixel centres moved by `shift` = (dy, dx) working pixels (geometry [ax, ay, bx, by]).
 
@@ -98,9 +128,11 @@ class PatchDataset(EpochSeeded, Dataset):
         augment: Augmenter | None = None,
         random: bool = False,
         seed: int = 0,
+        context: int = 1,
     ) -> None:
         self.records, self.images, self.geometries = records, images, geometries
         self.size, self.jitter, self.augment, self.random = size, float(jitter), augment, random
+        self.context = patch_context(context)
         self.init_epoch_seed(seed)
         # first-stage predictions (N, K, 2) in original pixels, aligned with `records`; None: jittered truth
         self.centres: np.ndarray | None = None
@@ -123,18 +155,22 @@ class PatchDataset(EpochSeeded, Dataset):
         origins = patch_origins(self._centres(i, truth, geom), self.size)
         if self.augment is not None:
             self.augment.reseed(*self.sample_key(i))  # the K patches then draw in turn from this sample's stream
-        patches = np.empty((k, *self.size), dtype=np.float32)
+        patches = cut_patches(image, origins, self.size, self.context)  # (K, C, h, w)
         keypoints = np.empty((k, k, 2), dtype=np.float32)
         for j, (x0, y0) in enumerate(origins):
-            patch, kp = crop(image, int(x0), int(y0), self.size), truth - (x0, y0)
+            kp = truth - (x0, y0)
             if self.augment is not None:
-                patch, kp = self.augment(patch, kp)
-            patches[j], keypoints[j] = patch, kp
+                # the channels move together (one pixel transform for the patch and its context: rotation and
+                # scale about the centre agree, a translation moves the context c times as far)
+                one = patches.shape[1] == 1
+                patch, kp = self.augment(patches[j, 0] if one else np.ascontiguousarray(patches[j].transpose(1, 2, 0)), kp)
+                patches[j] = patch[None] if one else patch.transpose(2, 0, 1)
+            keypoints[j] = kp
         visible = np.stack([visible_mask(kp, self.size) for kp in keypoints])
         geoms = np.tile(geom, (k, 1))
         geoms[:, 2:4] -= origins  # working = a * orig + b; patch = working - origin
         return {
-            "image": torch.from_numpy(patches)[:, None],
+            "image": torch.from_numpy(patches),
             "keypoints": torch.from_numpy(keypoints),
             "visible": torch.from_numpy(visible),
             "landmarks": torch.from_numpy(rec.landmarks),
