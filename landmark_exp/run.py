@@ -201,6 +201,16 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
     if untrained:
         warn_untrained(untrained, split)
         extra["untrained_landmarks"] = untrained
+    same = dm.same_images_as_training(split)
+    if same:  # e.g. ISBI 2015: Test1's 173 and 283 are training images 144 and 038, annotated again
+        listed = ", ".join(f"{a} (= training {b})" for a, b in same)
+        seen = {a for a, _ in same}
+        rest = [n for n, i in enumerate(ids) if i not in seen]
+        without = float(np.asarray(res["errors"])[rest].mean()) if rest else float("nan")
+        console.print(f"[bold yellow]warning:[/] {len(same)} {split} image(s) are byte-identical to training images: "
+                      f"{listed}; MRE {summary['mre']:.4f} mm with them, {without:.4f} without", soft_wrap=True)
+        extra["same_image_in_training"] = [{"id": a, "training_id": b} for a, b in same]
+        extra["mre_without_same_images"] = without
     outliers = outlier_landmarks(summary)
     if outliers:
         warn_outliers(outliers, split)

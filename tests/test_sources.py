@@ -8,6 +8,7 @@ Fixtures are tiny datasets written in tmp_path (80x64 images, 19 landmarks).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY, compose, write_isbi_fixture
@@ -583,3 +585,31 @@ def test_csv_data_config_builds_batches_from_a_csv_folder(csv_root: Path, tmp_pa
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 1, 32, 32) and batch["landmarks"].shape == (4, K, 2)
     assert batch["landmarks"].dtype == torch.float64
+
+
+def test_same_files_pairs_byte_identical_files_only(tmp_path: Path) -> None:
+    from landmark_exp.data.images import same_files
+
+    for name, data in (("a", b"xray-1"), ("b", b"xray-2"), ("c", b"xray-1"), ("d", b"xray-9"), ("e", b"longer xray")):
+        (tmp_path / name).write_bytes(data)
+    # b and d have a's size but other bytes; a missing file is no match
+    assert same_files([tmp_path / n for n in ("a", "b", "e", "gone")], [tmp_path / n for n in ("d", "c", "a")]) == [(0, 1), (0, 2)]
+
+
+def test_a_test_image_that_is_a_training_image_is_named_and_scored_without(tmp_path: Path, tiny_run: dict) -> None:
+    """ISBI 2015 ships two Test1 images that are training images (283 = 038, 173 = 144): a report says so."""
+    from landmark_exp.run import evaluate
+
+    root = tmp_path / "isbi"
+    shutil.copytree(tiny_run["root"], root)
+    dm = LandmarkDataModule(ISBI2015Source(root), input_size=(16, 16), seed=42)  # tiny_run's data seed
+    dm.setup()
+    trained = dm.records["train"][0]
+    shutil.copy(trained.image_path, root / "RawImage" / "Test1Data" / "012.png")  # its annotations stay 012's
+    assert dm.same_images_as_training("test") == [("012", trained.id)] and dm.same_images_as_training("train") == []
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0",
+                                  f"data_root={root}"], tmp_path / "ev"))
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["same_image_in_training"] == [{"id": "012", "training_id": trained.id}]
+    errors = pd.read_csv(tmp_path / "ev" / "predictions.csv", dtype={"image_id": str})
+    assert metrics["mre_without_same_images"] == pytest.approx(errors[errors.image_id != "012"].error_mm.mean(), abs=1e-5)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
-from landmark_exp.data.images import ImageCache
+from landmark_exp.data.images import ImageCache, same_files
 from landmark_exp.data.patches import PatchDataset, patch_context
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
@@ -150,6 +150,15 @@ class LandmarkDataModule(L.LightningDataModule):
     def input_channels(self) -> int:
         """Channels of the network input: 1, or 2 for a second stage with a context channel (data.patch.context)."""
         return 2 if self.patch and self.patch["context"] > 1 else 1
+
+    def same_images_as_training(self, split: str) -> list[tuple[str, str]]:
+        """(id, training id) for each image of `split` whose file is byte-identical to a training image's: a score
+        on that split then includes images the model was trained on (under other annotations)."""
+        if split == "train" or split not in self.records or "train" not in self.records:
+            return []
+        here, train = self.records[split], self.records["train"]
+        pairs = same_files([r.image_path for r in here], [r.image_path for r in train])
+        return [(here[i].id, train[j].id) for i, j in pairs]
 
     def mean_shape(self) -> torch.Tensor:
         """Mean training landmark position in model pixels (K, 2): the baseline and the single-channel prior.
