@@ -207,7 +207,8 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
         seen = {a for a, _ in same}
         rest = [n for n, i in enumerate(ids) if i not in seen]
         without = float(np.asarray(res["errors"])[rest].mean()) if rest else float("nan")
-        console.print(f"[bold yellow]warning:[/] {len(same)} {split} image(s) are byte-identical to training images: "
+        named = extra.get("source_split", split)  # e.g. test1, as the report's title
+        console.print(f"[bold yellow]warning:[/] {len(same)} {named} image(s) are byte-identical to training images: "
                       f"{listed}; MRE {summary['mre']:.4f} mm with them, {without:.4f} without", soft_wrap=True)
         extra["same_image_in_training"] = [{"id": a, "training_id": b} for a, b in same]
         extra["mre_without_same_images"] = without
