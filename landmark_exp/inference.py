@@ -26,6 +26,7 @@ import torch
 from landmark_exp.data.geometry import Geometry, to_original
 from landmark_exp.data.images import model_input
 from landmark_exp.data.patches import (
+    context_channels,
     cut_patches,
     patch_blend,
     patch_context,
@@ -70,7 +71,7 @@ class ModelInfo:
 
     @property
     def input_channels(self) -> int:
-        return 1 if self.patch_context == 1 else 2
+        return context_channels(self.patch_context)
 
     @classmethod
     def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:

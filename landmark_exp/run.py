@@ -237,7 +237,9 @@ def evaluate(cfg: DictConfig) -> dict:
                          tta_shifts=cfg.get("tta_shifts"))
     patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
     patch_blend(cfg.get("refine_blend"))
-    data_cfg, scored = scored_split(cfg, cfg.get("data") or OmegaConf.create(module.hparams.data))
+    data_cfg, split, scored = scored_split(cfg, cfg.get("data") or OmegaConf.create(module.hparams.data))
+    with open_dict(cfg):
+        cfg.split = split  # a source split by name (test2) is built as the datamodule's test split
     dm: LandmarkDataModule = instantiate(data_cfg)
     # before decoding any image: a mismatch is known from the configs alone
     check_matches_data(module, cfg.ckpt_path, dm.num_landmarks, dm.landmark_names, dm.model_input_size)
@@ -275,23 +277,22 @@ def evaluate(cfg: DictConfig) -> dict:
 DATAMODULE_SPLITS = ("train", "val", "test")
 
 
-def scored_split(cfg: DictConfig, data_cfg: DictConfig) -> tuple[DictConfig, str]:
+def scored_split(cfg: DictConfig, data_cfg: DictConfig) -> tuple[DictConfig, str, str]:
     """What evaluate.py scores: `split` names the datamodule's train / val / test, or any split of the source
     by its own name (test1, test2), scored whole as the test split; `data_root` points the checkpoint's stored
     data config at other files (e.g. where Test2 was unpacked) without restating the rest of it. Returns the
-    data config to build and the name the report gives the split (the source's, for test: e.g. test1)."""
-    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))  # cfg / the checkpoint unchanged
+    data config to build, the datamodule split to score, and the name the report gives it (the source's, for
+    test: e.g. test1). Neither cfg nor the checkpoint's config is changed."""
+    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
     if cfg.get("data_root"):
         data_cfg.source.root = str(cfg.data_root)
     split = str(cfg.split)
     if split not in DATAMODULE_SPLITS:
         data_cfg.test_split, data_cfg.random_split = split, None  # the whole source split, not a carved one
-        with open_dict(cfg):
-            cfg.split = "test"
-        return data_cfg, split
+        return data_cfg, "test", split
     if split == "test" and data_cfg.get("random_split") is None and data_cfg.get("test_split"):
-        return data_cfg, str(data_cfg.test_split)
-    return data_cfg, split
+        return data_cfg, split, str(data_cfg.test_split)
+    return data_cfg, split, split
 
 
 def _warn_if_members_saw_split(module: LandmarkModule, cfg: DictConfig, dm: LandmarkDataModule) -> None:

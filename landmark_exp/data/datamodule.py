@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.images import ImageCache, same_files
-from landmark_exp.data.patches import PatchDataset, patch_context
+from landmark_exp.data.patches import PatchDataset, context_channels, patch_context
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
@@ -149,7 +149,7 @@ class LandmarkDataModule(L.LightningDataModule):
     @property
     def input_channels(self) -> int:
         """Channels of the network input: 1, or 2 for a second stage with a context channel (data.patch.context)."""
-        return 2 if self.patch and self.patch["context"] > 1 else 1
+        return context_channels(self.patch["context"]) if self.patch else 1
 
     def same_images_as_training(self, split: str) -> list[tuple[str, str]]:
         """(id, training id) for each image of `split` whose file is byte-identical to a training image's: a score

@@ -58,12 +58,17 @@ def patch_context(value: object) -> int:
     return c
 
 
+def context_channels(context: int) -> int:
+    """Input channels of a second stage with this context factor: the patch, and its context when c > 1."""
+    return 1 if context == 1 else 2
+
+
 def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], context: int = 1) -> np.ndarray:
     """(N, C, h, w) network input for windows at `origins` (N, 2) top-left (x0, y0): channel 0 the window itself,
     and with context c > 1 channel 1 the (c*h, c*w) window with the same centre pixel, block-averaged c x c.
     Training (PatchDataset), evaluate and predict all cut their patches here, so they cannot disagree."""
     h, w = size
-    out = np.empty((len(origins), 1 if context == 1 else 2, h, w), dtype=np.float32)
+    out = np.empty((len(origins), context_channels(context), h, w), dtype=np.float32)
     for n, (x0, y0) in enumerate(np.asarray(origins, dtype=np.int64)):
         out[n, 0] = crop(image, int(x0), int(y0), size)
         if context > 1:  # same centre: x0 + (w - 1) / 2 = X0 + (c w - 1) / 2
