@@ -14,6 +14,7 @@ patch cut around a first estimate (`Predictor.refine`, the patches of
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,10 +30,13 @@ from landmark_exp.data.patches import (
     context_channels,
     cut_patches,
     patch_blend,
+    patch_centres,
     patch_context,
     patch_origins,
     patch_shifts,
+    patch_views,
     shift_centres,
+    view_points,
 )
 from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
@@ -64,6 +68,8 @@ class ModelInfo:
     working_size: tuple[int, int] | None = None
     # a second-stage model: the test-time shifts ([dy, dx] working pixels) a cascade applies unless told otherwise
     patch_shifts: list[list[float]] | None = None
+    # a second-stage model: the test-time views ([angle, zoom]) a cascade looks through unless told otherwise
+    patch_views: list[list[float]] | None = None
     # a second-stage model: the weight of the first estimate in a cascade's final position, unless told otherwise
     patch_blend: float | None = None
     # a second-stage model: the context factor of its second input channel (1: none; data/patches.py:cut_patches)
@@ -81,6 +87,7 @@ class ModelInfo:
             spacing = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(float(s) for s in spacing)
         working = data.get("input_size") if data.get("patch") else None
         shifts = (data.get("patch") or {}).get("shifts")
+        views = (data.get("patch") or {}).get("views")
         blend = (data.get("patch") or {}).get("blend")
         context = (data.get("patch") or {}).get("context")
         return cls(
@@ -94,6 +101,7 @@ class ModelInfo:
             source=str(source),
             working_size=None if working is None else (int(working[0]), int(working[1])),
             patch_shifts=[list(p) for p in patch_shifts(shifts)] if shifts else None,
+            patch_views=[list(v) for v in patch_views(views)] if views else None,
             patch_blend=None if blend is None else patch_blend(blend),
             patch_context=patch_context(context),
         )
@@ -104,7 +112,7 @@ class ModelInfo:
                 "spacing": None if self.spacing is None else list(self.spacing),
                 "decoding": self.decoding.to_dict(), "source": self.source,
                 "working_size": None if self.working_size is None else list(self.working_size),
-                "patch_shifts": self.patch_shifts, "patch_blend": self.patch_blend, "patch_context": self.patch_context}
+                "patch_shifts": self.patch_shifts, "patch_views": self.patch_views, "patch_blend": self.patch_blend, "patch_context": self.patch_context}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
@@ -115,7 +123,7 @@ class ModelInfo:
                    spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
                    decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")),
                    working_size=None if working is None else (int(working[0]), int(working[1])),
-                   patch_shifts=d.get("patch_shifts"), patch_blend=d.get("patch_blend"),
+                   patch_shifts=d.get("patch_shifts"), patch_views=d.get("patch_views"), patch_blend=d.get("patch_blend"),
                    patch_context=patch_context(d.get("patch_context")))
 
 
@@ -168,11 +176,12 @@ class Predictor:
         return out
 
 
-    def refine(self, image: np.ndarray, centres: np.ndarray,
-               shifts: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+    def refine(self, image: np.ndarray, centres: np.ndarray, shifts: Sequence[Sequence[float]] | None = None,
+               views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
         """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once.
-        `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch):
-        one patch per shift around each centre, all in one batch; the K estimates are the mean over the shifts."""
+        `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch) and
+        `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
+        shift and view around each centre, all in one batch; the K estimates are the mean over all of them."""
         size, working = self.info.input_size, self.info.working_size
         if working is None:
             raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
@@ -180,15 +189,20 @@ class Predictor:
         g = geom.as_array()
         resized = model_input(image, working, self.info.letterbox).astype(np.float32)
         shifts = patch_shifts(shifts, self.info.patch_shifts)
+        views = patch_views(views, self.info.patch_views)
         k = len(centres)
-        origins = np.concatenate([patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts])
-        patches = cut_patches(resized, origins, size, self.info.patch_context)
-        heat = self.heatmaps(patches)  # (S*K, K or 1, h, w): patch s*K + j is read for landmark j only
-        j = torch.arange(len(origins))
-        own = heat[j, j % k if heat.shape[1] > 1 else 0].reshape(len(shifts), k, *heat.shape[2:])  # (S, K, h, w)
+        passes = list(itertools.product(shifts, views))
+        origins = [patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s, _ in passes]
+        patches = np.concatenate([cut_patches(resized, o, size, self.info.patch_context, v)
+                                  for o, (_, v) in zip(origins, passes, strict=True)])
+        heat = self.heatmaps(patches)  # (P*K, K or 1, h, w): patch p*K + j is read for landmark j only
+        j = torch.arange(len(patches))
+        own = heat[j, j % k if heat.shape[1] > 1 else 0].reshape(len(passes), k, *heat.shape[2:])  # (P, K, h, w)
         xy, peak = self.info.decoding(own)
         spread = self.info.decoding.spread(own, xy).detach().cpu().double().numpy().mean(axis=0)
-        working_xy = xy.detach().cpu().double().numpy() + origins.reshape(len(shifts), k, 2)
+        seen = xy.detach().cpu().double().numpy() + np.stack(origins)  # (P, K, 2) working pixels, as each view saw them
+        working_xy = np.stack([view_points(p, patch_centres(o, size), v, inverse=True)
+                               for p, o, (_, v) in zip(seen, origins, passes, strict=True)])
         return LandmarkPrediction(xy=to_original(working_xy.mean(axis=0), g),
                                   confidence=peak.detach().cpu().double().numpy().mean(axis=0),
                                   spread=spread / g[None, 0:2], geometry=geom)
@@ -221,7 +235,7 @@ class CascadePredictor:
 
     def __init__(self, first: Predictor, second: Predictor, iterations: int = 1,
                  refined: np.ndarray | None = None, shifts: Sequence[Sequence[float]] | None = None,
-                 blend: float | None = None) -> None:
+                 blend: float | None = None, views: Sequence[Sequence[float]] | None = None) -> None:
         if second.info.working_size is None:
             raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
         if second.info.landmark_names != first.info.landmark_names:
@@ -232,6 +246,7 @@ class CascadePredictor:
                                   f"stage's {first.info.normalize!r}")
         self.first, self.second, self.iterations = first, second, int(iterations)
         self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
+        self.views = [list(v) for v in patch_views(views, second.info.patch_views)]
         self.blend = patch_blend(blend, second.info.patch_blend)
         k = len(first.info.landmark_names)
         self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
@@ -245,7 +260,7 @@ class CascadePredictor:
                 prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
         firsts = preds = self.first.predict(images, prepared)
         for _ in range(self.iterations):
-            preds = [self.second.refine(im, p.xy, self.shifts) for im, p in zip(images, preds, strict=True)]
+            preds = [self.second.refine(im, p.xy, self.shifts, self.views) for im, p in zip(images, preds, strict=True)]
         r = self.refined
         return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
                                    confidence=np.where(r, p.confidence, f.confidence),
@@ -348,7 +363,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
                    refine_heatmap: dict | None = None,
                    tta_shifts: Sequence[Sequence[int]] | None = None,
                    refine_shifts: Sequence[Sequence[float]] | None = None,
-                   refine_blend: float | None = None) -> Predictor | CascadePredictor:
+                   refine_blend: float | None = None,
+                   refine_views: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
     """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
     and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
     A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
@@ -358,7 +374,8 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
     each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; `tta_shifts` adds test-time shifts
     to the first stage (`load_module`); an .onnx file takes the decoding overrides but not the shifts (they
     are in its graph: export with them). `refine_shifts` ([dy, dx] working pixels) cuts one second-stage patch
-    per shift around each estimate and averages their estimates (`Predictor.refine`); `refine_blend` is the weight
+    per shift around each estimate and averages their estimates (`Predictor.refine`), `refine_views` ([angle, zoom])
+    looks at each of them turned and zoomed too; `refine_blend` is the weight
     of the first estimate in the final position (None: the second stage's own, else 0)."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
@@ -380,7 +397,7 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Pa
         return first
     refined = refine_selection(refine_landmarks, first.info.landmark_names)
     second = load_predictor(refine, device, runtime=runtime, heatmap=refine_heatmap)
-    return CascadePredictor(first, second, refine_iterations, refined, refine_shifts, refine_blend)
+    return CascadePredictor(first, second, refine_iterations, refined, refine_shifts, refine_blend, refine_views)
 
 
 def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:

@@ -161,6 +161,7 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
     if isinstance(predictor, CascadePredictor):
         return {"model": predictor.first.info.source, "refine_model": predictor.second.info.source,
                 "refine_iterations": predictor.iterations, "refine_shifts": predictor.shifts,
+                "refine_views": predictor.views,
                 "refine_blend": predictor.blend}
     return {"model": predictor.info.source}
 
@@ -250,7 +251,7 @@ def predict(cfg: DictConfig) -> dict:
                                pick_runtime(cfg.get("runtime", "auto"), device, len(files)),
                                cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
                                decoding_overrides(cfg.get("refine_heatmap")), cfg.get("tta_shifts"),
-                               cfg.get("refine_shifts"), cfg.get("refine_blend"))
+                               cfg.get("refine_shifts"), cfg.get("refine_blend"), cfg.get("refine_views"))
     spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
     refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
     console.print(f"{len(files)} image(s), model {_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "

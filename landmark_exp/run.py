@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import signal
 import traceback
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
-from landmark_exp.data.patches import patch_blend, patch_shifts, shift_centres
+from landmark_exp.data.patches import IDENTITY_VIEW, patch_blend, patch_shifts, patch_views, shift_centres
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
 from landmark_exp.inference import combine_stages, refine_selection
@@ -236,6 +237,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")),
                          tta_shifts=cfg.get("tta_shifts"))
     patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
+    patch_views(cfg.get("refine_views"))
     patch_blend(cfg.get("refine_blend"))
     data_cfg, split, scored = scored_split(cfg, cfg.get("data") or OmegaConf.create(module.hparams.data))
     with open_dict(cfg):
@@ -255,6 +257,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("refine_ckpt"):
         module, dm = refine_stage(cfg, module, dm, data_cfg, trainer)
         extra["refine_shifts"] = module.test_results["refine_shifts"]
+        extra["refine_views"] = module.test_results["refine_views"]
         extra["refine_blend"] = module.test_results["refine_blend"]
     n = len(dm.datasets[cfg.split])
     by_gt = score_each_doctor(module, dm, cfg.split)
@@ -340,14 +343,17 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
         raise CheckpointError(f"the first stage scored {len(first_pred)} of the {len(ds.records)} {cfg.split} images "
                               f"(not {missing[0]}, ...; trainer.limit_test_batches?): a second stage needs all of them")
     shifts = patch_shifts(cfg.get("refine_shifts"), fine_data.patch.get("shifts"))
+    views = patch_views(cfg.get("refine_views"), fine_data.patch.get("views"))
     for _ in range(int(cfg.get("refine_iterations", 1))):
         estimates = []
-        for shift in shifts:  # refine_shifts: one pass per shift, the estimates averaged
+        for shift, view in itertools.product(shifts, views):  # one pass per shift and view, the estimates averaged
             ds.centres = np.stack([shift_centres(pred[r.id], shift, g.as_array())
                                    for r, g in zip(ds.records, ds.geometries, strict=True)])
+            ds.view = view
             with torch.inference_mode():
                 trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
-            estimates.append(fine.test_results["pred"])
+            estimates.append(ds.unview(fine.test_results["pred"], fine.test_results["index"]))
+        ds.view = IDENTITY_VIEW
         ids = [ds.records[i].id for i in fine.test_results["index"]]
         pred = dict(zip(ids, np.mean(estimates, axis=0), strict=True))
     # scored from the estimates averaged over the shifts, blended with the first stage's (refine_blend);
@@ -359,7 +365,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
     res["summary"] = summarize(res["errors"], fine.landmark_names)
     res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage",
-               refine_shifts=[list(s) for s in shifts], refine_blend=blend)  # the report records what was applied
+               refine_shifts=[list(s) for s in shifts], refine_views=[list(v) for v in views], refine_blend=blend)  # the report records what was applied
     _say_where_refining_hurt(res, fine.landmark_names, refined, cfg.split)
     return fine, fdm
 

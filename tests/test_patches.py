@@ -15,7 +15,9 @@ from landmark_exp.data.patches import (
     patch_blend,
     patch_context,
     patch_origins,
+    patch_views,
     shift_centres,
+    view_points,
 )
 from landmark_exp.data.records import DataError, Record
 
@@ -125,6 +127,62 @@ def test_given_centres_are_used_instead_of_the_truth():
     # centre pixel of a 9x9 patch is 4: landmark j sits at 4 minus the centre's offset
     np.testing.assert_allclose(s["keypoints"][0, 0].numpy(), [2.0, 5.0])
     np.testing.assert_allclose(s["keypoints"][1, 1].numpy(), [4.0, 1.0])
+
+
+def test_an_identity_view_cuts_exactly_the_crop():
+    image = np.random.default_rng(0).random((20, 25)).astype(np.float32)
+    origins = np.array([[3, 4], [-2, 15], [20, 1]])
+    np.testing.assert_array_equal(cut_patches(image, origins, (6, 5), view=(0.0, 1.0)), cut_patches(image, origins, (6, 5)))
+
+
+def test_a_quarter_turn_view_reads_the_window_turned_about_its_centre():
+    image = np.arange(64, dtype=np.float32).reshape(8, 8)  # pixel (x, y) = 8 y + x
+    # the 3x3 window at (2, 2) has its centre at (3, 3); turned 90 degrees, patch pixel (px, py) shows
+    # image x = 4 - py, y = px + 2
+    out = cut_patches(image, np.array([[2, 2]]), (3, 3), view=(90.0, 1.0))[0, 0]
+    np.testing.assert_allclose(out, [[8 * (px + 2) + 4 - py for px in range(3)] for py in range(3)], atol=1e-4)
+
+
+def test_a_turned_and_zoomed_view_shows_a_point_where_view_points_says_and_returns_it():
+    yy, xx = np.mgrid[0:40, 0:50]
+    truth = np.array([23.3, 17.6])
+    image = np.exp(-((xx - truth[0]) ** 2 + (yy - truth[1]) ** 2) / (2 * 1.5**2)).astype(np.float32)
+    origins = np.array([[14, 9]])  # a 16x16 window centred on (21.5, 16.5), the blob 1.8 px right, 1.1 px down
+    view = (20.0, 1.25)
+    patch = cut_patches(image, origins, (16, 16), view=view)[0, 0].astype(np.float64)
+    py, px = np.mgrid[0:16, 0:16]
+    seen = np.array([(patch * px).sum(), (patch * py).sum()]) / patch.sum() + origins[0]  # the blob's centroid
+    centre = np.array([21.5, 16.5])
+    np.testing.assert_allclose(view_points(truth, centre, view), seen, atol=0.02)
+    np.testing.assert_allclose(view_points(seen, centre, view, inverse=True), truth, atol=0.02)
+    np.testing.assert_allclose(view_points(view_points(truth, centre, view), centre, view, inverse=True), truth, atol=1e-12)
+
+
+def test_patch_keypoints_under_a_view_return_to_the_original_through_unview():
+    landmarks = np.array([[12.3, 7.9], [40.0, 30.5], [20.0, 22.0]])
+    geom = Geometry.for_resize((40, 50), (20, 25))
+    image = np.random.default_rng(0).random((20, 25)).astype(np.float32)
+    ds = PatchDataset([_record(landmarks)], [image], [geom], size=(8, 8), jitter=3.0, seed=1)
+    ds.centres = (landmarks + [[1.0, -2.0], [0.5, 0.5], [-3.0, 1.0]])[None]
+    ds.view = (-7.0, 0.9)
+    s = ds[0]
+    # what the module makes of landmark j's own patch: its keypoint through that patch's crop geometry ...
+    seen = np.stack([to_original(s["keypoints"][j, j].double().numpy(), s["geometry"][j].numpy()) for j in range(3)])
+    assert np.abs(seen - landmarks).max() > 0.1  # ... is in the view's frame
+    np.testing.assert_allclose(ds.unview(seen[None], np.array([0]))[0], landmarks, atol=1e-5)  # unview undoes it
+    ds.view = (0.0, 1.0)
+    np.testing.assert_array_equal(ds.unview(seen[None], np.array([0])), seen[None])
+
+
+def test_patch_views_take_the_given_ones_then_the_stored_ones_and_refuse_bad_values():
+    assert patch_views(None) == [(0.0, 1.0)] and patch_views(None, [[5, 1]]) == [(5.0, 1.0)]
+    assert patch_views([[0, 1], [-6, 1.06]], [[5, 1]]) == [(0.0, 1.0), (-6.0, 1.06)]
+    with pytest.raises(DataError, match="refine_views must be a list of .angle in degrees, zoom. pairs"):
+        patch_views([1, 2])
+    with pytest.raises(DataError, match="within"):
+        patch_views([[90, 1]])
+    with pytest.raises(DataError, match="within"):
+        patch_views([[0, 3]])
 
 
 @pytest.fixture(scope="module")

@@ -202,6 +202,34 @@ def test_refine_shifts_average_one_pass_per_shift_in_evaluate_and_predict_alike(
     assert json.loads((out / "summary.json").read_text())["refine_shifts"] == [[float(a), float(b)] for a, b in shifts]
 
 
+def test_refine_views_average_turned_patches_in_evaluate_and_predict_alike(tmp_path, tiny_run, tiny_refine):
+    import torch
+
+    xy = ["pred_x_px", "pred_y_px"]
+    plain = _eval_predictions(tiny_run, tmp_path / "plain", f"refine_ckpt={tiny_refine}")
+    same = _eval_predictions(tiny_run, tmp_path / "same", f"refine_ckpt={tiny_refine}", "refine_views=[[0,1]]")
+    np.testing.assert_allclose(same[xy], plain[xy], atol=1e-9)
+    turned = _eval_predictions(tiny_run, tmp_path / "t", f"refine_ckpt={tiny_refine}", "refine_views=[[10,1.1]]")
+    assert not np.allclose(turned[xy], plain[xy])  # a turned patch looks again, differently
+    assert abs(turned["error_mm"].mean() - plain["error_mm"].mean()) < 0.5 * plain["error_mm"].mean()  # mapped back
+    views, shifts = [[0, 1], [10, 1.1]], [[0, 0], [0, 3]]
+    single = [_eval_predictions(tiny_run, tmp_path / f"v{i}{k}", f"refine_ckpt={tiny_refine}", f"refine_views=[{v}]",
+                                f"refine_shifts=[{s}]") for i, v in enumerate(views) for k, s in enumerate(shifts)]
+    every = _eval_predictions(tiny_run, tmp_path / "all", f"refine_ckpt={tiny_refine}", f"refine_views={views}",
+                              f"refine_shifts={shifts}")
+    np.testing.assert_allclose(every[xy], np.mean([s[xy].to_numpy() for s in single], axis=0), atol=1e-4)
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["refine_views"] == views
+    # stored with the second stage (data.patch.views), applied unless told otherwise, in predict.py alike
+    ckpt = torch.load(tiny_refine, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["data"]["patch"].update(views=views, shifts=shifts)
+    stored = tmp_path / "stored.ckpt"
+    torch.save(ckpt, stored)
+    own = _eval_predictions(tiny_run, tmp_path / "own", f"refine_ckpt={stored}")
+    np.testing.assert_allclose(own[xy], every[xy], atol=1e-9)
+    out = _predict_matches_evaluate(tmp_path, tiny_run, own, f"refine_ckpt={stored}")
+    assert json.loads((out / "summary.json").read_text())["refine_views"] == [[float(a), float(b)] for a, b in views]
+
+
 def test_a_second_stage_applies_its_own_stored_shifts_unless_told_otherwise(tmp_path, tiny_run, tiny_refine, capsys):
     import torch
 

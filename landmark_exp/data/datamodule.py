@@ -22,7 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.images import ImageCache, same_files
-from landmark_exp.data.patches import PatchDataset, context_channels, patch_context
+from landmark_exp.data.patches import (
+    PatchDataset,
+    context_channels,
+    patch_blend,
+    patch_context,
+    patch_shifts,
+    patch_views,
+)
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import Source
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
@@ -128,6 +135,8 @@ class LandmarkDataModule(L.LightningDataModule):
                 raise ValueError(f"data.patch.size must be [height, width] of at least 8 pixels, got {size}")
             self.patch["size"] = (int(size[0]), int(size[1]))
             self.patch["context"] = patch_context(self.patch.get("context"))
+            # what a cascade applies with this second stage: a malformed value stops training, not a later evaluation
+            patch_shifts(self.patch.get("shifts")), patch_views(self.patch.get("views")), patch_blend(self.patch.get("blend"))
         self.augment = Augmenter(augment, seed=self.seed) if augment else None
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, LandmarkDataset | PatchDataset] = {}

@@ -17,11 +17,12 @@ of the working grid, so original <-> patch pixels stay one exact affine map.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from landmark_exp.data.geometry import Geometry, to_model
+from landmark_exp.data.geometry import Geometry, to_model, to_original
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
@@ -63,17 +64,59 @@ def context_channels(context: int) -> int:
     return 1 if context == 1 else 2
 
 
-def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], context: int = 1) -> np.ndarray:
+IDENTITY_VIEW = (0.0, 1.0)
+
+
+def patch_centres(origins: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, 2) working-pixel (x, y) centres of windows of `size` (h, w) at top-left `origins`: what a view turns
+    and zooms about."""
+    h, w = size
+    return np.asarray(origins, dtype=np.float64) + np.array([(w - 1) / 2, (h - 1) / 2])
+
+
+def _view_linear(view: tuple[float, float]) -> np.ndarray:
+    """2x2 map of a (angle in degrees, zoom) view: working offsets from the centre -> patch offsets."""
+    angle, zoom = view
+    t = np.deg2rad(angle)
+    return zoom * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+
+
+def _warp(image: np.ndarray, centre: np.ndarray, out_hw: tuple[int, int], view: tuple[float, float]) -> np.ndarray:
+    """The (h, w) window centred on `centre` (working x, y) as seen turned and zoomed by `view`, zero outside."""
+    h, w = out_hw
+    m = _view_linear(view)
+    mat = np.hstack([m, (np.array([(w - 1) / 2, (h - 1) / 2]) - m @ centre)[:, None]])
+    return cv2.warpAffine(np.ascontiguousarray(image, dtype=np.float32), mat, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def view_points(xy: np.ndarray, centres: np.ndarray, view: tuple[float, float], inverse: bool = False) -> np.ndarray:
+    """Working-pixel points (..., N, 2) as a `view` about `centres` (N, 2) shows them (`cut_patches(view=)`), or
+    with `inverse` back from the view: how a turned or zoomed patch's estimate returns to the image."""
+    m = _view_linear(view)
+    m = np.linalg.inv(m) if inverse else m
+    return centres + (np.asarray(xy, dtype=np.float64) - centres) @ m.T
+
+
+def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], context: int = 1,
+                view: tuple[float, float] = IDENTITY_VIEW) -> np.ndarray:
     """(N, C, h, w) network input for windows at `origins` (N, 2) top-left (x0, y0): channel 0 the window itself,
     and with context c > 1 channel 1 the (c*h, c*w) window with the same centre pixel, block-averaged c x c.
+    `view` (angle in degrees, zoom): the windows turned and zoomed about their centres (bilinear), a test-time
+    view (`refine_views`); their estimates return with `view_points(inverse=True)`.
     Training (PatchDataset), evaluate and predict all cut their patches here, so they cannot disagree."""
     h, w = size
+    origins = np.asarray(origins, dtype=np.int64)
     out = np.empty((len(origins), context_channels(context), h, w), dtype=np.float32)
-    for n, (x0, y0) in enumerate(np.asarray(origins, dtype=np.int64)):
-        out[n, 0] = crop(image, int(x0), int(y0), size)
+    turned = tuple(view) != IDENTITY_VIEW
+    for n, ((x0, y0), centre) in enumerate(zip(origins, patch_centres(origins, size), strict=True)):
+        out[n, 0] = _warp(image, centre, size, view) if turned else crop(image, int(x0), int(y0), size)
         if context > 1:  # same centre: x0 + (w - 1) / 2 = X0 + (c w - 1) / 2
             X0, Y0 = int(x0) - (context - 1) * w // 2, int(y0) - (context - 1) * h // 2
-            wide = crop(image, X0, Y0, (context * h, context * w)).astype(np.float32)
+            if turned:
+                wide = _warp(image, centre, (context * h, context * w), view)
+            else:
+                wide = crop(image, X0, Y0, (context * h, context * w)).astype(np.float32)
             out[n, 1] = wide.reshape(h, context, w, context).mean(axis=(1, 3))
     return out
 
@@ -100,6 +143,25 @@ def patch_shifts(given: object, stored: object = None) -> list[tuple[float, floa
         raise DataError(f"refine_shifts must be a list of (dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]], got {shifts!r}") from None
     if not out:
         raise DataError("refine_shifts must hold at least one (dy, dx) pair")
+    return out
+
+
+def patch_views(given: object, stored: object = None) -> list[tuple[float, float]]:
+    """The (angle in degrees, zoom) views a cascade looks through at each shifted patch: `given` (evaluate/predict
+    `refine_views`), else `stored` (the second stage's `data.patch.views`), else the patch as cut. A view turns
+    and zooms the patch about its centre, within the range the second stage was trained on (data.augment), so
+    it sees the landmark once more, differently; the estimates of all shifts and views are averaged."""
+    views = given if given else stored
+    if not views:
+        return [IDENTITY_VIEW]
+    try:
+        out = [(float(angle), float(zoom)) for angle, zoom in views]
+    except (TypeError, ValueError):
+        raise DataError(f"refine_views must be a list of (angle in degrees, zoom) pairs, e.g. [[0,1],[-5,1],[5,1]], got {views!r}") from None
+    if not out:
+        raise DataError("refine_views must hold at least one (angle, zoom) pair")
+    if not all(0.5 <= zoom <= 2.0 and abs(angle) <= 45 for angle, zoom in out):
+        raise DataError(f"refine_views: each angle must be within +/-45 degrees and each zoom within 0.5-2, got {views!r}")
     return out
 
 
@@ -141,6 +203,9 @@ class PatchDataset(EpochSeeded, Dataset):
         self.init_epoch_seed(seed)
         # first-stage predictions (N, K, 2) in original pixels, aligned with `records`; None: jittered truth
         self.centres: np.ndarray | None = None
+        # cascade evaluation: the (angle, zoom) view the patches are seen through (refine_views); the estimates come
+        # back in the view's frame, `unview` returns them
+        self.view: tuple[float, float] = IDENTITY_VIEW
 
     def __len__(self) -> int:
         return len(self.records)
@@ -160,10 +225,10 @@ class PatchDataset(EpochSeeded, Dataset):
         origins = patch_origins(self._centres(i, truth, geom), self.size)
         if self.augment is not None:
             self.augment.reseed(*self.sample_key(i))  # the K patches then draw in turn from this sample's stream
-        patches = cut_patches(image, origins, self.size, self.context)  # (K, C, h, w)
+        patches = cut_patches(image, origins, self.size, self.context, self.view)  # (K, C, h, w)
         keypoints = np.empty((k, k, 2), dtype=np.float32)
-        for j, (x0, y0) in enumerate(origins):
-            kp = truth - (x0, y0)
+        for j, ((x0, y0), centre) in enumerate(zip(origins, patch_centres(origins, self.size), strict=True)):
+            kp = view_points(truth, centre, self.view) - (x0, y0)
             if self.augment is not None:
                 # the channels move together (one pixel transform for the patch and its context: rotation and
                 # scale about the centre agree, a translation moves the context c times as far)
@@ -183,3 +248,18 @@ class PatchDataset(EpochSeeded, Dataset):
             "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
+
+    def unview(self, pred: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """(N, K, 2) original-pixel estimates of samples `index`, made on patches seen through `self.view`
+        (about the centres in `self.centres`), returned to the image's own frame. The module maps a patch estimate
+        to the original through the sample's crop geometry, which knows no turn or zoom: this undoes the view."""
+        pred = np.asarray(pred, dtype=np.float64)
+        if tuple(self.view) == IDENTITY_VIEW:
+            return pred
+        out = np.empty_like(pred)
+        for n, i in enumerate(np.asarray(index)):
+            g = self.geometries[int(i)].as_array()
+            truth = to_model(self.records[int(i)].landmarks, g)
+            centres = patch_centres(patch_origins(self._centres(int(i), truth, g), self.size), self.size)
+            out[n] = to_original(view_points(to_model(pred[n], g), centres, self.view, inverse=True), g)
+        return out
