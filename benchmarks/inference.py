@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--refine", type=Path)
     ap.add_argument("--refine-shifts", type=json.loads,
                     help="as predict.py refine_shifts=, JSON, e.g. '[[0,0]]' (default: the second stage's own)")
+    ap.add_argument("--refine-views", type=json.loads,
+                    help="as predict.py refine_views=, JSON, e.g. '[[0,1]]' (default: the second stage's own)")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
@@ -103,9 +105,9 @@ def main() -> None:
         runs = [r.split(":") if ":" in r else (r, "1") for r in args.runs]
         heatmap = {k: v for k, v in (("decoder", args.decoder), ("window", args.window)) if v is not None}
         predictors = [load_predictor(ckpt, args.device, refine=args.refine, runtime=rt, heatmap=heatmap,
-                                     refine_shifts=args.refine_shifts) for rt, _ in runs]
+                                     refine_shifts=args.refine_shifts, refine_views=args.refine_views) for rt, _ in runs]
         decoding = predictors[0].info.decoding
-        shifts = f" with shifts {predictors[0].shifts}" if args.refine else ""
+        shifts = f" with shifts {predictors[0].shifts} and views {predictors[0].views}" if args.refine else ""
         print(f"model: {ckpt}" + (f" refined by {args.refine}{shifts}" if args.refine else "")
               + f"; decoding {decoding.method}, window {decoding.window}; {len(files)} Test1 images, batch {args.batch}, "
               "end to end (read + predict)")
