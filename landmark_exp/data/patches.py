@@ -130,20 +130,25 @@ def shift_centres(centres: np.ndarray, shift: tuple[float, float], geometry: np.
     return np.asarray(centres, dtype=np.float64) + np.array([dx / geometry[0], dy / geometry[1]])
 
 
+def _pairs(given: object, stored: object, default: tuple[float, float], what: str, example: str) -> list[tuple[float, float]]:
+    """`given` pairs of numbers, else `stored`, else [`default`]; a malformed list is a one-line error naming `what`."""
+    pairs = given if given else stored
+    if not pairs:
+        return [default]
+    try:
+        out = [(float(a), float(b)) for a, b in pairs]
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be a list of {example}, got {pairs!r}") from None
+    if not out:
+        raise DataError(f"{what} must hold at least one pair")
+    return out
+
+
 def patch_shifts(given: object, stored: object = None) -> list[tuple[float, float]]:
     """The (dy, dx) test-time shifts a cascade applies: `given` (evaluate/predict `refine_shifts`), else `stored`
     (the second stage's own `data.patch.shifts`, chosen on validation when it was trained), else one centred
     patch. `refine_shifts=[[0,0]]` turns stored shifts off."""
-    shifts = given if given else stored
-    if not shifts:
-        return [(0.0, 0.0)]
-    try:
-        out = [(float(dy), float(dx)) for dy, dx in shifts]
-    except (TypeError, ValueError):
-        raise DataError(f"refine_shifts must be a list of (dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]], got {shifts!r}") from None
-    if not out:
-        raise DataError("refine_shifts must hold at least one (dy, dx) pair")
-    return out
+    return _pairs(given, stored, (0.0, 0.0), "refine_shifts", "(dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]]")
 
 
 def patch_views(given: object, stored: object = None) -> list[tuple[float, float]]:
@@ -151,17 +156,9 @@ def patch_views(given: object, stored: object = None) -> list[tuple[float, float
     `refine_views`), else `stored` (the second stage's `data.patch.views`), else the patch as cut. A view turns
     and zooms the patch about its centre, within the range the second stage was trained on (data.augment), so
     it sees the landmark once more, differently; the estimates of all shifts and views are averaged."""
-    views = given if given else stored
-    if not views:
-        return [IDENTITY_VIEW]
-    try:
-        out = [(float(angle), float(zoom)) for angle, zoom in views]
-    except (TypeError, ValueError):
-        raise DataError(f"refine_views must be a list of (angle in degrees, zoom) pairs, e.g. [[0,1],[-5,1],[5,1]], got {views!r}") from None
-    if not out:
-        raise DataError("refine_views must hold at least one (angle, zoom) pair")
+    out = _pairs(given, stored, IDENTITY_VIEW, "refine_views", "(angle in degrees, zoom) pairs, e.g. [[0,1],[-5,1],[5,1]]")
     if not all(0.5 <= zoom <= 2.0 and abs(angle) <= 45 for angle, zoom in out):
-        raise DataError(f"refine_views: each angle must be within +/-45 degrees and each zoom within 0.5-2, got {views!r}")
+        raise DataError(f"refine_views: each angle must be within +/-45 degrees and each zoom within 0.5-2, got {given or stored!r}")
     return out
 
 
