@@ -122,10 +122,11 @@ def _guard(fn):
                 console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here{after}", soft_wrap=True)
                 raise SystemExit(128 + signal.SIGTERM) from None
             if isinstance(e, KeyboardInterrupt) or not _in_multirun():
-                if isinstance(e, DataError | NonFiniteError):
+                known = _user_error(e)
+                if known is not None:
                     # a user's data problem, or training diverged: one line naming the file or step, no traceback
-                    what = "data error" if isinstance(e, DataError) else "training stopped"
-                    console.print(f"[bold red]{what}:[/] {escape(str(e))}", soft_wrap=True)
+                    what = "data error" if isinstance(known, DataError) else "training stopped"
+                    console.print(f"[bold red]{what}:[/] {escape(str(known))}", soft_wrap=True)
                     raise SystemExit(1) from None
                 raise
             console.print(f"[bold red]job failed[/] ({escape(str(out))}): {escape(message)}", soft_wrap=True)
@@ -136,6 +137,16 @@ def _guard(fn):
         return {}
 
     return wrapped
+
+
+def _user_error(e: BaseException) -> DataError | NonFiniteError | None:
+    """The data problem or divergence behind `e`, also when Hydra's instantiate wrapped it (a datamodule that
+    refuses its config raises inside `instantiate`, which re-raises it as an InstantiationException)."""
+    while e is not None:
+        if isinstance(e, DataError | NonFiniteError):
+            return e
+        e = e.__cause__
+    return None
 
 
 def _release_memory() -> None:

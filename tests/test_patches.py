@@ -265,3 +265,17 @@ def test_a_source_split_that_is_not_there_is_a_one_line_error_naming_its_folder(
         _evaluate_cascade(cascade[0], tmp_path / "ev", "split=test2")
     out = " ".join(capsys.readouterr().out.split())
     assert "data error:" in out and "Test2Data: split folder for 'test2' not found" in out
+
+
+def test_a_malformed_stored_view_stops_training_before_it_starts(tmp_path, capsys):
+    from conftest import write_isbi_fixture
+
+    from landmark_exp.run import train
+
+    cfg = compose("train", ["data=isbi2015", f"data.source.root={write_isbi_fixture(tmp_path / 'isbi')}",
+                            f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none", "+data.patch.size=[16,16]",
+                            "+data.patch.jitter=3", "+data.patch.views=[[90,1]]"], tmp_path / "run")
+    with pytest.raises(SystemExit):
+        train(cfg)
+    assert "refine_views: each angle must be within +/-45 degrees" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -115,11 +115,11 @@ class LandmarkDataModule(L.LightningDataModule):
         self.folds, self.fold = (int(folds) if folds is not None else None), int(fold)
         if self.folds is not None:
             if self.folds < 2:
-                raise ValueError(f"data.folds must be at least 2 (or null for no cross-validation), got {self.folds}")
+                raise DataError(f"data.folds must be at least 2 (or null for no cross-validation), got {self.folds}")
             if not 0 <= self.fold < self.folds:
-                raise ValueError(f"data.fold must be in 0..{self.folds - 1} for data.folds={self.folds}, got {self.fold}")
+                raise DataError(f"data.fold must be in 0..{self.folds - 1} for data.folds={self.folds}, got {self.fold}")
             if self.val_split is not None or self.random_split is not None:
-                raise ValueError("data.folds carves validation from the training pool: it cannot be combined "
+                raise DataError("data.folds carves validation from the training pool: it cannot be combined "
                                  f"with data.val_split ({self.val_split}) or data.random_split ({self.random_split})")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
@@ -132,7 +132,7 @@ class LandmarkDataModule(L.LightningDataModule):
         if self.patch is not None:
             size = self.patch.get("size")
             if size is None or len(size) != 2 or min(size) < 8:
-                raise ValueError(f"data.patch.size must be [height, width] of at least 8 pixels, got {size}")
+                raise DataError(f"data.patch.size must be [height, width] of at least 8 pixels, got {size}")
             self.patch["size"] = (int(size[0]), int(size[1]))
             self.patch["context"] = patch_context(self.patch.get("context"))
             # what a cascade applies with this second stage: a malformed value stops training, not a later evaluation
@@ -208,7 +208,7 @@ class LandmarkDataModule(L.LightningDataModule):
         if self.random_split is not None:
             fr = np.asarray(self.random_split, dtype=float)
             if len(fr) != 3 or (fr < 0).any() or fr.sum() <= 0:
-                raise ValueError(f"random_split must be 3 non-negative fractions, got {self.random_split}")
+                raise DataError(f"random_split must be 3 non-negative fractions, got {self.random_split}")
             order = list(pool)
             rng.shuffle(order)
             n_val = round(len(order) * fr[1] / fr.sum())
