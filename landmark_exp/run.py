@@ -345,6 +345,9 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     fdm: LandmarkDataModule = instantiate(fine_data)
     fdm.prepare_data()
     fdm.setup("test")
+    # one test pass per shift and view, each over images already decoded in memory: worker processes started for
+    # every pass would cost more than cutting the patches (and would not see the next pass's centres and view)
+    fdm.num_workers = 0
     first = coarse.test_results
     first_pred = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
     pred = first_pred
