@@ -101,12 +101,15 @@ def test_a_second_stage_with_a_context_channel_exports_with_its_two_input_channe
     assert info.patch_context == 2 and info.input_channels == 2
 
 
-def test_an_exported_second_stage_keeps_its_test_time_shifts(tmp_path, tiny_refine):
+def test_an_exported_second_stage_keeps_its_test_time_shifts_and_views(tmp_path, tiny_refine):
     fine = load_module(tiny_refine)
     fine.hparams["data"]["patch"]["shifts"] = [[0, 0], [0, 3], [-2, 0]]  # as data.patch.shifts when trained
+    fine.hparams["data"]["patch"]["views"] = [[0, 1], [-6, 1.06]]  # and data.patch.views
     export_onnx(fine, tmp_path / "fine.onnx", source=tiny_refine, dynamo=False)
-    assert onnx_predictor(tmp_path / "fine.onnx", "cpu").info.patch_shifts == [[0.0, 0.0], [0.0, 3.0], [-2.0, 0.0]]
-    assert load_predictor(tiny_refine, "cpu").info.patch_shifts is None  # trained without: one centred patch
+    info = onnx_predictor(tmp_path / "fine.onnx", "cpu").info
+    assert info.patch_shifts == [[0.0, 0.0], [0.0, 3.0], [-2.0, 0.0]] and info.patch_views == [[0.0, 1.0], [-6.0, 1.06]]
+    plain = load_predictor(tiny_refine, "cpu").info
+    assert plain.patch_shifts is None and plain.patch_views is None  # trained without: one patch, as cut
 
 
 def test_an_exported_second_stage_keeps_its_blend_with_the_first_estimate(tmp_path, tiny_refine):
