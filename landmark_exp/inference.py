@@ -14,7 +14,6 @@ patch cut around a first estimate (`Predictor.refine`, the patches of
 
 from __future__ import annotations
 
-import itertools
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -191,18 +190,17 @@ class Predictor:
         shifts = patch_shifts(shifts, self.info.patch_shifts)
         views = patch_views(views, self.info.patch_views)
         k = len(centres)
-        passes = list(itertools.product(shifts, views))
-        origins = [patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s, _ in passes]
-        patches = np.concatenate([cut_patches(resized, o, size, self.info.patch_context, v)
-                                  for o, (_, v) in zip(origins, passes, strict=True)])
+        per_shift = [patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts]
+        passes = [(o, v) for o in per_shift for v in views]  # every shift seen through every view
+        patches = np.concatenate([cut_patches(resized, o, size, self.info.patch_context, v) for o, v in passes])
         heat = self.heatmaps(patches)  # (P*K, K or 1, h, w): patch p*K + j is read for landmark j only
         j = torch.arange(len(patches))
         own = heat[j, j % k if heat.shape[1] > 1 else 0].reshape(len(passes), k, *heat.shape[2:])  # (P, K, h, w)
         xy, peak = self.info.decoding(own)
         spread = self.info.decoding.spread(own, xy).detach().cpu().double().numpy().mean(axis=0)
-        seen = xy.detach().cpu().double().numpy() + np.stack(origins)  # (P, K, 2) working pixels, as each view saw them
+        seen = xy.detach().cpu().double().numpy() + np.stack([o for o, _ in passes])  # (P, K, 2), as each view saw them
         working_xy = np.stack([view_points(p, patch_centres(o, size), v, inverse=True)
-                               for p, o, (_, v) in zip(seen, origins, passes, strict=True)])
+                               for p, (o, v) in zip(seen, passes, strict=True)])
         return LandmarkPrediction(xy=to_original(working_xy.mean(axis=0), g),
                                   confidence=peak.detach().cpu().double().numpy().mean(axis=0),
                                   spread=spread / g[None, 0:2], geometry=geom)

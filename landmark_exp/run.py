@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import itertools
 import signal
 import traceback
 from pathlib import Path
@@ -360,13 +359,14 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     views = patch_views(cfg.get("refine_views"), fine_data.patch.get("views"))
     for _ in range(int(cfg.get("refine_iterations", 1))):
         estimates = []
-        for shift, view in itertools.product(shifts, views):  # one pass per shift and view, the estimates averaged
+        for shift in shifts:  # one pass per shift and view, the estimates averaged
             ds.centres = np.stack([shift_centres(pred[r.id], shift, g.as_array())
                                    for r, g in zip(ds.records, ds.geometries, strict=True)])
-            ds.view = view
-            with torch.inference_mode():
-                trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
-            estimates.append(ds.unview(fine.test_results["pred"], fine.test_results["index"]))
+            for view in views:
+                ds.view = view
+                with torch.inference_mode():
+                    trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
+                estimates.append(ds.unview(fine.test_results["pred"], fine.test_results["index"]))
         ds.view = IDENTITY_VIEW
         ids = [ds.records[i].id for i in fine.test_results["index"]]
         pred = dict(zip(ids, np.mean(estimates, axis=0), strict=True))

@@ -136,7 +136,9 @@ class LandmarkDataModule(L.LightningDataModule):
             self.patch["size"] = (int(size[0]), int(size[1]))
             self.patch["context"] = patch_context(self.patch.get("context"))
             # what a cascade applies with this second stage: a malformed value stops training, not a later evaluation
-            patch_shifts(self.patch.get("shifts")), patch_views(self.patch.get("views")), patch_blend(self.patch.get("blend"))
+            patch_shifts(self.patch.get("shifts"))
+            patch_views(self.patch.get("views"))
+            patch_blend(self.patch.get("blend"))
         self.augment = Augmenter(augment, seed=self.seed) if augment else None
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, LandmarkDataset | PatchDataset] = {}

@@ -74,6 +74,11 @@ def patch_centres(origins: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(origins, dtype=np.float64) + np.array([(w - 1) / 2, (h - 1) / 2])
 
 
+def is_identity(view: tuple[float, float]) -> bool:
+    """A view that leaves the patch as cut (no turn, no zoom)."""
+    return tuple(view) == IDENTITY_VIEW
+
+
 def _view_linear(view: tuple[float, float]) -> np.ndarray:
     """2x2 map of a (angle in degrees, zoom) view: working offsets from the centre -> patch offsets."""
     angle, zoom = view
@@ -93,6 +98,8 @@ def _warp(image: np.ndarray, centre: np.ndarray, out_hw: tuple[int, int], view: 
 def view_points(xy: np.ndarray, centres: np.ndarray, view: tuple[float, float], inverse: bool = False) -> np.ndarray:
     """Working-pixel points (..., N, 2) as a `view` about `centres` (N, 2) shows them (`cut_patches(view=)`), or
     with `inverse` back from the view: how a turned or zoomed patch's estimate returns to the image."""
+    if is_identity(view):  # the patch as cut (training, and most passes): nothing to turn
+        return np.asarray(xy, dtype=np.float64)
     m = _view_linear(view)
     m = np.linalg.inv(m) if inverse else m
     return centres + (np.asarray(xy, dtype=np.float64) - centres) @ m.T
@@ -108,16 +115,14 @@ def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], c
     h, w = size
     origins = np.asarray(origins, dtype=np.int64)
     out = np.empty((len(origins), context_channels(context), h, w), dtype=np.float32)
-    turned = tuple(view) != IDENTITY_VIEW
+    turned = not is_identity(view)
+    wide_hw = (context * h, context * w)
     for n, ((x0, y0), centre) in enumerate(zip(origins, patch_centres(origins, size), strict=True)):
         out[n, 0] = _warp(image, centre, size, view) if turned else crop(image, int(x0), int(y0), size)
         if context > 1:  # same centre: x0 + (w - 1) / 2 = X0 + (c w - 1) / 2
-            X0, Y0 = int(x0) - (context - 1) * w // 2, int(y0) - (context - 1) * h // 2
-            if turned:
-                wide = _warp(image, centre, (context * h, context * w), view)
-            else:
-                wide = crop(image, X0, Y0, (context * h, context * w)).astype(np.float32)
-            out[n, 1] = wide.reshape(h, context, w, context).mean(axis=(1, 3))
+            wide = (_warp(image, centre, wide_hw, view) if turned else
+                    crop(image, int(x0) - (context - 1) * w // 2, int(y0) - (context - 1) * h // 2, wide_hw))
+            out[n, 1] = wide.astype(np.float32, copy=False).reshape(h, context, w, context).mean(axis=(1, 3))
     return out
 
 
@@ -251,7 +256,7 @@ class PatchDataset(EpochSeeded, Dataset):
         (about the centres in `self.centres`), returned to the image's own frame. The module maps a patch estimate
         to the original through the sample's crop geometry, which knows no turn or zoom: this undoes the view."""
         pred = np.asarray(pred, dtype=np.float64)
-        if tuple(self.view) == IDENTITY_VIEW:
+        if is_identity(self.view):
             return pred
         out = np.empty_like(pred)
         for n, i in enumerate(np.asarray(index)):
