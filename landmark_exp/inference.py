@@ -37,7 +37,7 @@ from landmark_exp.data.patches import (
     shift_centres,
     view_points,
 )
-from landmark_exp.data.records import landmark_index
+from landmark_exp.data.records import DataError, landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
     CheckpointError,
@@ -141,6 +141,8 @@ class Predictor:
 
     def __init__(self, info: ModelInfo, forward: Callable[[np.ndarray], torch.Tensor], backend: str, device: str) -> None:
         self.info, self._forward, self.backend, self.device = info, forward, backend, device
+        # second-stage patches per forward pass: small on a CPU (cache), many on a GPU
+        self.patch_batch = 64 if str(device).startswith("cpu") else 1024
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """A decoded image -> the (1, h, w) float32 network input and its original->model map."""
@@ -149,6 +151,17 @@ class Predictor:
 
     def heatmaps(self, batch: np.ndarray) -> torch.Tensor:
         return self._forward(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def patch_heatmaps(self, patches: np.ndarray, k: int) -> torch.Tensor:
+        """(N, h, w) heatmaps of N second-stage patches, patch n read for landmark n % k only (its own channel),
+        in chunks of `patch_batch`: on a CPU, 64 patches of 48x48 at a time take about half the time of 475 at once
+        (activations that fit the caches; `benchmarks/patch_batch.py`)."""
+        own = []
+        for start in range(0, len(patches), self.patch_batch):
+            heat = self.heatmaps(patches[start:start + self.patch_batch])  # (n, K or 1, h, w)
+            j = torch.arange(start, start + len(heat))
+            own.append(heat[j - start, j % k if heat.shape[1] > 1 else 0])
+        return torch.cat(own)
 
     def predict(self, images: Sequence[np.ndarray],
                 prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
@@ -175,27 +188,39 @@ class Predictor:
         return out
 
 
-    def refine(self, image: np.ndarray, centres: np.ndarray, shifts: Sequence[Sequence[float]] | None = None,
-               views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
-        """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once.
-        `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch) and
-        `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
-        shift and view around each centre, all in one batch; the K estimates are the mean over all of them."""
-        size, working = self.info.input_size, self.info.working_size
+    def working_input(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """A second-stage model's view of a decoded image: resized to the working resolution its patches are cut
+        from (float32, the values training cached) and its original->working map."""
+        working = self.info.working_size
         if working is None:
             raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
         geom = Geometry.for_resize(image.shape[:2], working, self.info.letterbox)
+        return model_input(image, working, self.info.letterbox).astype(np.float32), geom
+
+    def refine(self, image: np.ndarray, centres: np.ndarray, shifts: Sequence[Sequence[float]] | None = None,
+               views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+        """Second stage on a decoded image: `refine_working` on its `working_input`."""
+        return self.refine_working(*self.working_input(image), centres, shifts, views)
+
+    def refine_working(self, resized: np.ndarray, geom: Geometry, centres: np.ndarray,
+                       shifts: Sequence[Sequence[float]] | None = None,
+                       views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+        """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once, from
+        the image at the working resolution (`working_input`; evaluate.py passes its cached copy).
+        `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch) and
+        `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
+        shift and view around each centre, all in one batch; the K estimates are the mean over all of them."""
+        size = self.info.input_size
+        if self.info.working_size is None:
+            raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
         g = geom.as_array()
-        resized = model_input(image, working, self.info.letterbox).astype(np.float32)
         shifts = patch_shifts(shifts, self.info.patch_shifts)
         views = patch_views(views, self.info.patch_views)
         k = len(centres)
         per_shift = [patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts]
         passes = [(o, v) for o in per_shift for v in views]  # every shift seen through every view
         patches = np.concatenate([cut_patches(resized, o, size, self.info.patch_context, v) for o, v in passes])
-        heat = self.heatmaps(patches)  # (P*K, K or 1, h, w): patch p*K + j is read for landmark j only
-        j = torch.arange(len(patches))
-        own = heat[j, j % k if heat.shape[1] > 1 else 0].reshape(len(passes), k, *heat.shape[2:])  # (P, K, h, w)
+        own = self.patch_heatmaps(patches, k).reshape(len(passes), k, *size)  # (P, K, h, w)
         xy, peak = self.info.decoding(own)
         spread = self.info.decoding.spread(own, xy).detach().cpu().double().numpy().mean(axis=0)
         seen = xy.detach().cpu().double().numpy() + np.stack([o for o, _ in passes])  # (P, K, 2), as each view saw them
@@ -204,6 +229,28 @@ class Predictor:
         return LandmarkPrediction(xy=to_original(working_xy.mean(axis=0), g),
                                   confidence=peak.detach().cpu().double().numpy().mean(axis=0),
                                   spread=spread / g[None, 0:2], geometry=geom)
+
+
+def refine_repeatedly(second: Predictor, working: tuple[np.ndarray, Geometry], centres: np.ndarray, iterations: int,
+                      shifts: Sequence[Sequence[float]] | None = None,
+                      views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+    """One image's second stage from its first estimates (original pixels), `iterations` times, each from the last
+    one's estimates: what predict.py's cascade and evaluate.py refine_ckpt= both run."""
+    for _ in range(refine_iterations(iterations)):
+        pred = second.refine_working(*working, centres, shifts, views)
+        centres = pred.xy
+    return pred
+
+
+def refine_iterations(value: object) -> int:
+    """How many times the second stage refines (`refine_iterations`), each from the last one's estimates: >= 1."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or n != value:
+        raise DataError(f"refine_iterations must be a whole number >= 1, got {value!r}")
+    return n
 
 
 def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray:
@@ -242,7 +289,7 @@ class CascadePredictor:
         if second.info.normalize != first.info.normalize:
             raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
                                   f"stage's {first.info.normalize!r}")
-        self.first, self.second, self.iterations = first, second, int(iterations)
+        self.first, self.second, self.iterations = first, second, refine_iterations(iterations)
         self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
         self.views = [list(v) for v in patch_views(views, second.info.patch_views)]
         self.blend = patch_blend(blend, second.info.patch_blend)
@@ -256,9 +303,9 @@ class CascadePredictor:
 
     def predict(self, images: Sequence[np.ndarray],
                 prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
-        firsts = preds = self.first.predict(images, prepared)
-        for _ in range(self.iterations):
-            preds = [self.second.refine(im, p.xy, self.shifts, self.views) for im, p in zip(images, preds, strict=True)]
+        firsts = self.first.predict(images, prepared)
+        preds = [refine_repeatedly(self.second, self.second.working_input(im), f.xy, self.iterations, self.shifts,
+                                   self.views) for im, f in zip(images, firsts, strict=True)]
         r = self.refined
         return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
                                    confidence=np.where(r, p.confidence, f.confidence),

@@ -21,10 +21,16 @@ from rich.tree import Tree
 
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
-from landmark_exp.data.patches import IDENTITY_VIEW, patch_blend, patch_shifts, patch_views, shift_centres
+from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import DataError
 from landmark_exp.guards import NonFiniteError, NonFiniteGuard
-from landmark_exp.inference import combine_stages, refine_selection
+from landmark_exp.inference import (
+    combine_stages,
+    refine_iterations,
+    refine_repeatedly,
+    refine_selection,
+    torch_predictor,
+)
 from landmark_exp.metrics import radial_errors_mm, summarize
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
 from landmark_exp.performance import for_inference
@@ -249,6 +255,7 @@ def evaluate(cfg: DictConfig) -> dict:
     patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
     patch_views(cfg.get("refine_views"))
     patch_blend(cfg.get("refine_blend"))
+    refine_iterations(cfg.get("refine_iterations", 1))
     data_cfg, split, scored = scored_split(cfg, cfg.get("data") or OmegaConf.create(module.hparams.data))
     with open_dict(cfg):
         cfg.split = split  # a source split by name (test2) is built as the datamodule's test split
@@ -329,57 +336,52 @@ SHARED_DATA_KEYS = ("source", "train_splits", "val_split", "test_split", "val_fr
 
 def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule, data_cfg: DictConfig,
                  trainer: L.Trainer) -> tuple[LandmarkModule, LandmarkDataModule]:
-    """Coarse to fine: cut a patch around each first-stage estimate and let the second-stage model
-    (`refine_ckpt`, trained with `data.patch`) re-locate the landmark there, `refine_iterations` times."""
+    """Coarse to fine: cut patches around each first-stage estimate and let the second-stage model (`refine_ckpt`,
+    trained with `data.patch`) re-locate the landmark there, `refine_iterations` times. The second stage runs as
+    predict.py runs it (`refine_repeatedly`: all shifts x views of an image in one batch), on the images cached at
+    its working resolution; returns it with the scored results as its `test_results`, and its datamodule."""
+    from rich.progress import track
+
     fine = load_module(cfg.refine_ckpt, heatmap=decoding_overrides(cfg.get("refine_heatmap")))
-    fine.net = for_inference(fine.net, trainer.strategy.root_device, cfg.get("runtime", "tuned"))
     fine_data = OmegaConf.create(fine.hparams.data or {})
     if not fine_data.get("patch"):
         raise CheckpointError(f"{cfg.refine_ckpt}: not a second-stage checkpoint (it was trained without data.patch)")
     if fine.landmark_names != coarse.landmark_names:
         raise CheckpointError(f"{cfg.refine_ckpt}: landmarks {fine.landmark_names} differ from the first stage's")
+    shifts = patch_shifts(cfg.get("refine_shifts"), fine_data.patch.get("shifts"))
+    views = patch_views(cfg.get("refine_views"), fine_data.patch.get("views"))
+    blend = patch_blend(cfg.get("refine_blend"), fine_data.patch.get("blend"))
+    refined = refine_selection(cfg.get("refine_landmarks"), coarse.landmark_names)
+    iterations = refine_iterations(cfg.get("refine_iterations", 1))
     for key in SHARED_DATA_KEYS:
         if key in data_cfg:
             fine_data[key] = data_cfg[key]
     fdm: LandmarkDataModule = instantiate(fine_data)
     fdm.prepare_data()
     fdm.setup("test")
-    # one test pass per shift and view, each over images already decoded in memory: worker processes started for
-    # every pass would cost more than cutting the patches (and would not see the next pass's centres and view)
-    fdm.num_workers = 0
-    first = coarse.test_results
-    first_pred = dict(zip([dm.records[cfg.split][i].id for i in first["index"]], first["pred"], strict=True))
-    pred = first_pred
     ds = fdm.datasets[cfg.split]
-    missing = [r.id for r in ds.records if r.id not in first_pred]
+    first = coarse.test_results
+    where = {dm.records[cfg.split][i].id: n for n, i in enumerate(first["index"])}
+    missing = [r.id for r in ds.records if r.id not in where]
     if missing:  # e.g. trainer.limit_test_batches: the second stage cuts its patches around every image
-        raise CheckpointError(f"the first stage scored {len(first_pred)} of the {len(ds.records)} {cfg.split} images "
+        raise CheckpointError(f"the first stage scored {len(where)} of the {len(ds.records)} {cfg.split} images "
                               f"(not {missing[0]}, ...; trainer.limit_test_batches?): a second stage needs all of them")
-    shifts = patch_shifts(cfg.get("refine_shifts"), fine_data.patch.get("shifts"))
-    views = patch_views(cfg.get("refine_views"), fine_data.patch.get("views"))
-    for _ in range(int(cfg.get("refine_iterations", 1))):
-        estimates = []
-        for shift in shifts:  # one pass per shift and view, the estimates averaged
-            ds.centres = np.stack([shift_centres(pred[r.id], shift, g.as_array())
-                                   for r, g in zip(ds.records, ds.geometries, strict=True)])
-            for view in views:
-                ds.view = view
-                with torch.inference_mode():
-                    trainer.test(fine, dataloaders=fdm.dataloader(cfg.split), verbose=False)
-                estimates.append(ds.unview(fine.test_results["pred"], fine.test_results["index"]))
-        ds.view = IDENTITY_VIEW
-        ids = [ds.records[i].id for i in fine.test_results["index"]]
-        pred = dict(zip(ids, np.mean(estimates, axis=0), strict=True))
-    # scored from the estimates averaged over the shifts, blended with the first stage's (refine_blend);
+    order = np.array([where[r.id] for r in ds.records])  # first-stage rows in the second stage's image order
+    second = torch_predictor(fine, str(trainer.strategy.root_device), ", ".join(fine.members), cfg.get("runtime", "tuned"))
+    preds = [refine_repeatedly(second, (ds.images[n].astype(np.float32), ds.geometries[n]), first["pred"][order[n]],
+                               iterations, shifts, views)
+             for n in track(range(len(ds.records)), description="second stage", console=console, transient=True)]
+    # scored from the estimates averaged over the shifts and views, blended with the first stage's (refine_blend);
     # landmarks not in refine_landmarks keep the first stage's
-    res = fine.test_results
-    refined = refine_selection(cfg.get("refine_landmarks"), coarse.landmark_names)
-    blend = patch_blend(cfg.get("refine_blend"), fine_data.patch.get("blend"))
-    res["pred"] = combine_stages(np.stack([first_pred[i] for i in ids]), np.stack([pred[i] for i in ids]), refined, blend)
+    res = {key: first[key][order] for key in ("true", "spacing", "geometry")}
+    res["index"] = np.arange(len(ds.records))
+    res["pred"] = combine_stages(first["pred"][order], np.stack([p.xy for p in preds]), refined, blend)
+    res["peak"] = np.where(refined, np.stack([p.confidence for p in preds]), first["peak"][order])
     res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
     res["summary"] = summarize(res["errors"], fine.landmark_names)
-    res.update(baseline=first["summary"], baseline_errors=first["errors"], baseline_name="first stage",
+    res.update(baseline=first["summary"], baseline_errors=first["errors"][order], baseline_name="first stage",
                refine_shifts=[list(s) for s in shifts], refine_views=[list(v) for v in views], refine_blend=blend)  # the report records what was applied
+    fine.test_results = res
     _say_where_refining_hurt(res, fine.landmark_names, refined, cfg.split)
     return fine, fdm
 

@@ -118,17 +118,6 @@ def test_patch_keypoints_and_geometry_map_back_to_original_pixels_exactly():
     assert torch.equal(ds[0]["image"], s["image"])  # validation patches are the same every epoch
 
 
-def test_given_centres_are_used_instead_of_the_truth():
-    landmarks = np.array([[12.0, 8.0], [30.0, 20.0]])
-    geom = Geometry.for_resize((40, 50), (40, 50))
-    ds = PatchDataset([_record(landmarks)], [np.zeros((40, 50), np.float32)], [geom], size=(9, 9), jitter=5.0)
-    ds.centres = (landmarks + [[2.0, -1.0], [0.0, 3.0]])[None]
-    s = ds[0]
-    # centre pixel of a 9x9 patch is 4: landmark j sits at 4 minus the centre's offset
-    np.testing.assert_allclose(s["keypoints"][0, 0].numpy(), [2.0, 5.0])
-    np.testing.assert_allclose(s["keypoints"][1, 1].numpy(), [4.0, 1.0])
-
-
 def test_an_identity_view_cuts_exactly_the_crop():
     image = np.random.default_rng(0).random((20, 25)).astype(np.float32)
     origins = np.array([[3, 4], [-2, 15], [20, 1]])
@@ -158,20 +147,31 @@ def test_a_turned_and_zoomed_view_shows_a_point_where_view_points_says_and_retur
     np.testing.assert_allclose(view_points(view_points(truth, centre, view), centre, view, inverse=True), truth, atol=1e-12)
 
 
-def test_patch_keypoints_under_a_view_return_to_the_original_through_unview():
-    landmarks = np.array([[12.3, 7.9], [40.0, 30.5], [20.0, 22.0]])
-    geom = Geometry.for_resize((40, 50), (20, 25))
-    image = np.random.default_rng(0).random((20, 25)).astype(np.float32)
-    ds = PatchDataset([_record(landmarks)], [image], [geom], size=(8, 8), jitter=3.0, seed=1)
-    ds.centres = (landmarks + [[1.0, -2.0], [0.5, 0.5], [-3.0, 1.0]])[None]
-    ds.view = (-7.0, 0.9)
-    s = ds[0]
-    # what the module makes of landmark j's own patch: its keypoint through that patch's crop geometry ...
-    seen = np.stack([to_original(s["keypoints"][j, j].double().numpy(), s["geometry"][j].numpy()) for j in range(3)])
-    assert np.abs(seen - landmarks).max() > 0.1  # ... is in the view's frame
-    np.testing.assert_allclose(ds.unview(seen[None], np.array([0]))[0], landmarks, atol=1e-5)  # unview undoes it
-    ds.view = (0.0, 1.0)
-    np.testing.assert_array_equal(ds.unview(seen[None], np.array([0])), seen[None])
+def _blob_refiner(working_hw: tuple[int, int], size: tuple[int, int], k: int):
+    """A second stage that sees perfectly: its heatmap of every landmark is the patch itself (an image of blobs)."""
+    from landmark_exp.heatmap.decoder import Decoding
+    from landmark_exp.inference import ModelInfo, Predictor
+
+    info = ModelInfo(num_landmarks=k, landmark_names=[f"l{j}" for j in range(k)], input_size=size,
+                     working_size=working_hw, decoding=Decoding("lsq", 2))
+    return Predictor(info, lambda batch: torch.from_numpy(batch).repeat(1, k, 1, 1), "test", "cpu")
+
+
+def test_the_second_stage_finds_a_blob_where_it_is_through_shifted_turned_and_zoomed_patches():
+    landmarks = np.array([[41.3, 35.7], [121.9, 62.2], [70.4, 100.8]])  # original pixels of a 120x160 image
+    geom = Geometry.for_resize((120, 160), (60, 80))  # the working resolution: half
+    yy, xx = np.mgrid[0:60, 0:80]
+    image = np.zeros((60, 80))
+    for x, y in geom.to_model(landmarks):
+        image += 0.9 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+    second = _blob_refiner((60, 80), (16, 16), 3)
+    first = landmarks + [[3.0, -2.2], [-1.7, 2.9], [2.4, 2.4]]  # first estimates a few pixels off
+    for shifts, views in [([[0, 0]], [[0, 1]]), ([[0, 0], [3, -2]], [[0, 1], [20, 1.25], [-10, 0.9]])]:
+        got = second.refine_working(image.astype(np.float32), geom, first, shifts, views)
+        np.testing.assert_allclose(got.xy, landmarks, atol=0.1)  # 0.05 working px: the blob, not the estimate
+    # a turned view alone: the estimate made in the turned patch is turned back (else it would land ~1 px off)
+    turned = second.refine_working(image.astype(np.float32), geom, first, [[0, 0]], [[25, 1.0]])
+    np.testing.assert_allclose(turned.xy, landmarks, atol=0.1)
 
 
 def test_patch_views_take_the_given_ones_then_the_stored_ones_and_refuse_bad_values():
@@ -223,6 +223,15 @@ def test_coarse_to_fine_refuses_a_first_stage_that_scored_only_some_images(casca
         _evaluate_cascade(cascade[0], tmp_path / "ev", "trainer.limit_test_batches=1")
     out = " ".join(capsys.readouterr().out.split())
     assert "data error: the first stage scored 2 of the 4 test images" in out and "needs all of them" in out
+
+
+def test_refine_iterations_not_a_whole_number_from_one_is_a_one_line_error(cascade, tmp_path, capsys):
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit, match="1"):
+            _evaluate_cascade(cascade[0], tmp_path / "ev", f"refine_iterations={bad}")
+        out = capsys.readouterr().out
+        assert f"data error: refine_iterations must be a whole number >= 1, got {bad}" in out
+        assert not (tmp_path / "ev" / "metrics.json").exists()
 
 
 def _with_test2(root, out):

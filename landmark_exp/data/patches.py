@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from landmark_exp.data.geometry import Geometry, to_model, to_original
+from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
@@ -203,19 +203,14 @@ class PatchDataset(EpochSeeded, Dataset):
         self.size, self.jitter, self.augment, self.random = size, float(jitter), augment, random
         self.context = patch_context(context)
         self.init_epoch_seed(seed)
-        # first-stage predictions (N, K, 2) in original pixels, aligned with `records`; None: jittered truth
-        self.centres: np.ndarray | None = None
-        # cascade evaluation: the (angle, zoom) view the patches are seen through (refine_views); the estimates come
-        # back in the view's frame, `unview` returns them
-        self.view: tuple[float, float] = IDENTITY_VIEW
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _centres(self, i: int, truth: np.ndarray, geom: np.ndarray) -> np.ndarray:
-        if self.centres is not None:
-            return to_model(self.centres[i], geom)
-        # training: new jitter each epoch, a function of (seed, epoch, sample) (EpochSeeded); else fixed per sample
+    def _centres(self, i: int, truth: np.ndarray) -> np.ndarray:
+        """Where the K patches are cut: the truth, jittered. Training: new jitter each epoch, a function of
+        (seed, epoch, sample) (EpochSeeded); validation: fixed per sample. (A cascade cuts its patches around
+        first estimates in `Predictor.refine_working`, with the same `cut_patches`.)"""
         seed = [*self.sample_key(i), 1] if self.random else (self.seed, i)
         return truth + np.random.default_rng(seed).uniform(-self.jitter, self.jitter, truth.shape)
 
@@ -224,13 +219,13 @@ class PatchDataset(EpochSeeded, Dataset):
         image = self.images[i].astype(np.float32)
         truth = to_model(rec.landmarks, geom)  # (K, 2) working pixels
         k = len(truth)
-        origins = patch_origins(self._centres(i, truth, geom), self.size)
+        origins = patch_origins(self._centres(i, truth), self.size)
         if self.augment is not None:
             self.augment.reseed(*self.sample_key(i))  # the K patches then draw in turn from this sample's stream
-        patches = cut_patches(image, origins, self.size, self.context, self.view)  # (K, C, h, w)
+        patches = cut_patches(image, origins, self.size, self.context)  # (K, C, h, w)
         keypoints = np.empty((k, k, 2), dtype=np.float32)
-        for j, ((x0, y0), centre) in enumerate(zip(origins, patch_centres(origins, self.size), strict=True)):
-            kp = view_points(truth, centre, self.view) - (x0, y0)
+        for j, (x0, y0) in enumerate(origins):
+            kp = truth - (x0, y0)
             if self.augment is not None:
                 # the channels move together (one pixel transform for the patch and its context: rotation and
                 # scale about the centre agree, a translation moves the context c times as far)
@@ -250,18 +245,3 @@ class PatchDataset(EpochSeeded, Dataset):
             "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
-
-    def unview(self, pred: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """(N, K, 2) original-pixel estimates of samples `index`, made on patches seen through `self.view`
-        (about the centres in `self.centres`), returned to the image's own frame. The module maps a patch estimate
-        to the original through the sample's crop geometry, which knows no turn or zoom: this undoes the view."""
-        pred = np.asarray(pred, dtype=np.float64)
-        if is_identity(self.view):
-            return pred
-        out = np.empty_like(pred)
-        for n, i in enumerate(np.asarray(index)):
-            g = self.geometries[int(i)].as_array()
-            truth = to_model(self.records[int(i)].landmarks, g)
-            centres = patch_centres(patch_origins(self._centres(int(i), truth, g), self.size), self.size)
-            out[n] = to_original(view_points(to_model(pred[n], g), centres, self.view, inverse=True), g)
-        return out
