@@ -6,7 +6,8 @@ and predict.py both run, on real Test1 images already resized to the working res
 cached), for each chunk size in turn, `--rounds` times; the positions are random points inside the image (the
 time does not depend on them).
 
-    python benchmarks/patch_batch.py --refine <second stage>/checkpoints/best.ckpt [--images 6] [--rounds 3]
+    python benchmarks/patch_batch.py --refine <second stage>/checkpoints/best.ckpt [--runtime tuned|onnxruntime]
+        [--images 6] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from landmark_exp.data.images import read_grey  # noqa: E402
-from landmark_exp.inference import torch_predictor  # noqa: E402
-from landmark_exp.module import load_module  # noqa: E402
+from landmark_exp.inference import load_predictor  # noqa: E402
 
 TEST1 = ROOT.parent / "shared" / "data" / "isbi2015" / "RawImage" / "Test1Data"
 
@@ -33,6 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--refine", required=True, help="a second-stage checkpoint")
     ap.add_argument("--views", default=None, help="JSON [[angle, zoom], ...]; default: the checkpoint's own")
+    ap.add_argument("--runtime", default="tuned", help="tuned | eager | onnxruntime (as predict.py runtime=)")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", default="38,64,128,256,100000", help="patches per forward pass, comma-separated")
@@ -40,7 +41,7 @@ def main() -> None:
     files = sorted(TEST1.glob("*.jpg"))[: args.images]
     if not files:
         sys.exit(f"needs the real Test1 images at {TEST1}")
-    second = torch_predictor(load_module(args.refine), "cpu")
+    second = load_predictor(args.refine, "cpu", runtime=args.runtime)
     views = json.loads(args.views) if args.views else None
     working = [second.working_input(read_grey(f)) for f in files]
     rng = np.random.default_rng(0)
@@ -49,7 +50,7 @@ def main() -> None:
                                 rng.uniform(0.1, 0.9, k) * im.shape[0] / g.as_array()[1]]) for im, g in working]
     per_image = len(second.info.patch_shifts or [[0, 0]]) * len(views or second.info.patch_views or [[0, 1]]) * k
     print(f"{args.refine}: {per_image} patches per image of {second.info.input_size}, {len(files)} Test1 images, "
-          f"cpu, {args.rounds} rounds")
+          f"cpu, {second.backend}, {args.rounds} rounds")
     for r in range(args.rounds):
         for b in (int(x) for x in args.batches.split(",")):
             second.patch_batch = b

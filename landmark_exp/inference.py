@@ -36,8 +36,9 @@ from landmark_exp.data.patches import (
     patch_views,
     shift_centres,
     view_points,
+    whole_number,
 )
-from landmark_exp.data.records import DataError, landmark_index
+from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.module import (
     CheckpointError,
@@ -141,8 +142,9 @@ class Predictor:
 
     def __init__(self, info: ModelInfo, forward: Callable[[np.ndarray], torch.Tensor], backend: str, device: str) -> None:
         self.info, self._forward, self.backend, self.device = info, forward, backend, device
-        # second-stage patches per forward pass: small on a CPU (cache), many on a GPU
-        self.patch_batch = 64 if str(device).startswith("cpu") else 1024
+        # second-stage patches per forward pass: few for PyTorch on a CPU (cache-sized activations), else many
+        # (ONNX Runtime on a CPU times the same from 38 to 475; a GPU wants large batches)
+        self.patch_batch = 64 if str(device).startswith("cpu") and backend.startswith("pytorch") else 1024
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """A decoded image -> the (1, h, w) float32 network input and its original->model map."""
@@ -154,8 +156,8 @@ class Predictor:
 
     def patch_heatmaps(self, patches: np.ndarray, k: int) -> torch.Tensor:
         """(N, h, w) heatmaps of N second-stage patches, patch n read for landmark n % k only (its own channel),
-        in chunks of `patch_batch`: on a CPU, 64 patches of 48x48 at a time take about half the time of 475 at once
-        (activations that fit the caches; `benchmarks/patch_batch.py`)."""
+        in chunks of `patch_batch`: with PyTorch on a CPU, 64 patches of 48x48 at a time take about half the time
+        of 475 at once (activations that fit the caches; `benchmarks/patch_batch.py`)."""
         own = []
         for start in range(0, len(patches), self.patch_batch):
             heat = self.heatmaps(patches[start:start + self.patch_batch])  # (n, K or 1, h, w)
@@ -204,12 +206,14 @@ class Predictor:
 
     def refine_working(self, resized: np.ndarray, geom: Geometry, centres: np.ndarray,
                        shifts: Sequence[Sequence[float]] | None = None,
-                       views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+                       views: Sequence[Sequence[float]] | None = None, subpixel: bool = False) -> LandmarkPrediction:
         """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once, from
         the image at the working resolution (`working_input`; evaluate.py passes its cached copy).
         `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch) and
         `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
-        shift and view around each centre, all in one batch; the K estimates are the mean over all of them."""
+        shift and view around each centre, all in one batch; the K estimates are the mean over all of them.
+        `subpixel`: each patch centred on its (shifted) centre exactly, read bilinearly, instead of on the nearest
+        working pixel (`benchmarks/refine_subpixel.py`)."""
         size = self.info.input_size
         if self.info.working_size is None:
             raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
@@ -217,7 +221,9 @@ class Predictor:
         shifts = patch_shifts(shifts, self.info.patch_shifts)
         views = patch_views(views, self.info.patch_views)
         k = len(centres)
-        per_shift = [patch_origins(geom.to_model(shift_centres(centres, s, g)), size) for s in shifts]
+        half = np.array([(size[1] - 1) / 2, (size[0] - 1) / 2])
+        per_shift = [geom.to_model(shift_centres(centres, s, g)) for s in shifts]  # working pixels
+        per_shift = [c - half if subpixel else patch_origins(c, size) for c in per_shift]
         passes = [(o, v) for o in per_shift for v in views]  # every shift seen through every view
         patches = np.concatenate([cut_patches(resized, o, size, self.info.patch_context, v) for o, v in passes])
         own = self.patch_heatmaps(patches, k).reshape(len(passes), k, *size)  # (P, K, h, w)
@@ -233,24 +239,18 @@ class Predictor:
 
 def refine_repeatedly(second: Predictor, working: tuple[np.ndarray, Geometry], centres: np.ndarray, iterations: int,
                       shifts: Sequence[Sequence[float]] | None = None,
-                      views: Sequence[Sequence[float]] | None = None) -> LandmarkPrediction:
+                      views: Sequence[Sequence[float]] | None = None, subpixel: bool = False) -> LandmarkPrediction:
     """One image's second stage from its first estimates (original pixels), `iterations` times, each from the last
     one's estimates: what predict.py's cascade and evaluate.py refine_ckpt= both run."""
     for _ in range(refine_iterations(iterations)):
-        pred = second.refine_working(*working, centres, shifts, views)
+        pred = second.refine_working(*working, centres, shifts, views, subpixel)
         centres = pred.xy
     return pred
 
 
 def refine_iterations(value: object) -> int:
     """How many times the second stage refines (`refine_iterations`), each from the last one's estimates: >= 1."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or n != value:
-        raise DataError(f"refine_iterations must be a whole number >= 1, got {value!r}")
-    return n
+    return whole_number(value, "refine_iterations")
 
 
 def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray:

@@ -50,13 +50,18 @@ def patch_context(value: object) -> int:
     where the patch lies in the skull at the patch's cost."""
     if value is None:
         return 1
+    return whole_number(value, "data.patch.context", " (1: no context channel)")
+
+
+def whole_number(value: object, what: str, note: str = "") -> int:
+    """`value` as an int if it is a whole number >= 1 (2.0 is, 2.5 and "2" are not), else a one-line error."""
     try:
-        c = int(value)
+        n = int(value)
     except (TypeError, ValueError):
-        c = 0
-    if c < 1 or c != value:
-        raise DataError(f"data.patch.context must be a whole number >= 1 (1: no context channel), got {value!r}")
-    return c
+        n = 0
+    if n < 1 or n != value:
+        raise DataError(f"{what} must be a whole number >= 1{note}, got {value!r}")
+    return n
 
 
 def context_channels(context: int) -> int:
@@ -110,14 +115,17 @@ def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], c
     """(N, C, h, w) network input for windows at `origins` (N, 2) top-left (x0, y0): channel 0 the window itself,
     and with context c > 1 channel 1 the (c*h, c*w) window with the same centre pixel, block-averaged c x c.
     `view` (angle in degrees, zoom): the windows turned and zoomed about their centres (bilinear), a test-time
-    view (`refine_views`); their estimates return with `view_points(inverse=True)`.
+    view (`refine_views`); their estimates return with `view_points(inverse=True)`. A fractional origin (a
+    cascade's patch at its first estimate's exact position) is read bilinearly too; whole-pixel origins under
+    the identity view are plain crops, exactly.
     Training (PatchDataset), evaluate and predict all cut their patches here, so they cannot disagree."""
     h, w = size
-    origins = np.asarray(origins, dtype=np.int64)
+    origins = np.asarray(origins, dtype=np.float64)
     out = np.empty((len(origins), context_channels(context), h, w), dtype=np.float32)
-    turned = not is_identity(view)
+    identity = is_identity(view)
     wide_hw = (context * h, context * w)
     for n, ((x0, y0), centre) in enumerate(zip(origins, patch_centres(origins, size), strict=True)):
+        turned = not (identity and x0 == int(x0) and y0 == int(y0))
         out[n, 0] = _warp(image, centre, size, view) if turned else crop(image, int(x0), int(y0), size)
         if context > 1:  # same centre: x0 + (w - 1) / 2 = X0 + (c w - 1) / 2
             wide = (_warp(image, centre, wide_hw, view) if turned else
