@@ -5,11 +5,14 @@
 # Mean +/- SD tables over the pairs via benchmarks/seeds_table.py. Skips evaluations already done.
 # Variants (VARIANTS, words "name=override", the override may be empty), by default the second stage's
 # stored test-time shifts against one centred patch: VARIANTS="shifts= noshift=refine_shifts=[[0,0]]".
-# Usage: [VARIANTS=...] bash benchmarks/cascade_pairs.sh OUT "<first run dir> ..." "<second-stage run dir> ..." [split]
+# EXTRA: overrides (space-separated words) given to every evaluation, e.g. the views a second stage trained before
+# they were stored needs: EXTRA="refine_views=[[0,1],[-6,1],[6,1],[0,0.94],[0,1.06]]".
+# Usage: [VARIANTS=...] [EXTRA=...] bash benchmarks/cascade_pairs.sh OUT "<first run dir> ..." "<second-stage run dir> ..." [split]
 set -u
 OUT=$1; FIRSTS=$2; SECONDS_=$3; SPLIT=${4:-test}
 PY=${PYTHON:-python}
 VARIANTS=${VARIANTS:-"shifts= noshift=refine_shifts=[[0,0]]"}
+EXTRA=${EXTRA:-}
 ck=checkpoints/best.ckpt
 mkdir -p "$OUT"
 evaluate() {  # name override overrides...
@@ -17,7 +20,8 @@ evaluate() {  # name override overrides...
   [ -n "$extra" ] && set -- "$@" "$extra"
   [ -f "$OUT/$name/metrics.json" ] && return
   local t=$(date +%s)
-  $PY evaluate.py "$@" split=$SPLIT overlays=0 hydra.run.dir="$OUT/$name" > "$OUT/$name.log" 2>&1
+  # shellcheck disable=SC2086
+  $PY evaluate.py "$@" $EXTRA split=$SPLIT overlays=0 hydra.run.dir="$OUT/$name" > "$OUT/$name.log" 2>&1
   echo "== $name rc=$? $(( $(date +%s) - t ))s $($PY -c "import json; m = json.load(open('$OUT/$name/metrics.json')); print(f\"MRE {m['mre']:.4f} SDR@2 {m['sdr_2']:.2f}\")" 2>/dev/null)"
 }
 list() { local out=""; for d in $1; do out="$out,$d/$ck"; done; echo "[${out#,}]"; }

@@ -15,7 +15,8 @@
 # Phase 2 evaluates at once: the three seeds as one ensemble (for each sigma); every (seed, second stage) pair on Test1;
 #   the ensemble with both second stages; seed 42 + refine 42 on validation at 1 and 2 refine iterations,
 #   and without the second stage's test-time shifts (refine_shifts=[[0,0]]) or its blend with the first
-#   estimate (refine_blend=0) or its turned and zoomed views (refine_views=[[0,1]]).
+#   estimate (refine_blend=0) or its turned and zoomed views (refine_views=[[0,1]]) or with the first stage's
+#   decoding window (refine_heatmap.window=3).
 # Phase 3: benchmarks/throughput.py --compile --no-loader alone on the GPU (issue 5's figures).
 # Results: $OUT/session.log (one line per run) and $OUT/runs.tgz (metrics.json, per_landmark.csv,
 # config.yaml, logs), rewritten after every phase so that a run cut off at the limit still reports.
@@ -156,6 +157,9 @@ evaluate "cascade_s42_r42_noblend_val" "$secs" ckpt_path="$(ck seed_s42)" refine
 # and its stored test-time views (turns and zooms, the CPU choice) against the patches as cut
 evaluate "cascade_s42_r42_noview_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
   "refine_views=[[0,1]]" split=val & jobs+=($!)
+# and its stored decoding window (9x9 px, the CPU choice scaled to 11x11) against the first stage's 7x7
+evaluate "cascade_s42_r42_window3_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
+  refine_heatmap.window=3 split=val & jobs+=($!)
 wait "${jobs[@]}"; pack
 # shellcheck disable=SC2046
 $PY benchmarks/seeds_table.py $(for s in $SEEDS; do for r in $REFINES; do printf '%s ' "$R/cascade_s${s}_r${r}_test"; done; done)
