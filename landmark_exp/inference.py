@@ -189,7 +189,6 @@ class Predictor:
             ))
         return out
 
-
     def working_input(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """A second-stage model's view of a decoded image: resized to the working resolution its patches are cut
         from (float32, the values training cached) and its original->working map."""
@@ -211,8 +210,8 @@ class Predictor:
         the image at the working resolution (`working_input`; evaluate.py passes its cached copy).
         `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch) and
         `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
-        shift and view around each centre, all in one batch; the K estimates are the mean over all of them.
-        `subpixel`: each patch centred on its (shifted) centre exactly, read bilinearly, instead of on the nearest
+        shift and view around each centre, all cut at once and run in chunks of `patch_batch`; the K estimates are
+        the mean over all of them. `subpixel`: each patch centred on its (shifted) centre exactly, read bilinearly, instead of on the nearest
         working pixel (`benchmarks/refine_subpixel.py`)."""
         size = self.info.input_size
         if self.info.working_size is None:

@@ -338,7 +338,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
                  trainer: L.Trainer) -> tuple[LandmarkModule, LandmarkDataModule]:
     """Coarse to fine: cut patches around each first-stage estimate and let the second-stage model (`refine_ckpt`,
     trained with `data.patch`) re-locate the landmark there, `refine_iterations` times. The second stage runs as
-    predict.py runs it (`refine_repeatedly`: all shifts x views of an image in one batch), on the images cached at
+    predict.py runs it (`refine_repeatedly`: all shifts x views of an image in one pass), on the images cached at
     its working resolution; returns it with the scored results as its `test_results`, and its datamodule."""
     from rich.progress import track
 
