@@ -50,6 +50,15 @@ def test_seed_experiment_is_the_seed_decks_setup(tmp_path):
     assert cfg.data.random_split is not None and cfg.trainer.max_epochs == 150
 
 
+def test_gpu_second_stage_is_the_cpu_second_stage_with_the_spec_unet(tmp_path):
+    """The CPU second stage's test-time choices were validated for its geometry only: the GPU one must keep it."""
+    gpu = compose("train", ["experiment=isbi2015_refine"], tmp_path)
+    cpu = compose("train", ["experiment=isbi2015_cpu_refine"], tmp_path)
+    assert gpu.data.patch == cpu.data.patch and list(gpu.data.input_size) == list(cpu.data.input_size)
+    assert gpu.heatmap == cpu.heatmap and gpu.trainer.max_epochs == cpu.trainer.max_epochs
+    assert list(gpu.model.widths) == [64, 128, 256, 512] and gpu.trainer.accelerator == "gpu"
+
+
 @pytest.mark.parametrize("option", _options("model"))
 def test_models_build_offline_and_keep_the_input_size(option, tmp_path):
     over = [f"model={option}"] + (["model.widths=[4,8,8,8]", "model.bottleneck=8"] if "unet" == option[:4] else [])
