@@ -1,14 +1,15 @@
 """Patches around landmark estimates: the input of the coarse-to-fine second stage.
 
 At 256x256 one model pixel of an ISBI image is ~0.76 x 0.94 mm. The second stage
-looks again, at a finer working resolution (the cached image, e.g. 800x645 =
-0.3 mm/px), at a small window around each landmark's first estimate. A sample is
+looks again, at a finer working resolution (the cached image, e.g. 600x484 =
+0.4 mm/px), at a small window around each landmark's first estimate. A sample is
 one image's K patches; patch k is centred on landmark k's estimate:
 
 - training: the ground truth plus uniform jitter of +/- `jitter` working pixels
   (so the network learns to find the landmark anywhere near the centre),
 - validation/test after `train.py`: ground truth plus a fixed, seeded jitter,
-- cascade inference: `centres` (first-stage predictions, original pixels).
+- cascade inference: first-stage predictions (original pixels), cut with the same
+  `cut_patches` by `inference.Predictor.refine_working`, not by this dataset.
 
 Each patch keeps all K landmarks as keypoints (those inside it are supervised,
 the rest masked), and carries its own geometry (B, K, 4): a crop is a translation
