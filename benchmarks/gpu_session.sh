@@ -7,8 +7,9 @@
 # Phase 1 trains everything at once on the one GPU (one isbi2015_seed run alone reached ~4 % of an H100's
 # bf16 peak: 5.5 PFLOP in 138-159 s, benchmarks/RESULTS.md):
 #   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
-#   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), and isbi2015_seed seeds 42, 1, 2
-#   at sigma 1.5: the sigma with the lower mean validation MRE over the 3 seeds is the one reported (a rule
+#   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), the same second stage with
+#   unet_small at seed 42 (a capacity check: on the CPU a 2x-wide second stage gained nothing in the cascade,
+#   benchmarks/RESULTS.md "A wider second stage"), and isbi2015_seed seeds 42, 1, 2 at sigma 1.5: the sigma with the lower mean validation MRE over the 3 seeds is the one reported (a rule
 #   fixed here, before the runs; Test1 is scored for both but chooses nothing).
 #   Lightning's max_time ends a run that would not finish in time gracefully, after which it is still
 #   tested with its best checkpoint; its train_log.csv says how many epochs it reached.
@@ -16,7 +17,8 @@
 #   the ensemble with both second stages; seed 42 + refine 42 on validation at 1 and 2 refine iterations,
 #   and without the second stage's test-time shifts (refine_shifts=[[0,0]]) or its blend with the first
 #   estimate (refine_blend=0) or its turned and zoomed views (refine_views=[[0,1]]) or with the first stage's
-#   decoding window (refine_heatmap.window=3).
+#   decoding window (refine_heatmap.window=3); seed 42 + the unet_small second stage on validation and Test1
+#   (reported beside seed 42 + refine 42; it chooses nothing in this session).
 # Phase 3: benchmarks/throughput.py --compile --no-loader alone on the GPU (issue 5's figures).
 # Results: $OUT/session.log (one line per run) and $OUT/runs.tgz (metrics.json, per_landmark.csv,
 # config.yaml, logs), rewritten after every phase so that a run cut off at the limit still reports.
@@ -107,6 +109,7 @@ echo "# phase 1: training, ${secs}s at most each, $(left)s left"
 jobs=()  # a bare `wait` would also wait for the tee above, forever
 for s in $SEEDS; do train "seed_s$s" "$secs" experiment=isbi2015_seed seed=$s & jobs+=($!); done
 for s in $REFINES; do train "refine_s$s" "$secs" experiment=isbi2015_refine seed=$s & jobs+=($!); done
+train refine_small_s42 "$secs" experiment=isbi2015_refine model=unet_small seed=42 & jobs+=($!)
 for s in $SEEDS; do train "seed15_s$s" "$secs" experiment=isbi2015_seed seed=$s heatmap.sigma=1.5 & jobs+=($!); done
 wait "${jobs[@]}"; pack
 # the rule, fixed before the runs: the sigma with the lower mean best validation MRE over the seeds (each seed
@@ -162,6 +165,11 @@ evaluate "cascade_s42_r42_noview_val" "$secs" ckpt_path="$(ck seed_s42)" refine_
 # and its stored decoding window (9x9 px, the CPU choice) against the first stage's 7x7
 evaluate "cascade_s42_r42_window3_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
   refine_heatmap.window=3 split=val & jobs+=($!)
+# the capacity check: the same cascade with unet_small (1/16 of the spec U-Net's arithmetic) as second stage
+evaluate cascade_s42_rsmall_val "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_small_s42)" split=val &
+jobs+=($!)
+evaluate cascade_s42_rsmall_test "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_small_s42)" split=$TEST &
+jobs+=($!)
 wait "${jobs[@]}"; pack
 # shellcheck disable=SC2046
 $PY benchmarks/seeds_table.py $(for s in $SEEDS; do for r in $REFINES; do printf '%s ' "$R/cascade_s${s}_r${r}_test"; done; done)

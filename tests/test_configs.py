@@ -59,6 +59,16 @@ def test_gpu_second_stage_is_the_cpu_second_stage_with_the_spec_unet(tmp_path):
     assert list(gpu.model.widths) == [64, 128, 256, 512] and gpu.trainer.accelerator == "gpu"
 
 
+def test_gpu_second_stage_with_unet_small_is_the_cpu_second_stage_on_the_gpu(tmp_path):
+    """The GPU session's capacity check trains this arm beside the spec U-Net one: only the accelerator may differ."""
+    arm = compose("train", ["experiment=isbi2015_refine", "model=unet_small"], tmp_path)
+    cpu = compose("train", ["experiment=isbi2015_cpu_refine"], tmp_path)
+    assert arm.model == cpu.model and list(arm.model.widths) == [16, 32, 64, 128]
+    assert arm.data.patch == cpu.data.patch and arm.heatmap == cpu.heatmap and arm.loss == cpu.loss
+    assert arm.optimizer == cpu.optimizer and arm.trainer.max_epochs == cpu.trainer.max_epochs
+    assert arm.trainer.accelerator == "gpu" and cpu.trainer.accelerator == "cpu"
+
+
 @pytest.mark.parametrize("option", _options("model"))
 def test_models_build_offline_and_keep_the_input_size(option, tmp_path):
     over = [f"model={option}"] + (["model.widths=[4,8,8,8]", "model.bottleneck=8"] if "unet" == option[:4] else [])
