@@ -7,8 +7,8 @@ device's peak, and the tuned/eager ratio. Then the loader on its own (cached, au
 
 - eager: fp32, NCHW, plain (for-each) Adam, the network as trained.
 - tuned: what landmark_exp does by default on that device: on GPUs bf16 autocast (fp16 + GradScaler
-  where bf16 is missing), channels_last, fused Adam, cudnn benchmark, TF32 matmuls; `--compile` adds
-  torch.compile. Inference: `performance.for_inference` (batch norm folded, NHWC on GPUs) under
+  where bf16 is missing), channels_last, fused Adam, cudnn benchmark, TF32 matmuls; on CPUs channels_last
+  with AVX-512 only; `--compile` adds torch.compile. Inference: `performance.for_inference` (batch norm folded, NHWC on GPUs) under
   inference_mode, plus ONNX Runtime on CPU (`--onnx`).
 
 Peak: the datasheet's dense figure for known GPUs; on a CPU, the fp32 GEMM rate this benchmark
@@ -270,9 +270,10 @@ def main() -> None:
                 line("train tuned" + (" +compile" if args.compile else ""), f_train,
                      timed(train_step_fn(build_net(args.model), size, batch, device, True, args.compile),
                            device, steps, warmup), peak_tuned, base)
-                if not gpu:  # the CPU default is NCHW: this line is what NHWC would give (and the noise floor)
-                    line("train NHWC (not the CPU default)", f_train,
-                         timed(train_step_fn(build_net(args.model), size, batch, device, True, False, nhwc=True),
+                if not gpu:  # the other memory format than this CPU's default (NHWC with AVX-512, else NCHW)
+                    other = not channels_last_default(device)
+                    line(f"train {'NHWC' if other else 'NCHW'} (not this CPU's default)", f_train,
+                         timed(train_step_fn(build_net(args.model), size, batch, device, True, False, nhwc=other),
                                device, steps, warmup), peak_tuned, base)
             eager = infer_fn(net, size, batch, device, False, False)
             tuned = infer_fn(net, size, batch, device, True, args.compile)

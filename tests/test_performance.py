@@ -85,14 +85,24 @@ def test_channels_last_training_switch_trains_nhwc_and_checkpoints_load_plainly(
     assert module.net.down[0][0].weight.shape[1] == 1  # loads into the plain model, no wrapper keys
 
 
-def test_the_performance_callback_puts_weights_and_batches_in_nhwc_when_asked():
+@pytest.mark.parametrize("capability,nhwc", [("AVX2", False), ("AVX512", True), ("DEFAULT", False)])
+def test_channels_last_auto_is_nhwc_on_gpus_and_avx512_cpus_only(monkeypatch, capability, nhwc):
+    from landmark_exp.performance import channels_last_default
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert channels_last_default(torch.device("cpu")) is nhwc
+    assert channels_last_default(torch.device("cuda")) is True
+
+
+def test_the_performance_callback_puts_weights_and_batches_in_nhwc_when_asked(monkeypatch):
     from types import SimpleNamespace
 
     from landmark_exp.performance import PerformanceTuning
 
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     module = SimpleNamespace(net=_unet_with_statistics())
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
-    auto = PerformanceTuning()  # auto: NCHW on CPU
+    auto = PerformanceTuning()  # auto: NCHW on an AVX2 CPU
     auto.setup(trainer, module, "fit")
     batch = {"image": torch.rand(2, 1, 16, 16)}
     auto.on_train_batch_start(trainer, module, batch, 0)
