@@ -9,8 +9,9 @@
 #   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
 #   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), the same second stage with
 #   unet_small at seed 42 (a capacity check: on the CPU a 2x-wide second stage gained nothing in the cascade,
-#   benchmarks/RESULTS.md "A wider second stage"), and isbi2015_seed seeds 42, 1, 2 at sigma 1.5: the sigma with the lower mean validation MRE over the 3 seeds is the one reported (a rule
-#   fixed here, before the runs; Test1 is scored for both but chooses nothing).
+#   benchmarks/RESULTS.md "A wider second stage"), and isbi2015_seed seeds 42, 1, 2 at sigma 1.5: the sigma
+#   with the lower mean validation MRE over the 3 seeds is the one reported (a rule fixed here, before the
+#   runs; Test1 is scored for both but chooses nothing).
 #   Lightning's max_time ends a run that would not finish in time gracefully, after which it is still
 #   tested with its best checkpoint; its train_log.csv says how many epochs it reached.
 # Phase 2 evaluates at once: the three seeds as one ensemble (for each sigma); every (seed, second stage) pair on Test1;

@@ -8,8 +8,8 @@ device's peak, and the tuned/eager ratio. Then the loader on its own (cached, au
 - eager: fp32, NCHW, plain (for-each) Adam, the network as trained.
 - tuned: what landmark_exp does by default on that device: on GPUs bf16 autocast (fp16 + GradScaler
   where bf16 is missing), channels_last, fused Adam, cudnn benchmark, TF32 matmuls; on CPUs channels_last
-  with AVX-512 only; `--compile` adds torch.compile. Inference: `performance.for_inference` (batch norm folded, NHWC) under
-  inference_mode, plus ONNX Runtime on CPU (`--onnx`).
+  with AVX-512 only; `--compile` adds torch.compile. Inference: `performance.for_inference` (batch norm
+  folded, NHWC) under inference_mode, plus ONNX Runtime on CPU (`--onnx`).
 
 Peak: the datasheet's dense figure for known GPUs; on a CPU, the fp32 GEMM rate this benchmark
 measures on a 2048^3 matmul (an attainable, not a theoretical, peak).
