@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, write_isbi_fixture
+from conftest import NCHW, ROOT, TINY, write_isbi_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,7 @@ def _only(pattern: str, base: Path) -> Path:
 
 
 def test_train_py_with_csv_logger_then_evaluate_py(tmp_path):
-    # NCHW pinned: on AVX-512 CPUs train.py's test pass runs NHWC by default, which rounds like the tuned runtime
-    proc = run(["train.py", *_data(tmp_path), "logger=csv", "callbacks.performance.channels_last=false"])
+    proc = run(["train.py", *_data(tmp_path), "logger=csv", NCHW])
     assert "MRE (mm)" in proc.stdout and "mean-shape baseline" in proc.stdout
     rundir = _only("outputs/train/runs/*", tmp_path)
     assert (rundir / "csv" / "metrics.csv").is_file() and (rundir / ".hydra" / "config.yaml").is_file()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_DATA, TINY, compose
+from conftest import NCHW, REAL_DATA, TINY, compose
 
 from landmark_exp.data.records import ISBI2015_LANDMARKS, Record
 from landmark_exp.data.sources import CSVSource, ISBI2015Source, follow_link_stub
@@ -100,9 +100,7 @@ def _tiny_run(data: str, root: Path, cache: Path, out: Path) -> dict:
 
     overrides = [
         f"data={data}", f"data.source.root={root}", f"paths.cache_dir={cache}", *TINY, "data.input_size=[64,64]",
-        "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=2",
-        # NCHW: on AVX-512 CPUs train.py's test pass runs NHWC by default, which evaluate's eager runtime does not
-        "callbacks.performance.channels_last=false",
+        "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=2", NCHW,
     ]
     summary = train(compose("train", overrides, out))
     metrics = json.loads((out / "metrics.json").read_text())

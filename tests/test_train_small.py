@@ -2,15 +2,14 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import TINY, compose
+from conftest import NCHW, TINY, compose
 
 from landmark_exp.run import evaluate, train
 
 
 def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
-    # NCHW pinned: on AVX-512 CPUs train.py's test pass runs NHWC by default, which rounds like the tuned runtime
     cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY,
-                            "callbacks.performance.channels_last=false"], tmp_path / "run")
+                            NCHW], tmp_path / "run")
     summary = train(cfg)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
