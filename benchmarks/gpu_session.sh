@@ -108,7 +108,8 @@ if [[ $PHASES == *1* ]]; then
 secs=$(min $TRAIN_CAP $(( $(left) - 150 )))
 echo "# phase 1: training, ${secs}s at most each, $(left)s left"
 jobs=()  # a bare `wait` would also wait for the tee above, forever
-for s in $SEEDS; do train "seed_s$s" "$secs" experiment=isbi2015_seed seed=$s & jobs+=($!); done
+# sigma 2 explicit: isbi2015_seed has sigma 1.5 since this session chose it (2026-12-04, H200)
+for s in $SEEDS; do train "seed_s$s" "$secs" experiment=isbi2015_seed seed=$s heatmap.sigma=2.0 & jobs+=($!); done
 for s in $REFINES; do train "refine_s$s" "$secs" experiment=isbi2015_refine seed=$s & jobs+=($!); done
 train refine_small_s42 "$secs" experiment=isbi2015_refine model=unet_small seed=42 & jobs+=($!)
 for s in $SEEDS; do train "seed15_s$s" "$secs" experiment=isbi2015_seed seed=$s heatmap.sigma=1.5 & jobs+=($!); done

@@ -50,6 +50,15 @@ def test_seed_experiment_is_the_seed_decks_setup(tmp_path):
     assert cfg.data.random_split is not None and cfg.trainer.max_epochs == 150
 
 
+def test_gpu_first_stage_uses_the_sigma_chosen_on_validation_and_best_builds_on_it(tmp_path):
+    """Sigma 1.5 won the H200 session's validation rule (RESULTS.md "ISBI 2015 on one H200"); the best setup's
+    first stage is the seed setup, so its Test1 cascades were scored on exactly these first stages."""
+    seed = compose("train", ["experiment=isbi2015_seed"], tmp_path)
+    best = compose("train", ["experiment=isbi2015_best"], tmp_path)
+    assert seed.heatmap.sigma == 1.5 and list(seed.data.input_size) == [256, 256]
+    assert seed.model == best.model and seed.heatmap == best.heatmap and seed.data == best.data
+
+
 def test_gpu_second_stage_is_the_cpu_second_stage_with_the_spec_unet(tmp_path):
     """The CPU second stage's test-time choices were validated for its geometry only: the GPU one must keep it."""
     gpu = compose("train", ["experiment=isbi2015_refine"], tmp_path)
