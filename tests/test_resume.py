@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import ROOT, TINY, compose, write_isbi_fixture
@@ -20,7 +21,8 @@ from landmark_exp.run import train
 # deterministic, with augmentation on (its randomness must come back too) and early stopping (its state too)
 EXACT = [*TINY, "trainer.max_epochs=4", "trainer.deterministic=true", "logger=csv", "callbacks.progress_bar=null",
          "+callbacks.early_stopping._target_=lightning.pytorch.callbacks.EarlyStopping",
-         "+callbacks.early_stopping.monitor=val/mre", "+callbacks.early_stopping.patience=100"]
+         "+callbacks.early_stopping.monitor=val/mre", "+callbacks.early_stopping.patience=100",
+         "callbacks.model_checkpoint.last_io_share=null"]  # last.ckpt every epoch, so the kill's epoch is known
 
 
 def _ckpt_epoch(path: Path) -> int:
@@ -125,3 +127,63 @@ def test_resume_rewrites_the_command_line_to_the_runs_own_overrides_checkpoint_a
     with pytest.raises(SystemExit, match="no checkpoints/last.ckpt"):
         resume_argv(["train.py", f"resume={tmp_path / 'nothing'}"], ROOT / "conf", "train")
     assert override_key("+a.b=1") == "a.b" and override_key("~x") == "x"
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.net(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class _Clock(L.Callback):
+    """A fake clock: each training epoch 'takes' one second (runs before ModelCheckpoint's hooks)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.now += 1.0
+
+
+def _written_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float | None, epochs: int) -> list[int]:
+    """Train `epochs` epochs where each last.ckpt write 'takes' 2 s; the epochs at which last.ckpt was written."""
+    from landmark_exp import checkpoints
+
+    clock, written = _Clock(), []
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: clock.now)
+    save = checkpoints._ModelCheckpoint._save_checkpoint
+
+    def timed_save(self: checkpoints.ModelCheckpoint, trainer: L.Trainer, filepath: str) -> None:
+        save(self, trainer, filepath)
+        written.append(trainer.current_epoch)
+        clock.now += 2.0
+
+    monkeypatch.setattr(checkpoints._ModelCheckpoint, "_save_checkpoint", timed_save)
+    ckpt = checkpoints.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, last_io_share=share)
+    data = torch.utils.data.TensorDataset(torch.rand(4, 2))
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[clock, ckpt], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(_Tiny(), torch.utils.data.DataLoader(data, batch_size=2))
+    assert _ckpt_epoch(tmp_path / "last.ckpt") == epochs - 1  # the final state is always on disk
+    return written
+
+
+def test_last_checkpoint_writes_take_at_most_their_share_of_the_training_time(tmp_path, monkeypatch):
+    # epoch 0 ends at 1 s and its write at 3 s; with a 0.1 share the next is due 20 s later, at the end of epoch 20...
+    throttled = _written_epochs(tmp_path / "a", monkeypatch, 0.1, 30)
+    assert throttled == [0, 20, 29]
+    # ...then the final epoch is written whatever the clock; without a share, every epoch is written
+    assert _written_epochs(tmp_path / "b", monkeypatch, None, 6) == [0, 1, 2, 3, 4, 5]
+
+
+def test_last_io_share_outside_0_1_is_a_clear_error():
+    from landmark_exp.checkpoints import ModelCheckpoint
+
+    with pytest.raises(ValueError, match="last_io_share"):
+        ModelCheckpoint(save_last=True, last_io_share=0)
