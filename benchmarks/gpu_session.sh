@@ -4,6 +4,8 @@
 #   here, once:  bash benchmarks/gpu_prepare.sh          (wheels in .whl/, data packed in devdata/isbi3)
 #   device run:  command "bash benchmarks/gpu_session.sh", carry [".whl", "devdata"], timeout_s 590
 #   dry run on this CPU (every step, tiny): DRY=1 bash benchmarks/gpu_session.sh
+# Ran on an H200 on 2026-12-04 (benchmarks/RESULTS.md "ISBI 2015 on one H200"); sigma 1.5 won its rule and is
+# isbi2015_seed's default since, so the sigma-2 arm below names its sigma.
 # Phase 1 trains everything at once on the one GPU (one isbi2015_seed run alone reached ~4 % of an H100's
 # bf16 peak: 5.5 PFLOP in 138-159 s, benchmarks/RESULTS.md):
 #   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
