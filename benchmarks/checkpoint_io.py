@@ -38,6 +38,21 @@ def throttled_writes(epochs: int, epoch_s: float, write_s: float, share: float) 
     return n
 
 
+def timed_writes(ckpt: dict, folder: Path, writes: int, label: str) -> tuple[float, float]:
+    """Median seconds per atomic write of `ckpt`, and its size in MB; prints both."""
+    times = []
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = Path(tmp) / "x.ckpt"
+        for _ in range(writes):
+            start = time.perf_counter()
+            AtomicCheckpointIO().save_checkpoint(ckpt, path)
+            times.append(time.perf_counter() - start)
+        size = path.stat().st_size / 1e6
+    median = statistics.median(times)
+    print(f"{label} {size:.1f} MB, write + fsync {' / '.join(f'{t:.3f}' for t in times)} s (median {median:.3f})")
+    return median, size
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="unet", choices=["unet", "unet_small"])
@@ -53,17 +68,9 @@ def main() -> None:
     opt.step()  # Adam's two moments exist, as in a real checkpoint
     ckpt = {"state_dict": net.state_dict(), "optimizer_states": [opt.state_dict()], "epoch": 0}
     args.dir.mkdir(parents=True, exist_ok=True)
-    times = []
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        path = Path(tmp) / "last.ckpt"
-        for _ in range(args.writes):
-            start = time.perf_counter()
-            AtomicCheckpointIO().save_checkpoint(ckpt, path)
-            times.append(time.perf_counter() - start)
-        size = path.stat().st_size / 1e6
-    write_s = statistics.median(times)
-    print(f"{args.model}: last.ckpt {size:.1f} MB, write + fsync {' / '.join(f'{t:.3f}' for t in times)} s "
-          f"(median {write_s:.3f})")
+    write_s, _ = timed_writes(ckpt, args.dir, args.writes, f"{args.model}: last.ckpt")
+    timed_writes({"state_dict": ckpt["state_dict"], "epoch": 0}, args.dir, args.writes,
+                 f"{args.model}: best.ckpt, weights only (best_weights_only)")
     every = args.epochs * write_s
     n = throttled_writes(args.epochs, args.epoch_s, write_s, args.share)
     train = args.epochs * args.epoch_s

@@ -56,14 +56,20 @@ class ModelCheckpoint(_ModelCheckpoint):
       on an H200: written every epoch, it would take longer than the training. A kill then loses at most
       that interval, and resuming stays exact. Epochs much longer than the write (every CPU setup here)
       still write it every epoch. None: every epoch.
+    - `best_weights_only` (default): best.ckpt holds the weights, hyper-parameters and epoch, which is
+      all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
+      from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 21-26
+      times in a 150-epoch run.
     - Resumed into a new run directory (`ckpt_path=<old run>/checkpoints/last.ckpt`), the best
       score and path carry over, and the earlier run's files are never deleted. (Lightning
       reloads the best score only in the same directory: the next epoch would become "best"
       whatever its score.)
     """
 
-    def __init__(self, *args: Any, last_io_share: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, last_io_share: float | None = None, best_weights_only: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.best_weights_only = best_weights_only
         if last_io_share is not None and not 0 < last_io_share <= 1:
             raise ValueError(f"last_io_share must be in (0, 1] or None, got {last_io_share}")
         self.last_io_share = last_io_share
@@ -89,6 +95,15 @@ class ModelCheckpoint(_ModelCheckpoint):
         self._last_written_at = time.monotonic()
         self._last_write_s = self._last_written_at - start
         self._last_written_step = trainer.global_step
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if not self.best_weights_only or self.save_weights_only or filepath == self.last_model_path:
+            return super()._save_checkpoint(trainer, filepath)
+        self.save_weights_only = True  # Lightning reads it in the call below
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only = False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a run stopped between two throttled writes (max_time, early stopping) ends with its final state

@@ -187,3 +187,11 @@ def test_last_io_share_outside_0_1_is_a_clear_error():
 
     with pytest.raises(ValueError, match="last_io_share"):
         ModelCheckpoint(save_last=True, last_io_share=0)
+
+
+def test_best_checkpoint_holds_the_weights_and_last_checkpoint_the_training_state(tiny_run):
+    best = torch.load(tiny_run["ckpt"], map_location="cpu", weights_only=True)
+    last = torch.load(tiny_run["ckpt"].with_name("last.ckpt"), map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in best and "callbacks" not in best
+    assert best["hyper_parameters"] == last["hyper_parameters"] and best["state_dict"].keys() == last["state_dict"].keys()
+    assert last["optimizer_states"] and last["callbacks"] and last["epoch"] >= best["epoch"]
