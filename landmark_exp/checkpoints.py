@@ -56,7 +56,7 @@ class ModelCheckpoint(_ModelCheckpoint):
       on an H200: written every epoch, it would take longer than the training. A kill then loses at most
       that interval, and resuming stays exact. Epochs much longer than the write (every CPU setup here)
       still write it every epoch. None: every epoch.
-    - `best_weights_only` (default): best.ckpt holds the weights, hyper-parameters and epoch, which is
+    - `best_weights_only` (on in conf/callbacks/default.yaml): best.ckpt holds the weights, hyper-parameters and epoch, which is
       all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
       from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 21-26
       times in a 150-epoch run.
