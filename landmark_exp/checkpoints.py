@@ -53,11 +53,11 @@ class ModelCheckpoint(_ModelCheckpoint):
       took d seconds, the next one waits until d / last_io_share seconds have passed; the final epoch
       (or a stop by max_time or early stopping) is always written. The spec U-Net's last.ckpt with Adam's
       state is 373 MB, 0.3-1.2 s to write and sync, while one of `isbi2015_seed`'s epochs takes 0.46 s
-      on an H200: written every epoch, it would take longer than the training. A kill then loses at most
+      on an H200: written every epoch, it would add 81-88 % to the training. A kill then loses at most
       that interval, and resuming stays exact. Epochs much longer than the write (every CPU setup here)
       still write it every epoch. None: every epoch.
-    - `best_weights_only` (on in conf/callbacks/default.yaml): best.ckpt holds the weights, hyper-parameters and epoch, which is
-      all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
+    - `best_weights_only` (on in conf/callbacks/default.yaml): best.ckpt holds the weights, hyper-parameters
+      and epoch, all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
       from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 21-26
       times in a 150-epoch run.
     - Resumed into a new run directory (`ckpt_path=<old run>/checkpoints/last.ckpt`), the best
