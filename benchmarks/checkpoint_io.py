@@ -6,7 +6,7 @@ Writes the model's full checkpoint (weights + Adam's state, as Lightning stores 
 atomic writer (temporary file, fsync, rename) a few times into a temporary folder beside the outputs, and
 prints its size and seconds per write. Then, for a run of `--epochs` epochs of `--epoch-s` seconds each
 (0.46 s: isbi2015_seed's epoch on an H200, benchmarks/RESULTS.md), the seconds spent writing last.ckpt
-every epoch and with the default share, simulated with the same rule as `checkpoints.ModelCheckpoint`.
+every epoch and with the default share, by the rule `checkpoints.ModelCheckpoint` applies (`last_write_due`).
 """
 
 from __future__ import annotations
@@ -18,21 +18,17 @@ import time
 from pathlib import Path
 
 import torch
+from throughput import build_net  # the benchmarks' spec U-Net and unet_small
 
-from landmark_exp.checkpoints import AtomicCheckpointIO
-from landmark_exp.models.unet import UNet
-
-
-def model(name: str) -> torch.nn.Module:
-    return UNet(1, 19) if name == "unet" else UNet(1, 19, widths=[16, 32, 64, 128], bottleneck=256)
+from landmark_exp.checkpoints import AtomicCheckpointIO, last_write_due
 
 
 def throttled_writes(epochs: int, epoch_s: float, write_s: float, share: float) -> int:
-    """How many writes the rule makes: the first, then each once write_s / share has passed, then the last."""
+    """How many writes ModelCheckpoint's rule makes over `epochs` epochs of `epoch_s` seconds."""
     now, written_at, n = 0.0, None, 0
     for epoch in range(epochs):
         now += epoch_s
-        if written_at is None or epoch == epochs - 1 or now - written_at >= write_s / share:
+        if last_write_due(now, written_at, write_s, share, final=epoch == epochs - 1):
             now += write_s
             written_at, n = now, n + 1
     return n
@@ -62,7 +58,7 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.05)
     ap.add_argument("--dir", type=Path, default=Path("outputs"))
     args = ap.parse_args()
-    net = model(args.model)
+    net = build_net(args.model)
     opt = torch.optim.Adam(net.parameters())
     net(torch.rand(1, 1, 32, 32)).mean().backward()
     opt.step()  # Adam's two moments exist, as in a real checkpoint

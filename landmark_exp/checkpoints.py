@@ -43,6 +43,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, fh)
 
 
+def last_write_due(now: float, written_at: float | None, write_s: float, share: float | None, final: bool) -> bool:
+    """The last.ckpt rule: the first and the final write always; else once write_s / share seconds have passed
+    since the previous write ended (so writing takes at most `share` of the time). share None: every time."""
+    return share is None or written_at is None or final or now - written_at >= write_s / share
+
+
 class ModelCheckpoint(_ModelCheckpoint):
     """Lightning's ModelCheckpoint, fit for resuming.
 
@@ -52,13 +58,13 @@ class ModelCheckpoint(_ModelCheckpoint):
     - `last_io_share` caps the share of the training time spent writing last.ckpt. After a write that
       took d seconds, the next one waits until d / last_io_share seconds have passed; the final epoch
       (or a stop by max_time or early stopping) is always written. The spec U-Net's last.ckpt with Adam's
-      state is 373 MB, 0.3-1.2 s to write and sync, while one of `isbi2015_seed`'s epochs takes 0.46 s
-      on an H200: written every epoch, it would add 81-88 % to the training. A kill then loses at most
+      state is 373 MB, 0.34-1.16 s to write and sync on the development VM, while one of `isbi2015_seed`'s epochs takes 0.46 s
+      on an H200: written every epoch, it would add 81 % to the training (benchmarks/checkpoint_io.py). A kill then loses at most
       that interval, and resuming stays exact. Epochs much longer than the write (every CPU setup here)
       still write it every epoch. None: every epoch.
     - `best_weights_only` (on in conf/callbacks/default.yaml): best.ckpt holds the weights, hyper-parameters
       and epoch, all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
-      from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 21-26
+      from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 20-27
       times in a 150-epoch run.
     - Resumed into a new run directory (`ckpt_path=<old run>/checkpoints/last.ckpt`), the best
       score and path carry over, and the earlier run's files are never deleted. (Lightning
@@ -79,11 +85,9 @@ class ModelCheckpoint(_ModelCheckpoint):
 
     def _last_is_due(self, trainer: L.Trainer) -> bool:
         """Whether last.ckpt should be written now; the same answer on every process (else DDP would hang)."""
-        if self.last_io_share is None or self._last_written_at is None:
-            return True
         final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
-        due = final or time.monotonic() - self._last_written_at >= self._last_write_s / self.last_io_share
-        return bool(trainer.strategy.broadcast(due, src=0))
+        due = last_write_due(time.monotonic(), self._last_written_at, self._last_write_s, self.last_io_share, final)
+        return due if self.last_io_share is None else bool(trainer.strategy.broadcast(due, src=0))
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         if self.save_last is not True:  # "link" (a symbolic link, no write) or off: Lightning's way
