@@ -5,13 +5,14 @@ counters and callback states (best checkpoint, early stopping). What it leaves
 out, and this module adds:
 
 - `AtomicCheckpointIO`: the file is written beside its target, synced, then renamed.
-- `ModelCheckpoint`: resuming into another directory keeps the best score.
+- `ModelCheckpoint`: resuming into another directory keeps the best score; a NaN/inf score is never the best.
 - `TrainingState`: the global random number generators travel in the checkpoint,
   and the training dataset learns the epoch (its augmentation depends on it).
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
+from landmark_exp.data.records import CheckpointError
 from landmark_exp.reports import atomic_open
 
 
@@ -41,6 +44,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         with atomic_open(path) as fh:
             torch.save(checkpoint, fh)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Always weights only: a resumed or tested checkpoint is data, and unpickling it must never run its code
+        (our checkpoints hold tensors and plain values only, the random generators' states included)."""
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"{path}: refused to load, it holds more than weights and plain data "
+                                  f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+        except (FileNotFoundError, RuntimeError, EOFError, OSError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]})") from None
 
 
 def last_write_due(now: float, written_at: float | None, write_s: float, share: float | None, final: bool) -> bool:
@@ -66,6 +81,10 @@ class ModelCheckpoint(_ModelCheckpoint):
       and epoch, all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
       from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 20-27
       times in a 150-epoch run.
+    - A non-finite monitored score (NaN, inf) never becomes or replaces the best, and no best.ckpt is written
+      for it. (Lightning turns NaN into the worst value and still saves it while fewer than save_top_k are
+      kept, so the first epoch of a diverged run became best.ckpt; -inf in mode "min" would beat every later
+      epoch.) last.ckpt is written as usual.
     - Resumed into a new run directory (`ckpt_path=<old run>/checkpoints/last.ckpt`), the best
       score and path carry over, and the earlier run's files are never deleted. (Lightning
       reloads the best score only in the same directory: the next epoch would become "best"
@@ -88,6 +107,16 @@ class ModelCheckpoint(_ModelCheckpoint):
         final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
         due = last_write_due(time.monotonic(), self._last_written_at, self._last_write_s, self.last_io_share, final)
         return due if self.last_io_share is None else bool(trainer.strategy.broadcast(due, src=0))
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        """Lightning's rule, except that a NaN/inf score is never saved as a top-k (best) checkpoint."""
+        if current is not None:
+            finite = bool(torch.isfinite(torch.as_tensor(current)).all())
+            if not trainer.strategy.reduce_boolean_decision(finite):  # unanimous, as Lightning's own decision
+                rank_zero_warn(f"epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} is "
+                               f"{float(current)}: not saved as a best checkpoint (the best stays as it was)")
+                return False
+        return super().check_monitor_top_k(trainer, current)
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         if self.save_last is not True:  # "link" (a symbolic link, no write) or off: Lightning's way

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from landmark_exp.data.records import DataError
 from landmark_exp.inference import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
+from landmark_exp.jobs import int_pairs, positive_int, refuse_overwriting_inputs, writable_dir
 from landmark_exp.module import LandmarkModule, checkpoint_paths, load_module
 from landmark_exp.reports import atomic_write_bytes, console, write_json
 from landmark_exp.run import _guard
@@ -104,6 +105,21 @@ def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarra
             "confidence_max_abs_diff": conf_diff, "batch": len(images)}
 
 
+def _check_output(out: Path, inputs: list[Path], overwrite: object) -> None:
+    """Before any work: never the file read (whatever overwrite says), an existing file only with overwrite=true,
+    a folder that exists and is writable."""
+    if not isinstance(overwrite, bool):
+        raise DataError(f"overwrite={overwrite!r}: true or false")
+    refuse_overwriting_inputs([out], inputs, "output")
+    if out.suffix.lower() != ".onnx":
+        raise DataError(f"output={out}: an ONNX model's file name ends in .onnx")
+    if out.is_dir():
+        raise DataError(f"output={out}: is a folder; give a file name ending in .onnx")
+    if out.exists() and not overwrite:
+        raise DataError(f"output={out}: exists; overwrite=true replaces it")
+    writable_dir(out.parent, "output", create_parents=False)
+
+
 @_guard
 def export(cfg: DictConfig) -> dict:
     """The Hydra job behind `python -m landmark_exp.export`: export, check parity, write export.json."""
@@ -112,10 +128,12 @@ def export(cfg: DictConfig) -> dict:
     paths = checkpoint_paths(cfg.ckpt_path)
     if len(paths) > 1 and not cfg.get("output"):
         raise DataError("ckpt_path: an ensemble of checkpoints needs output=<file>.onnx")
-    module = load_module(paths, tta_shifts=cfg.get("tta_shifts"))
+    out = Path(str(cfg.output)) if cfg.get("output") else paths[0].with_suffix(".onnx")
+    _check_output(out, paths, cfg.get("overwrite", False))
+    tta = cfg.get("tta_shifts")
+    module = load_module(paths, tta_shifts=int_pairs(list(tta) if tta is not None else None, "tta_shifts"))
     ckpt = ", ".join(map(str, paths))
-    out = Path(cfg.output) if cfg.get("output") else paths[0].with_suffix(".onnx")
-    export_onnx(module, out, opset=int(cfg.opset), dynamo=bool(cfg.dynamo), source=ckpt)
+    export_onnx(module, out, opset=positive_int(cfg.opset, "opset"), dynamo=bool(cfg.dynamo), source=ckpt)
     result: dict = {"checkpoint": ckpt, "onnx": str(out), "bytes": out.stat().st_size}
     console.print(f"exported {ckpt} -> {out} ({out.stat().st_size / 1e6:.1f} MB, dynamic batch)")
     if cfg.get("check", True):

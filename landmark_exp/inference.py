@@ -363,7 +363,11 @@ def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None 
     meta = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
     if meta is None:
         raise CheckpointError(f"{path}: no {ONNX_METADATA_KEY!r} metadata: export it with python -m landmark_exp.export")
-    info = ModelInfo.from_dict(json.loads(meta))
+    try:
+        info = ModelInfo.from_dict(json.loads(meta))
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{path}: its {ONNX_METADATA_KEY!r} metadata is not valid ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
     if heatmap:
         try:
             info.decoding = info.decoding.overridden(heatmap, info.input_size)

@@ -7,6 +7,7 @@ without unpickling code (`load_module`).
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,15 +16,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
 
 from landmark_exp.data.geometry import to_original
 from landmark_exp.data.patches import patch_context
-from landmark_exp.data.records import DataError, landmark_index
+from landmark_exp.data.records import CheckpointError, landmark_index
 from landmark_exp.heatmap.decoder import Decoding, prior_sigma_pixels
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
 from landmark_exp.performance import optimizer_options
+from landmark_exp.registry import RegistryError, build, check
 
 SCHEDULER_KEYS = ("monitor", "interval", "frequency")
 
@@ -57,8 +58,9 @@ class LandmarkModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = instantiate(model)
-        self.loss_fn = instantiate(loss)
+        # built from the registry only: a checkpoint's stored config names classes, it never runs code
+        self.net = build(model, "model")
+        self.loss_fn = build(loss, "loss")
         heatmap = heatmap or {}
         self.sigma = float(heatmap.get("sigma", 2.0))
         self.decode_method = heatmap.get("decoder", "quadratic")
@@ -90,6 +92,7 @@ class LandmarkModule(L.LightningModule):
         # how each member carved its data splits: (data seed, folds, fold); members that differ trained on
         # each other's validation images
         self.member_splits: list[tuple] = []
+        self.decoding()  # a decoding setting that cannot work fails here, not at the first image
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -205,13 +208,13 @@ class LandmarkModule(L.LightningModule):
                     logger.experiment.add_image(f"val/overlay_{i}", img, self.current_epoch, dataformats="HWC")
 
     def configure_optimizers(self):
-        opt = instantiate(optimizer_options(self.hparams.optimizer, self.device), params=self.parameters())
+        opt = build(optimizer_options(self.hparams.optimizer, self.device), "optimizer", params=self.parameters())
         cfg = self.hparams.scheduler
         if not cfg or not cfg.get("_target_"):
             return opt
         cfg = dict(cfg)
         extra = {k: cfg.pop(k) for k in SCHEDULER_KEYS if k in cfg}
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": instantiate(cfg, optimizer=opt), **extra}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": build(cfg, "scheduler", optimizer=opt), **extra}}
 
 
 def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,10 +222,6 @@ def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if batch["image"].ndim != 5:
         return batch
     return {**batch, **{key: batch[key].flatten(0, 1) for key in ("image", "keypoints", "visible")}}
-
-
-class CheckpointError(DataError):
-    """A checkpoint that cannot be used as given: one line naming the file and the reason."""
 
 
 CheckpointPaths = str | Path | Sequence[str | Path]
@@ -301,6 +300,10 @@ def _load_one(path: Path, map_location: str | torch.device, heatmap: dict | None
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    if magic not in (b"PK", b"\x80\x02"):  # torch.save writes a zip archive (legacy: a protocol-2 pickle)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file (neither a zip archive nor a pickle)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -308,19 +311,47 @@ def _load_one(path: Path, map_location: str | torch.device, heatmap: dict | None
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: refused to load, it holds more than weights and plain data ({reason})") from None
     except Exception as e:  # torch.load raises many types (struct.error, EOFError, RuntimeError ...) on a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict) \
+            or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")
     hparams = dict(ckpt["hyper_parameters"])
+    try:  # every class the stored config names, checked before any of them is built
+        check(hparams, "hyper_parameters")
+    except RegistryError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    unknown = sorted(str(k) for k in hparams if k not in _HPARAMS)
+    if unknown:
+        raise CheckpointError(f"{path}: hyper_parameters hold unknown keys {unknown}")
+    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict entry {bad[0]!r} is not a tensor")
+    broken = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values ({len(broken)} tensor(s), first "
+                              f"{broken[0]!r}): the run that wrote it diverged")
     if heatmap:
         hparams["heatmap"] = {**(hparams.get("heatmap") or {}), **heatmap}
     try:
         module = LandmarkModule(**hparams)
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: its stored config does not describe a valid model ({_first_line(e)})") from None
+    try:
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first})") from None
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({_first_line(e)})") from None
     return module.eval()
+
+
+_HPARAMS = set(inspect.signature(LandmarkModule.__init__).parameters) - {"self"}
+
+
+def _first_line(e: BaseException) -> str:
+    """The informative line of an exception: load_state_dict's first line is only a header, the reason follows."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    return lines[0][:300] if lines else type(e).__name__
 
 
 def check_matches_data(module: LandmarkModule, where: str | Path, num_landmarks: int, landmark_names: list[str],

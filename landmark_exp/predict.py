@@ -16,8 +16,9 @@ data spacing; a DICOM without spacing gets a warning.
 from __future__ import annotations
 
 import glob
+import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,29 @@ from rich.progress import (
 from rich.table import Table
 
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
+from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
-from landmark_exp.data.sources import _spacing as parse_spacing
 from landmark_exp.inference import (
+    RUNTIMES,
     CascadePredictor,
     LandmarkPrediction,
     Predictor,
     load_predictor,
     pick_runtime,
+    refine_iterations,
+)
+from landmark_exp.jobs import (
+    StopRequests,
+    checked_device,
+    int_pairs,
+    one_of,
+    positive_int,
+    refuse_overwriting_inputs,
+    run_lock,
+    spacing_pair,
+    stopped_by,
+    writable_dir,
 )
 from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
 from landmark_exp.run import _guard, decoding_overrides, show_config
@@ -114,17 +129,6 @@ def image_spacing(path: Path, fallback: tuple[float, float] | None) -> tuple[tup
     return fallback, "config"
 
 
-def _fallback_spacing(cfg_spacing, model_spacing: tuple[float, float] | None) -> tuple[float, float] | None:
-    """`spacing=` (a number or [x, y]) validated as the sources validate theirs, else the model's."""
-    if cfg_spacing is None:
-        return model_spacing
-    value = list(cfg_spacing) if isinstance(cfg_spacing, Iterable) and not isinstance(cfg_spacing, str) else cfg_spacing
-    try:
-        return parse_spacing(value)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"spacing={cfg_spacing}: {e}") from None
-
-
 def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], names: Sequence[str]) -> pd.DataFrame:
     """One row per landmark: original pixels, millimetres, peak confidence and spread (mm, root of summed variances)."""
     sx, sy = spacing
@@ -151,9 +155,9 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
 
         record["measurements"] = analyse(frame[["x_mm", "y_mm"]].to_numpy())
     write_csv(out_dir / f"{image_id}.csv", frame)
-    write_json(out_dir / f"{image_id}.json", record)
     if overlay:
         save_png(out_dir / f"{image_id}_overlay.png", draw_overlay(image, None, pred.xy, names=names))
+    write_json(out_dir / f"{image_id}.json", record)  # last: an image whose JSON exists is done (resume=true)
     return record
 
 
@@ -166,27 +170,76 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
     return {"model": predictor.info.source}
 
 
+RUN_FILES = ("predictions.csv", "measurements.csv", "failures.csv", "summary.json")
+
+
+def image_outputs(out_dir: Path, image_id: str) -> list[Path]:
+    """The files predict writes for one image (the JSON last: it marks the image done)."""
+    return [out_dir / f"{image_id}.csv", out_dir / f"{image_id}_overlay.png", out_dir / f"{image_id}.json"]
+
+
+def _record(path: Path) -> dict | None:
+    """A per-image JSON this command wrote (id, file, landmarks), else None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and {"id", "file", "landmarks"} <= record.keys()
+    return record if ok and path.name == f"{record['id']}.json" else None
+
+
+def earlier_results(out_dir: Path) -> list[Path]:
+    """What an earlier predict run left in `out_dir`: its run-level files and every image's files."""
+    found = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    for path in sorted(out_dir.glob("*.json")):
+        record = _record(path) if path.name not in RUN_FILES else None
+        if record is not None:
+            found += [p for p in image_outputs(out_dir, str(record["id"])) if p.exists()]
+    return found
+
+
+def finished(out_dir: Path, files: Sequence[Path], ids: Sequence[str], model: str) -> dict[str, dict]:
+    """resume=true: the records of the images an earlier run into `out_dir` finished (their JSON, written last,
+    exists and names the same file), by id; an image another model predicted is a one-line error."""
+    done = {}
+    for path, image_id in zip(files, ids, strict=True):
+        record = _record(out_dir / f"{image_id}.json")
+        if record is None or record["file"] != str(path):
+            continue
+        if record.get("model") != model:
+            raise DataError(f"resume: {out_dir / (image_id + '.json')} was predicted by {record.get('model')}, "
+                            f"not {model}; use another output_dir or overwrite=true")
+        done[image_id] = record
+    return done
+
+
 def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path,
                     spacing: tuple[float, float] | None, batch_size: int = 4,
-                    overlay: bool = True, read_workers: int | None = None) -> tuple[list[dict], list[dict]]:
+                    overlay: bool = True, read_workers: int | None = None, done: dict[str, dict] | None = None,
+                    stop: StopRequests | None = None, max_pixels: int | None = None) -> tuple[list[dict], list[dict]]:
     """Predict every file in batches behind a progress bar; returns (results, failures with their reasons).
 
     Images are decoded `read_workers` at a time in threads ahead of the batch the network is running
-    (`read_ahead`; None: up to 4, 1: one after the other)."""
+    (`read_ahead`; None: up to 4, 1: one after the other). `done`: records of images already predicted
+    (resume), kept and not read again. `stop`: once a stop is requested, the image in hand is finished and
+    the others are left."""
     ids = unique_ids(files)
-    results: list[dict] = []
+    done = done or {}
+    results: list[dict] = [done[i] for i in ids if i in done]
+    todo = [(f, i) for f, i in zip(files, ids, strict=True) if i not in done]
     failures: list[dict] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    batch_size = max(1, batch_size)
     # each image is decoded and resized to the network input in the reader threads
-    images = read_ahead(files, predictor.info.normalize, read_workers, depth=2 * batch_size,
-                        then=lambda image: (image, predictor.prepare(image)))
+    images = read_ahead([f for f, _ in todo], predictor.info.normalize, read_workers, depth=2 * batch_size,
+                        then=lambda image: (image, predictor.prepare(image)), max_pixels=max_pixels)
     with Progress(*columns, console=console, disable=len(files) < 2) as progress:
-        task = progress.add_task("predicting", total=len(files))
-        for start in range(0, len(files), batch_size):
+        task = progress.add_task("predicting", total=len(files), completed=len(results))
+        for start in range(0, len(todo), batch_size):
+            if stop is not None and stop.requested:
+                break
             batch = []
-            for path, image_id in zip(files[start : start + batch_size], ids[start : start + batch_size], strict=True):
+            for path, image_id in todo[start : start + batch_size]:
                 try:
                     read = next(images)
                     if isinstance(read, DataError):
@@ -202,6 +255,8 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
             for (path, image_id, image, _, sp, source), pred in zip(batch, preds, strict=True):
                 results.append(_write_image_outputs(out_dir, image_id, path, image, pred, sp, source, predictor, overlay))
                 progress.advance(task)
+                if stop is not None and stop.requested:
+                    break
     return results, failures
 
 
@@ -211,7 +266,7 @@ def _reason(message: str, path: Path) -> str:
 
 
 def write_summary(out_dir: Path, results: list[dict], failures: list[dict],
-                  predictor: Predictor | CascadePredictor) -> None:
+                  predictor: Predictor | CascadePredictor, interrupted: dict | None = None) -> None:
     rows = [{"image_id": r["id"], "file": r["file"], **lm} for r in results for lm in r["landmarks"]]
     if rows:
         write_csv(out_dir / "predictions.csv", pd.DataFrame(rows))
@@ -224,7 +279,7 @@ def write_summary(out_dir: Path, results: list[dict], failures: list[dict],
     write_csv(out_dir / "failures.csv", pd.DataFrame(failures, columns=["file", "reason"]))
     write_json(out_dir / "summary.json", {
         **_models(predictor), "backend": predictor.backend, "device": predictor.device,
-        "n_images": len(results), "n_failed": len(failures), "failures": failures,
+        "n_images": len(results), "n_failed": len(failures), "interrupted": interrupted, "failures": failures,
         "images": [{k: r[k] for k in ("id", "file", "spacing_mm", "spacing_source")} for r in results],
     })
 
@@ -238,28 +293,107 @@ def _failures_table(failures: list[dict]) -> Table:
     return table
 
 
+def _arguments(cfg: DictConfig) -> dict:
+    """Every argument checked before any work (one line naming the argument otherwise)."""
+    workers = cfg.get("read_workers")
+    return {
+        "batch_size": positive_int(cfg.get("batch_size", 8), "batch_size"),
+        "read_workers": None if workers is None else positive_int(workers, "read_workers"),
+        "device": checked_device(cfg.get("device", "auto")),
+        "runtime": one_of(cfg.get("runtime", "auto"), RUNTIMES, "runtime"),
+        "spacing": spacing_pair(_plain(cfg.get("spacing"))),
+        "tta_shifts": int_pairs(_plain(cfg.get("tta_shifts")), "tta_shifts"),
+        "refine_shifts": _checked(patch_shifts, _plain(cfg.get("refine_shifts"))),
+        "refine_views": _checked(patch_views, _plain(cfg.get("refine_views"))),
+        "refine_blend": None if cfg.get("refine_blend") is None else patch_blend(cfg.get("refine_blend")),
+        "refine_iterations": refine_iterations(cfg.get("refine_iterations", 1)),
+        "max_pixels": int(positive_int(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
+        "overwrite": _flag(cfg.get("overwrite", False), "overwrite"),
+        "resume": _flag(cfg.get("resume", False), "resume"),
+    }
+
+
+def _checked(check: Callable[[object], object], value: object) -> object:
+    """`value` as given, once `check` (which raises a one-line DataError) accepts it."""
+    check(value)
+    return value
+
+
+def _plain(node: object) -> object:
+    return list(map(_plain, node)) if isinstance(node, ListConfig | list | tuple) else node
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise DataError(f"{what}={value!r}: true or false")
+    return value
+
+
+def _prepare_output_dir(cfg: DictConfig, args: dict, files: Sequence[Path], ids: Sequence[str]) -> Path:
+    """The output folder, writable, holding no file this run reads; earlier results refused unless overwrite
+    (then removed first, so predictions.csv always describes exactly the files beside it) or resume."""
+    given = cfg.get("output_dir")
+    out_dir = writable_dir(Path(str(given)) if given else Path(cfg.paths.output_dir), "output_dir",
+                           create_parents=not given)
+    planned = [out_dir / name for name in (*RUN_FILES, "config.yaml")]
+    planned += [p for i in ids for p in image_outputs(out_dir, i)]
+    models = [Path(str(p)) for key in ("ckpt_path", "refine_ckpt") for p in _as_list(cfg.get(key))]
+    refuse_overwriting_inputs(planned, [*files, *models], "output_dir")
+    return out_dir
+
+
+def _as_list(value: object) -> list:
+    value = _plain(value)
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+
+def _clear_earlier(out_dir: Path, args: dict) -> None:
+    earlier = earlier_results(out_dir)
+    if not earlier or args["resume"]:
+        return
+    if not args["overwrite"]:
+        raise DataError(f"output_dir={out_dir}: holds results of an earlier run ({len(earlier)} files, e.g. "
+                        f"{earlier[0].name}); choose another folder, overwrite=true to replace them, or resume=true "
+                        "to finish an interrupted run")
+    for path in earlier:
+        path.unlink(missing_ok=True)
+
+
 @_guard
 def predict(cfg: DictConfig) -> dict:
     """The Hydra job behind predict.py: load the model, predict every input, write and print the results."""
-    out_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    show_config(cfg, out_dir)
+    args = _arguments(cfg)
     inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
     files = collect_inputs(inputs)
-    device = cfg.get("device", "auto")
-    predictor = load_predictor(cfg.ckpt_path, device, cfg.get("refine_ckpt"), int(cfg.get("refine_iterations", 1)),
-                               pick_runtime(cfg.get("runtime", "auto"), device, len(files)),
-                               cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
-                               decoding_overrides(cfg.get("refine_heatmap")), cfg.get("tta_shifts"),
-                               cfg.get("refine_shifts"), cfg.get("refine_blend"), cfg.get("refine_views"))
-    spacing = _fallback_spacing(cfg.get("spacing"), predictor.info.spacing)
-    refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
-    console.print(f"{len(files)} image(s), model {_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "
-                  f"images without their own spacing: "
-                  + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
-    results, failures = run_predictions(predictor, files, out_dir, spacing, int(cfg.get("batch_size", 4)),
-                                        bool(cfg.get("overlay", True)), cfg.get("read_workers"))
-    write_summary(out_dir, results, failures, predictor)
+    ids = unique_ids(files)
+    out_dir = _prepare_output_dir(cfg, args, files, ids)
+    with run_lock(out_dir), StopRequests() as stop:
+        _clear_earlier(out_dir, args)
+        show_config(cfg, out_dir)
+        predictor = load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
+                                   pick_runtime(args["runtime"], args["device"], len(files)),
+                                   cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
+                                   decoding_overrides(cfg.get("refine_heatmap")), args["tta_shifts"],
+                                   args["refine_shifts"], args["refine_blend"], args["refine_views"])
+        spacing = args["spacing"] or predictor.info.spacing
+        done = finished(out_dir, files, ids, _models(predictor)["model"]) if args["resume"] else {}
+        refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
+        console.print(f"{len(files)} image(s){f' ({len(done)} done before)' if done else ''}, model "
+                      f"{_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "
+                      "images without their own spacing: "
+                      + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
+        results, failures = run_predictions(predictor, files, out_dir, spacing, args["batch_size"],
+                                            bool(cfg.get("overlay", True)), args["read_workers"], done, stop,
+                                            args["max_pixels"])
+        interrupted = None
+        if stop.requested:
+            interrupted = {"by": stopped_by(stop.requested), "done": len(results) + len(failures), "of": len(files)}
+        write_summary(out_dir, results, failures, predictor, interrupted)
+    if interrupted:
+        console.print(f"[bold red]interrupted[/] by {interrupted['by']}: {len(results)} of {len(files)} image(s) "
+                      f"predicted, {len(failures)} failed; written to {out_dir} (resume=true finishes the rest)",
+                      soft_wrap=True)
+        raise SystemExit(stop.exit_status)
     measured = [r for r in results if "measurements" in r]
     if measured and len(measured) <= int(cfg.get("show", 20)):
         from landmark_exp.reports import measurements_table

@@ -57,6 +57,25 @@ def _log_dir(config_dir: str, config_name: str, overrides: list[str]) -> Path:
         GlobalHydra.instance().clear()
 
 
+def recorded_overrides(path: Path) -> list[str]:
+    """A run's recorded overrides, read as data: a list of `key=value` strings that select or set config values.
+    Anything that would make Hydra or the job build something the file names (a `_target_`, `_args_`, any
+    `hydra.` setting such as its callbacks or search path) is refused with one line before Hydra sees it."""
+    try:
+        original = yaml.safe_load(path.read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SystemExit(f"resume: {path}: not readable as YAML ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(original, list) or not all(isinstance(o, str) for o in original):
+        raise SystemExit(f"resume: {path}: not a list of overrides")
+    for n, o in enumerate(original, 1):
+        key = override_key(o)
+        parts = re.split(r"[./]", key)
+        if parts[0] == "hydra" or any(p.startswith("_") and p.endswith("_") for p in parts) or "_target_" in o:
+            raise SystemExit(f"resume: {path}: override {n} {o!r} is refused (a recorded run may not set "
+                             "hydra settings or name classes to build)")
+    return original
+
+
 def resume_argv(argv: list[str], config_dir: str | Path, config_name: str) -> list[str]:
     """argv with `resume=...` replaced by the run's own overrides, its last.ckpt and its directory."""
     targets = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"{KEY}=")]
@@ -78,7 +97,7 @@ def resume_argv(argv: list[str], config_dir: str | Path, config_name: str) -> li
     recorded = run / ".hydra" / "overrides.yaml"
     if not recorded.is_file():
         raise SystemExit(f"resume: {run} is not a Hydra run directory (no .hydra/overrides.yaml)")
-    original = yaml.safe_load(recorded.read_text()) or []
+    original = recorded_overrides(recorded)
     replaced = {override_key(o) for o in given} | {"ckpt_path"}
     ckpt = run / "checkpoints" / "last.ckpt"
     merged = [o for o in original if override_key(o) not in replaced] + given

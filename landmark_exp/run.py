@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -31,10 +30,12 @@ from landmark_exp.inference import (
     refine_selection,
     torch_predictor,
 )
+from landmark_exp.jobs import int_pairs, one_of, run_lock, writable_dir
 from landmark_exp.metrics import radial_errors_mm, summarize
 from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
 from landmark_exp.performance import for_inference
 from landmark_exp.provenance import write_run_info
+from landmark_exp.registry import build
 from landmark_exp.reports import (
     atomic_write_text,
     console,
@@ -90,10 +91,11 @@ def build_trainer(cfg: DictConfig, logger: bool = True) -> L.Trainer:
     """The configured Trainer plus what makes long runs safe: atomic checkpoint files, exact resume, NaN guard."""
     from landmark_exp.checkpoints import AtomicCheckpointIO, TrainingState
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c]
     callbacks += [TrainingState(), NonFiniteGuard(**_container(cfg.get("trainer_guard") or {}))]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c] if logger else []
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    loggers = ([build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c and "_target_" in c]
+               if logger else [])
+    return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
 def _in_multirun() -> bool:
@@ -116,6 +118,8 @@ def _guard(fn):
         out = Path(cfg.paths.output_dir)
         try:
             result = fn(cfg)
+        except SystemExit:
+            raise  # a job that ended itself (an interrupted predict) has said why
         except BaseException as e:
             message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
             if out.is_dir():
@@ -169,7 +173,7 @@ def train(cfg: DictConfig) -> dict:
     show_config(cfg, out_dir)
     write_run_info(out_dir)
     L.seed_everything(cfg.seed, workers=True)
-    dm: LandmarkDataModule = instantiate(cfg.data)
+    dm: LandmarkDataModule = build(cfg.data, "data")
     dm.prepare_data()
     dm.setup("fit")
     module = build_module(cfg, dm)
@@ -246,20 +250,32 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
 @_guard
 def evaluate(cfg: DictConfig) -> dict:
     """Load a checkpoint safely, predict a split, print and write the millimetre report."""
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    show_config(cfg, out_dir)
-    write_run_info(out_dir)
-    module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")),
-                         tta_shifts=cfg.get("tta_shifts"))
-    patch_shifts(cfg.get("refine_shifts"))  # a malformed value stops here, not after the first stage
+    out_dir = writable_dir(Path(cfg.paths.output_dir), "hydra.run.dir", create_parents=True)
+    with run_lock(out_dir, "hydra.run.dir"):
+        return _evaluate(cfg, out_dir)
+
+
+def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
+    # every argument checked before any work: a malformed value stops here, not after the first stage
+    tta = cfg.get("tta_shifts")
+    tta_shifts = int_pairs(list(tta) if tta is not None else None, "tta_shifts")
+    patch_shifts(cfg.get("refine_shifts"))
     patch_views(cfg.get("refine_views"))
     patch_blend(cfg.get("refine_blend"))
     refine_iterations(cfg.get("refine_iterations", 1))
+    one_of(cfg.get("runtime", "tuned"), ("tuned", "eager"), "runtime")
+    if isinstance(cfg.get("overlays", 8), bool) or not isinstance(cfg.get("overlays", 8), int) or cfg.overlays < 0:
+        raise DataError(f"overlays={cfg.get('overlays')!r}: how many overlay images to write, a whole number >= 0")
+    if (out_dir / "metrics.json").exists() and not cfg.get("overwrite", False):
+        raise DataError(f"hydra.run.dir={out_dir}: holds an earlier evaluation (metrics.json); choose another "
+                        "folder or overwrite=true")
+    show_config(cfg, out_dir)
+    write_run_info(out_dir)
+    module = load_module(cfg.ckpt_path, heatmap=decoding_overrides(cfg.get("heatmap")), tta_shifts=tta_shifts)
     data_cfg, split, scored = scored_split(cfg, cfg.get("data") or OmegaConf.create(module.hparams.data))
     with open_dict(cfg):
         cfg.split = split  # a source split by name (test2) is built as the datamodule's test split
-    dm: LandmarkDataModule = instantiate(data_cfg)
+    dm: LandmarkDataModule = build(data_cfg, "data")
     # before decoding any image: a mismatch is known from the configs alone
     check_matches_data(module, cfg.ckpt_path, dm.num_landmarks, dm.landmark_names, dm.model_input_size)
     _warn_if_members_saw_split(module, cfg, dm)
@@ -356,7 +372,7 @@ def refine_stage(cfg: DictConfig, coarse: LandmarkModule, dm: LandmarkDataModule
     for key in SHARED_DATA_KEYS:
         if key in data_cfg:
             fine_data[key] = data_cfg[key]
-    fdm: LandmarkDataModule = instantiate(fine_data)
+    fdm: LandmarkDataModule = build(fine_data, f"{cfg.refine_ckpt}: data")
     fdm.prepare_data()
     fdm.setup("test")
     ds = fdm.datasets[cfg.split]

@@ -38,6 +38,10 @@ class DataError(ValueError):
     """A user's data problem: the message is one line naming the file (and line/row)."""
 
 
+class CheckpointError(DataError):
+    """A checkpoint or exported model that cannot be used as given: one line naming the file and the reason."""
+
+
 @dataclass(frozen=True)
 class Record:
     """One annotated image.

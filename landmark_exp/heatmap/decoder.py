@@ -321,6 +321,18 @@ class Decoding:
     prior_sigma: float | None = None  # pixels; None: plain argmax (no prior)
     sigma: float = 2.0  # the training targets' sigma (pixels): sets the window of `peak_spread`
 
+    def __post_init__(self) -> None:
+        """Checked when made (from a config, a checkpoint or an export's metadata), not at the first image."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown decoding method {self.method!r} (choose from {', '.join(METHODS)})")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or not 0 <= self.window <= 16:
+            raise ValueError(f"decoding window must be a whole number 0-16, got {self.window!r}")
+        if self.prior_sigma is not None and not (isinstance(self.prior_sigma, int | float)
+                                                 and math.isfinite(self.prior_sigma) and self.prior_sigma > 0):
+            raise ValueError(f"prior_sigma must be a positive number of pixels, got {self.prior_sigma!r}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"heatmap sigma must be a positive number of pixels, got {self.sigma!r}")
+
     def __call__(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K or 1, H, W) -> (B, K, 2) float64 model-pixel coordinates and (B, K) peak values."""
         if self.single_channel:
@@ -334,14 +346,14 @@ class Decoding:
         unknown = set(heatmap) - {"decoder", "window", "prior_sigma"}
         if unknown:
             raise ValueError(f"heatmap overrides {sorted(unknown)} do not change how heatmaps are decoded")
-        out = replace(self)
+        changes: dict = {}
         if "decoder" in heatmap:
-            out.method = str(heatmap["decoder"])
+            changes["method"] = str(heatmap["decoder"])
         if "window" in heatmap:
-            out.window = int(heatmap["window"])
+            changes["window"] = heatmap["window"]
         if "prior_sigma" in heatmap:
-            out.prior_sigma = prior_sigma_pixels(heatmap["prior_sigma"], input_size)
-        return out
+            changes["prior_sigma"] = prior_sigma_pixels(heatmap["prior_sigma"], input_size)
+        return replace(self, **changes)  # checked again (__post_init__)
 
     def spread(self, heatmaps: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         return peak_spread(heatmaps, xy, max(2, math.ceil(3 * self.sigma)))

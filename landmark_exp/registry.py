@@ -1,0 +1,115 @@
+"""The classes a config may name, and the one way objects are built from configs.
+
+Checkpoints, exported models and resumed run directories are data, and a `_target_` in
+them is a name, not an instruction: `build` looks every `_target_` of a config up here by
+its exact dotted name and refuses anything else with one line, before anything it names is
+imported or called. Hydra's `instantiate` then receives the class objects themselves, so it
+never imports a module a file names.
+
+What is here: this package's own classes, and the members of a few libraries' namespaces
+that are subclasses of what those namespaces are for (torch optimizers and schedulers,
+Lightning callbacks, loggers and strategies, albumentations transforms). Architectures of
+segmentation-models-pytorch are chosen by name inside `SMPModel` (smp's own registry).
+A new model or loss is added with `register`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import albumentations
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from landmark_exp.checkpoints import ModelCheckpoint
+from landmark_exp.data.datamodule import LandmarkDataModule
+from landmark_exp.data.records import DataError
+from landmark_exp.data.sources import CSVSource, ISBI2015Source, SyntheticSource
+from landmark_exp.losses import AdaptiveWingLoss, DiceLoss, MSELoss
+from landmark_exp.models.smp import SMPModel
+from landmark_exp.models.unet import UNet
+from landmark_exp.performance import PerformanceTuning
+
+
+class RegistryError(DataError):
+    """A config names something that is not in the registry (or is malformed): one line, nothing built."""
+
+
+_CLASSES: dict[str, Callable[..., Any]] = {}
+
+# a namespace and the base class its members must have: "torch.optim.Adam" is torch.optim's Adam, an Optimizer
+_NAMESPACES: dict[str, tuple[Any, tuple[type, ...]]] = {
+    "torch.optim": (torch.optim, (torch.optim.Optimizer,)),
+    "torch.optim.lr_scheduler": (torch.optim.lr_scheduler,
+                                 (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)),
+    "lightning.pytorch.callbacks": (pl.callbacks, (pl.Callback,)),
+    "lightning.pytorch.loggers": (pl.loggers, (pl.loggers.Logger,)),
+    "lightning.pytorch.strategies": (pl.strategies, (pl.strategies.Strategy,)),
+    "albumentations": (albumentations, (albumentations.BasicTransform, albumentations.BaseCompose)),
+}
+
+# the keys Hydra reads besides `_target_`; `_args_` and `_partial_` are refused (no config here needs them)
+_HYDRA_KEYS = {"_target_", "_recursive_", "_convert_"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def register(name: str, cls: Callable[..., Any]) -> Callable[..., Any]:
+    """Make `cls` buildable from configs under `name` (its dotted import path, as configs write it)."""
+    _CLASSES[name] = cls
+    return cls
+
+
+for _cls in (UNet, SMPModel, DiceLoss, MSELoss, AdaptiveWingLoss, LandmarkDataModule, ISBI2015Source, CSVSource,
+             SyntheticSource, ModelCheckpoint, PerformanceTuning):
+    register(f"{_cls.__module__}.{_cls.__qualname__}", _cls)
+register("lightning.pytorch.Trainer", pl.Trainer)
+register("lightning.Trainer", pl.Trainer)
+
+
+def lookup(name: object, where: str = "config") -> Callable[..., Any]:
+    """The registered class called `name`; RegistryError naming `where` for anything else (nothing is imported)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RegistryError(f"{where}: _target_ {name!r} is not a class name")
+    if name in _CLASSES:
+        return _CLASSES[name]
+    space, _, member = name.rpartition(".")
+    if space in _NAMESPACES and not member.startswith("_"):
+        module, bases = _NAMESPACES[space]
+        found = getattr(module, member, None)  # the namespace's module is already imported: nothing new runs
+        if isinstance(found, type) and issubclass(found, bases):
+            return found
+    raise RegistryError(f"{where}: refused _target_ {name!r}: not a landmark_exp class or a registered library "
+                        "class (configs read from files may only name those)")
+
+
+def resolve(config: Any, where: str = "config") -> Any:
+    """A plain copy of `config` with every `_target_` replaced by its registered class; RegistryError otherwise.
+    Checks the whole tree before anything is built."""
+    if isinstance(config, DictConfig | ListConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if isinstance(key, str) and key.startswith("_") and key.endswith("_") and key not in _HYDRA_KEYS:
+                raise RegistryError(f"{where}: refused key {key!r} (only _target_, _recursive_, _convert_ are read)")
+            inner = f"{where}.{key}"
+            out[key] = lookup(value, inner) if key == "_target_" else resolve(value, inner)
+        return out
+    if isinstance(config, list | tuple):
+        return [resolve(v, f"{where}[{i}]") for i, v in enumerate(config)]
+    return config
+
+
+def build(config: Any, where: str = "config", **kwargs: Any) -> Any:
+    """What `hydra.utils.instantiate(config, **kwargs)` builds, from registered classes only."""
+    return instantiate(resolve(config, where), **kwargs)
+
+
+def check(config: Any, where: str = "config") -> None:
+    """Refuse a config naming an unregistered class, without building anything (e.g. a whole training config
+    before a run starts, or a checkpoint's stored hyper-parameters before a model is made)."""
+    resolve(config, where)
