@@ -118,9 +118,9 @@ def _guard(fn):
         out = Path(cfg.paths.output_dir)
         try:
             result = fn(cfg)
-        except SystemExit:
-            raise  # a job that ended itself (an interrupted predict) has said why
         except BaseException as e:
+            if isinstance(e, SystemExit) and not isinstance(e, SIGTERMException):
+                raise  # a job that ended itself (an interrupted predict) has said why
             message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
             if out.is_dir():
                 atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")

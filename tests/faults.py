@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from landmark_exp.losses import DiceLoss
+from landmark_exp.registry import register
 
 
 class PauseMidEpoch(L.Callback):
@@ -48,3 +49,7 @@ class NaNLoss(DiceLoss):
 class OutOfMemoryLoss(DiceLoss):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+
+
+for _cls in (PauseMidEpoch, NaNLoss, OutOfMemoryLoss):  # configs may name only registered classes
+    register(f"faults.{_cls.__name__}", _cls)

@@ -34,7 +34,7 @@ def test_weights_that_do_not_fit_the_stored_model_config_are_a_clear_error(tmp_p
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_module(tmp_path / "bad.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint file"):
         load_module(tmp_path / "junk.ckpt")
 
 

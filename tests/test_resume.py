@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose, write_isbi_fixture
 
+from landmark_exp.registry import PLUGINS
 from landmark_exp.resume import TYPED_COMMAND, find_run, override_key, resume_argv
 from landmark_exp.run import train
 
@@ -31,7 +32,7 @@ def _ckpt_epoch(path: Path) -> int:
 
 def _kill_when_paused(cmd: list[str], marker: Path, timeout: float = 240) -> None:
     """Run `cmd` until it writes `marker` (see faults.py), then SIGKILL it."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), PLUGINS: "faults"}  # faults.py, registered
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout

@@ -15,12 +15,14 @@ import pytest
 import yaml
 from conftest import ROOT, TINY, write_isbi_fixture
 
+from landmark_exp.registry import PLUGINS
+
 pytestmark = pytest.mark.slow
 
 
 def _sweep(tmp_path: Path, *args: str, multirun: bool = True, timeout: int = 400) -> tuple[subprocess.CompletedProcess, Path]:
     root = write_isbi_fixture(tmp_path / "isbi")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # faults.py
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), PLUGINS: "faults"}  # faults.py, registered
     cmd = [sys.executable, "train.py", *(["-m"] if multirun else []), "data=isbi2015", f"data.source.root={root}", f"paths.log_dir={tmp_path}/outputs",
            f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none", "callbacks.progress_bar=null",
            f"hydra.sweep.dir={tmp_path}/sweep", *args]
@@ -104,7 +106,7 @@ def test_sigterm_stops_the_whole_sweep_not_just_the_running_job(tmp_path):
     """kill / a scheduler's preemption is a stop request: the next job must not start (exit status 143)."""
     root = write_isbi_fixture(tmp_path / "isbi")
     marker = tmp_path / "paused"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # faults.py
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), PLUGINS: "faults"}  # faults.py, registered
     cmd = [sys.executable, "train.py", "-m", "data=isbi2015", f"data.source.root={root}", f"paths.log_dir={tmp_path}/outputs",
            f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none", "callbacks.progress_bar=null",
            f"hydra.sweep.dir={tmp_path}/sweep", "optimizer.lr=0.001,0.002", "+callbacks.pause._target_=faults.PauseMidEpoch",
