@@ -1,15 +1,25 @@
-"""Numerical guard: a non-finite loss or gradient stops the run (or skips the batch) before it reaches the weights.
+"""Numerical guard: a non-finite loss or gradient stops the run (or skips the batch) before it reaches the weights;
+a non-finite validation metric stops it before that epoch's checkpoints are written, a non-finite test metric
+before anything is reported.
 
 Checked after backward, before the optimizer step (`on_before_optimizer_step`), so the
 weights, and every checkpoint written afterwards, stay those of the last good step. The
 checkpoints already on disk are never touched: last.ckpt is the last good epoch.
+
+A finite training loss does not mean a sound model: with a huge learning rate the batch-norm
+running statistics overflow, so the same network is finite in training mode and NaN in eval
+mode. Hence the validation and test metrics are checked too (`on_validation_end`, which runs
+before ModelCheckpoint's: Lightning calls checkpoint callbacks last; `on_test_end`), and
+`check_finite_metrics` lets the entry points refuse to report NaN scores.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -17,12 +27,56 @@ ACTIONS = ("stop", "skip")
 
 
 class NonFiniteError(RuntimeError):
-    """Training produced NaN/inf; the message names the step."""
+    """Training produced NaN/inf; the message names the step (or the epoch and the metric)."""
+
+
+def _nonfinite_value(value: object) -> float | None:
+    """The first NaN/inf in a float (Python, NumPy, or any element of a tensor or array); None if there is none
+    or `value` is no float at all (integers, names, None)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().numpy() if value.is_floating_point() else None  # bf16 too
+    if isinstance(value, np.ndarray | np.floating):
+        bad = np.asarray(value)[~np.isfinite(value)] if np.issubdtype(value.dtype, np.floating) else ()
+        return float(bad[0]) if len(bad) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    return None
+
+
+def nonfinite_metrics(metrics: Mapping[str, object], prefix: str = "") -> list[tuple[str, float]]:
+    """(name, value) of every NaN/inf number in `metrics`, in order; nested mappings and lists are searched
+    too (e.g. a summary's per_landmark[sella].mre: a list item is named by its "name" key, else its index)."""
+    found: list[tuple[str, float]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found += nonfinite_metrics(value, f"{name}.")
+        elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+            for i, item in enumerate(value):
+                label = item.get("name", i) if isinstance(item, Mapping) else i
+                found += nonfinite_metrics({f"[{label}]": item}, name)
+        else:
+            bad = _nonfinite_value(value)
+            if bad is not None:
+                found.append((name, bad))
+    return found
+
+
+def check_finite_metrics(metrics: Mapping[str, object], where: str) -> None:
+    """Raise `NonFiniteError` naming the first non-finite metric (`where`: e.g. "test"), so that no command
+    reports NaN scores and exits 0 (a NaN test MRE is a diverged model, not a result). None and text pass."""
+    bad = nonfinite_metrics(metrics)
+    if bad:
+        name, value = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise NonFiniteError(f"non-finite {where} metric {name} ({value}){more}: the model diverged or its "
+                             "output is NaN/inf; no metrics reported")
 
 
 class NonFiniteGuard(L.Callback):
     """on_nonfinite: "stop" raises `NonFiniteError` naming the step; "skip" drops that batch's update
     (and still stops after `max_consecutive_skips` bad batches in a row: the run is not recovering).
+    A non-finite validation (or test) metric always stops the run, naming the epoch (or checkpoint) and the metric.
 
     Gradients are not checked under fp16 mixed precision: its GradScaler skips inf steps itself.
     """
@@ -67,3 +121,38 @@ class NonFiniteGuard(L.Callback):
         reason = (f"{self._consecutive} batches in a row" if self.on_nonfinite == "skip"
                   else "set trainer_guard.on_nonfinite=skip to skip such batches")
         raise NonFiniteError(f"{problem} {where}; training stopped ({reason}); last good checkpoint: {last}")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Stop on a NaN/inf validation metric (anything logged under val/), before ModelCheckpoint sees it, in
+        either on_nonfinite mode: no batch can be skipped here. Also in the sanity check: NaN from an untrained
+        (or just loaded) model means broken weights or data, and every epoch after it would be wasted."""
+        bad = self._nonfinite_logged(trainer, "val/")
+        if not bad:
+            return
+        if trainer.sanity_checking:
+            where = f"in the sanity check before training epoch {trainer.current_epoch}"
+        else:
+            where = f"in epoch {trainer.current_epoch}'s validation (step {trainer.global_step})"
+        what = "training" if trainer.state.fn == "fit" else str(trainer.state.fn)
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+        raise NonFiniteError(f"non-finite validation {bad} {where}; {what} stopped (the weights diverged, e.g. "
+                             f"optimizer.lr too high, or the data hold NaN/inf); last good checkpoint: {last}")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Stop on a NaN/inf test metric (test/loss NaN: the network's output is NaN, which the decoder still
+        turns into finite positions, so test/mre alone would look like a result) before anything is reported."""
+        bad = self._nonfinite_logged(trainer, "test/")
+        if bad:
+            # evaluate.py loads its checkpoint(s) itself: the module names them (members)
+            tested = trainer.ckpt_path or ", ".join(getattr(pl_module, "members", None) or ["the weights in memory"])
+            raise NonFiniteError(f"non-finite test {bad} from {tested}; testing stopped (the model's output is "
+                                 "NaN/inf: diverged weights, or NaN/inf in the data); no metrics reported")
+
+    @staticmethod
+    def _nonfinite_logged(trainer: L.Trainer, prefix: str) -> str:
+        """The words "metric val/loss (nan)" for the non-finite metrics logged under `prefix`, "" if none;
+        rank 0's answer on every process, so that all of them stop or none (else DDP would hang)."""
+        found = nonfinite_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith(prefix)})
+        bad = ", ".join(f"{name} ({value})" for name, value in found)
+        bad = f"metric{'s' if len(found) > 1 else ''} {bad}" if found else ""
+        return trainer.strategy.broadcast(bad, src=0)
