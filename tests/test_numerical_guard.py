@@ -7,24 +7,17 @@ from __future__ import annotations
 import json
 import math
 
+import faults  # noqa: F401  registers faults.NaNLoss (configs build registered classes only)
 import lightning as L
 import numpy as np
 import pytest
 import torch
 from conftest import TINY, compose
-from faults import NaNLoss
 
-from landmark_exp import registry
 from landmark_exp.checkpoints import ModelCheckpoint
 from landmark_exp.guards import NonFiniteError, check_finite_metrics
 from landmark_exp.models.unet import UNet
 from landmark_exp.run import train
-
-
-@pytest.fixture(autouse=True)
-def _faults_registered(monkeypatch):
-    """Configs build registered classes only (registry.py): the injected faults are, for these tests only."""
-    monkeypatch.setitem(registry._CLASSES, "faults.NaNLoss", NaNLoss)
 
 
 def _cfg(tmp_path, isbi_root, *extra):
