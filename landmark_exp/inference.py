@@ -40,6 +40,7 @@ from landmark_exp.data.patches import (
 )
 from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding
+from landmark_exp.heatmap.quality import describe_flags, heatmap_flags
 from landmark_exp.module import (
     CheckpointError,
     CheckpointPaths,
@@ -135,6 +136,8 @@ class LandmarkPrediction:
     confidence: np.ndarray  # (K,) heatmap value at the peak (1 = a confident sigmoid peak)
     spread: np.ndarray  # (K, 2) heatmap standard deviation around the peak, per axis, in original pixels
     geometry: Geometry
+    # (K,) why a landmark's heatmap cannot be trusted ("flat heatmap", "2 equal peaks", ...; "" when it can)
+    flags: list[str] = field(default_factory=list)
 
 
 class Predictor:
@@ -178,6 +181,7 @@ class Predictor:
         heat = self.heatmaps(np.stack([x for x, _ in prepared]))
         xy, peak = self.info.decoding(heat)
         spread = self.info.decoding.spread(heat, xy)
+        flags = describe_flags(heatmap_flags(heat, self.info.decoding.sigma, self.info.decoding.single_channel))
         out = []
         for i, (_, geom) in enumerate(prepared):
             g = geom.as_array()
@@ -185,7 +189,7 @@ class Predictor:
                 xy=to_original(xy[i].detach().cpu().double().numpy(), g),
                 confidence=peak[i].detach().cpu().double().numpy(),
                 spread=spread[i].detach().cpu().double().numpy() / g[None, 0:2],
-                geometry=geom,
+                geometry=geom, flags=flags[i],
             ))
         return out
 
@@ -308,7 +312,8 @@ class CascadePredictor:
         r = self.refined
         return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
                                    confidence=np.where(r, p.confidence, f.confidence),
-                                   spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry)
+                                   spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
+                                   flags=f.flags)  # refined from a first estimate that cannot be trusted: neither
                 for p, f in zip(preds, firsts, strict=True)]
 
 

@@ -137,6 +137,7 @@ def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], name
         "landmark": np.arange(1, len(names) + 1), "name": list(names),
         "x_px": pred.xy[:, 0], "y_px": pred.xy[:, 1], "x_mm": pred.xy[:, 0] * sx, "y_mm": pred.xy[:, 1] * sy,
         "confidence": pred.confidence, "spread_mm": spread_mm,
+        "flag": pred.flags or [""] * len(names),  # why the heatmap cannot be trusted; empty when it can
     })
 
 
@@ -149,7 +150,13 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
         "id": image_id, "file": str(path), "size_hw": list(image.shape[:2]), "spacing_mm": list(spacing),
         "spacing_source": spacing_source, **_models(predictor), "backend": predictor.backend,
         "landmarks": frame.to_dict(orient="records"),
+        "flagged": [{"landmark": j + 1, "name": names[j], "reason": f} for j, f in enumerate(pred.flags) if f],
     }
+    if record["flagged"]:
+        listed = ", ".join(f"{f['landmark']} {f['name']} ({f['reason']})" for f in record["flagged"][:4])
+        more = f" and {len(record['flagged']) - 4} more" if len(record["flagged"]) > 4 else ""
+        console.print(f"[bold yellow]warning:[/] {path}: landmarks that cannot be trusted: {listed}{more}",
+                      soft_wrap=True, highlight=False)
     if list(names) == list(ISBI2015_LANDMARKS):
         from landmark_exp.cephalometry import analyse
 
@@ -281,6 +288,8 @@ def write_summary(out_dir: Path, results: list[dict], failures: list[dict],
         **_models(predictor), "backend": predictor.backend, "device": predictor.device,
         "n_images": len(results), "n_failed": len(failures), "interrupted": interrupted, "failures": failures,
         "images": [{k: r[k] for k in ("id", "file", "spacing_mm", "spacing_source")} for r in results],
+        "n_flagged_images": sum(bool(r.get("flagged")) for r in results),
+        "flagged": [{"id": r["id"], "file": r["file"], "landmarks": r["flagged"]} for r in results if r.get("flagged")],
     })
 
 
@@ -381,7 +390,9 @@ def predict(cfg: DictConfig) -> dict:
         console.print(f"{len(files)} image(s){f' ({len(done)} done before)' if done else ''}, model "
                       f"{_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "
                       "images without their own spacing: "
-                      + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)"))
+                      + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)")
+                      + (" (the model's training spacing: set spacing= if your images differ)"
+                         if spacing and not args["spacing"] else ""), soft_wrap=True)
         results, failures = run_predictions(predictor, files, out_dir, spacing, args["batch_size"],
                                             bool(cfg.get("overlay", True)), args["read_workers"], done, stop,
                                             args["max_pixels"])
@@ -403,5 +414,7 @@ def predict(cfg: DictConfig) -> dict:
         console.print(_failures_table(failures))
     if not results:
         raise DataError(f"none of the {len(files)} input file(s) could be read (see {out_dir / 'failures.csv'})")
-    console.print(f"{len(results)} image(s) predicted, {len(failures)} failed; results in {out_dir}")
+    flagged = sum(bool(r.get("flagged")) for r in results)
+    doubt = f", {flagged} with landmarks that cannot be trusted (summary.json 'flagged')" if flagged else ""
+    console.print(f"{len(results)} image(s) predicted, {len(failures)} failed{doubt}; results in {out_dir}")
     return {"n_images": len(results), "n_failed": len(failures), "out_dir": str(out_dir)}

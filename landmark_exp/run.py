@@ -22,7 +22,7 @@ from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import DataError
-from landmark_exp.guards import NonFiniteError, NonFiniteGuard
+from landmark_exp.guards import NonFiniteError, NonFiniteGuard, check_finite_metrics
 from landmark_exp.inference import (
     combine_stages,
     refine_iterations,
@@ -82,9 +82,19 @@ def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
         num_landmarks=dm.num_landmarks,
         landmark_names=dm.landmark_names,
         input_size=list(dm.model_input_size),
-        data=_container(cfg.data),
+        data=_with_spacing(_container(cfg.data), dm),
         **_container(cfg.get("module", {}) or {}),
     )
+
+
+def _with_spacing(data: dict, dm: LandmarkDataModule) -> dict:
+    """The data config as stored in checkpoints, with the source's pixel spacing written out (a source may set it
+    itself, as the synthetic one does): predict uses it for images that carry none."""
+    source = data.get("source")
+    spacing = getattr(dm.source, "spacing", None)
+    if isinstance(source, dict) and source.get("spacing") is None and spacing is not None:
+        data = {**data, "source": {**source, "spacing": [float(s) for s in spacing]}}
+    return data
 
 
 def build_trainer(cfg: DictConfig, logger: bool = True) -> L.Trainer:
@@ -134,7 +144,8 @@ def _guard(fn):
                 known = _user_error(e)
                 if known is not None:
                     # a user's data problem, or training diverged: one line naming the file or step, no traceback
-                    what = "data error" if isinstance(known, DataError) else "training stopped"
+                    what = ("data error" if isinstance(known, DataError)
+                            else "training stopped" if fn.__name__ == "train" else "stopped")
                     console.print(f"[bold red]{what}:[/] {escape(str(known))}", soft_wrap=True)
                     raise SystemExit(1) from None
                 raise
@@ -183,11 +194,13 @@ def train(cfg: DictConfig) -> dict:
     val_mre = best_val_mre(trainer)
     split = cfg.get("eval_split", "test")
     if not cfg.get("test", True) or split not in dm.datasets:
+        check_finite_metrics({"best_val_mre": val_mre}, "validation")
         if trainer.is_global_zero:  # still marks the run done (sweep table) with its validation score
             write_json(out_dir / "metrics.json", {"best_val_mre": val_mre, "split": None})
         return {"val_mre": val_mre}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, dataloaders=dm.dataloader(split), ckpt_path=best or None, weights_only=False)
+    trainer.test(module, dataloaders=dm.dataloader(split), ckpt_path=best or None, weights_only=True)
+    check_finite_metrics({**module.test_results.get("summary", {}), "best_val_mre": val_mre}, split)
     if trainer.is_global_zero:
         extra: dict[str, Any] = {"best_val_mre": val_mre}
         skipped = [s for cb in trainer.callbacks if isinstance(cb, NonFiniteGuard) for s in cb.skipped]
@@ -292,6 +305,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         extra["refine_shifts"] = module.test_results["refine_shifts"]
         extra["refine_views"] = module.test_results["refine_views"]
         extra["refine_blend"] = module.test_results["refine_blend"]
+    check_finite_metrics(module.test_results["summary"], scored)
     n = len(dm.datasets[cfg.split])
     by_gt = score_each_doctor(module, dm, cfg.split)
     if by_gt:

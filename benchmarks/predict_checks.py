@@ -1,0 +1,92 @@
+"""What predict's safety checks cost: the same folder predicted with them and without, alternately, in one process.
+
+    python benchmarks/predict_checks.py --ckpt <run>/checkpoints/best.ckpt \
+        --input ../shared/data/isbi2015/RawImage/Test1Data [--repeats 3] [--runtime auto]
+
+The checks: each image's header (pixel limit, minimum side), its pixel rows and finiteness (`read_grey`), the
+heatmap flags of every landmark (`heatmap.quality.heatmap_flags`), the output folder's lock, earlier-results scan
+and input-overwrite test. "Without" replaces the per-image ones by no-ops. Prints the median wall time of each
+and their ratio; the machine is noisy, so the two alternate and the medians are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+import landmark_exp.data.images as images
+import landmark_exp.inference as inference
+from landmark_exp.heatmap.quality import HeatmapFlags
+from landmark_exp.jobs import refuse_overwriting_inputs, run_lock
+from landmark_exp.predict import collect_inputs, earlier_results, image_outputs, run_predictions, unique_ids
+
+
+def _no_flags(heatmaps: torch.Tensor, *args: object, **kwargs: object) -> HeatmapFlags:
+    b, k = heatmaps.shape[:2]
+    zeros = torch.zeros(b, k, dtype=torch.int64)
+    return HeatmapFlags(codes=zeros, peaks=zeros + 1)
+
+
+@contextlib.contextmanager
+def checks_off() -> Iterator[None]:
+    """The per-image checks replaced by no-ops (the image is still decoded the same way)."""
+    saved = {name: getattr(images, name) for name in ("_check_size", "_check_finite") if hasattr(images, name)}
+    flags = inference.heatmap_flags
+    try:
+        for name in saved:
+            setattr(images, name, lambda *a, **k: None)
+        inference.heatmap_flags = _no_flags
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(images, name, fn)
+        inference.heatmap_flags = flags
+
+
+def one_run(predictor, files: list[Path], checks: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="predict_checks_") as tmp:
+        out = Path(tmp)
+        start = time.perf_counter()
+        with contextlib.nullcontext() if checks else checks_off():
+            if checks:
+                refuse_overwriting_inputs([p for i in unique_ids(files) for p in image_outputs(out, i)], files)
+                earlier_results(out)
+            with run_lock(out) if checks else contextlib.nullcontext():
+                results, failures = run_predictions(predictor, files, out, (0.1, 0.1), batch_size=8, overlay=True)
+        wall = time.perf_counter() - start
+    assert len(results) == len(files) and not failures
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runtime", default="auto")
+    args = parser.parse_args()
+    files = collect_inputs(args.input)
+    predictor = inference.load_predictor(args.ckpt, "cpu", runtime=inference.pick_runtime(args.runtime, "cpu", len(files)))
+    one_run(predictor, files[:8], True)  # warm-up: first-call costs outside the timings
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(args.repeats):
+        for checks in (True, False) if r % 2 == 0 else (False, True):
+            walls[checks].append(one_run(predictor, files, checks))
+            print(f"repeat {r + 1}: checks {'on ' if checks else 'off'} {walls[checks][-1]:.2f} s", flush=True)
+    on, off = statistics.median(walls[True]), statistics.median(walls[False])
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
+          f"{len(files)} images, {predictor.backend}")
+    print(f"median wall: checks on {on:.2f} s, off {off:.2f} s; ratio on/off {on / off:.4f} "
+          f"({100 * (on / off - 1):+.2f} %)")
+
+
+if __name__ == "__main__":
+    main()
