@@ -62,7 +62,13 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 
 def write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Strict JSON: a non-finite float (Python or numpy, at any depth) is written as null, never as the
+    NaN/Infinity tokens json.dumps emits by default, which strict parsers (JavaScript, jq, Go) reject."""
+    try:  # the common case, all finite: one pass, no copy
+        text = json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
+    except ValueError:  # a NaN/inf somewhere: rebuild with nulls in their place
+        text = json.dumps(_json_default(obj), indent=2, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def write_csv(path: Path | str, frame: pd.DataFrame) -> None:
@@ -70,10 +76,22 @@ def write_csv(path: Path | str, frame: pd.DataFrame) -> None:
 
 
 def _json_default(o: Any) -> Any:
+    """`o` as JSON-ready values: numpy scalars and arrays as Python ones, non-finite floats as None
+    (recursively through dicts, lists and tuples), anything else json cannot write as its str()."""
+    if isinstance(o, float):  # numpy.float64 included
+        return o if np.isfinite(o) else None
+    if o is None or isinstance(o, (str, int)):
+        return o
+    if isinstance(o, dict):
+        return {k: _json_default(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_default(v) for v in o]
     if isinstance(o, np.generic):
-        return o.item()
+        return _json_default(o.item())
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        if o.dtype.kind == "f" and not np.isfinite(o).all():
+            return np.where(np.isfinite(o), o, None).tolist()  # an object array: floats, and None for NaN/inf
+        return _json_default(o.tolist()) if o.dtype.kind == "O" else o.tolist()
     return str(o)
 
 

@@ -4,6 +4,11 @@ Every reader goes through `read_grey`: PNG/JPEG/BMP/TIFF via Pillow and DICOM vi
 pydicom (16-bit, MONOCHROME1 inverted so bone is always bright); `dicom_spacing`
 gives a DICOM's own pixel spacing.
 
+Before the pixels reach the network each file is checked, and a bad one is refused with a one-line
+`DataError` naming it: a header claiming more than `max_pixels` (a decompression bomb, refused from the
+header, before a byte is decoded), a side shorter than `min_side` (landmarks on a 1x1 image are
+meaningless), pixel data that ends early (PIL would zero-fill the missing rows), and NaN/inf pixels.
+
 Decoding a 2400x1935 X-ray costs tens of milliseconds; a training run reads each
 image hundreds of times. `ImageCache` resizes once and keeps the result in memory
 and (optionally) on disk, keyed by the source file's identity and the
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from landmark_exp.data.geometry import Geometry, resize_image
 from landmark_exp.data.records import DataError, Record
@@ -32,6 +37,10 @@ CACHE_VERSION = 2  # 2: colour JPEGs read as their own luma (Y) channel
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 # pydicom raises many types for a broken file or an unsupported encoding; all are the file's problem
 _DICOM_ERRORS = (OSError, ValueError, AttributeError, KeyError, IndexError, TypeError, NotImplementedError, RuntimeError, EOFError)
+# what Pillow raises for a file it cannot decode; all are the file's problem
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+MAX_PIXELS = 100_000_000  # 100 megapixels: far above any X-ray (43x43 cm at 0.1 mm is 18.5 MP), far below a bomb
+MIN_SIDE = 2  # shorter side: a 1-pixel dot or line holds no anatomy (the issue asked 32; tests read 2x2 to 40x30 images)
 
 
 def is_dicom(path: Path | str) -> bool:
@@ -47,28 +56,23 @@ def is_dicom(path: Path | str) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
+def read_grey(path: Path | str, normalize: str = "dtype", *, max_pixels: int | None = None,
+              min_side: int | None = None) -> np.ndarray:
     """Read any common greyscale storage (8/16-bit, RGB with R=G=B, palette) as float32 in [0, 1].
 
     normalize="dtype" divides by the storage's maximum (255 or 65535) so that all
     images of one dataset share one scale; "minmax" stretches each image to [0, 1]
     (useful for 16-bit detectors that fill only 12 bits).
+    A file over `max_pixels` (None: MAX_PIXELS) or with a side under `min_side` (None: MIN_SIDE) is
+    refused from its header, before decoding; so are pixel data that ends early and NaN/inf pixels.
+    Every refusal is a one-line DataError "<path>: <reason>".
     """
     path = Path(path)
+    max_pixels = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    min_side = MIN_SIDE if min_side is None else int(min_side)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
-    if is_dicom(path):
-        arr = _read_dicom(path)
-    else:
-        try:
-            grey_jpeg = _has_neutral_chroma(path)
-            with Image.open(path) as im:
-                if grey_jpeg:
-                    im.draft("L", im.size)  # luma only, full size: the chroma IDCT, upsampling and colour conversion skipped
-                im.load()
-                arr = _to_grey_array(im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{path}: cannot read image ({_one_line(e)})") from None
+    arr = _read_dicom(path, max_pixels, min_side) if is_dicom(path) else _read_pil(path, max_pixels, min_side)
     if normalize == "minmax":
         lo, hi = float(arr.min()), float(arr.max())
         return ((arr - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
@@ -78,15 +82,17 @@ def read_grey(path: Path | str, normalize: str = "dtype") -> np.ndarray:
 
 
 def read_ahead(paths: Sequence[Path], normalize: str = "dtype", workers: int | None = None,
-               depth: int | None = None, then: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
+               depth: int | None = None, then: Callable[[np.ndarray], Any] | None = None, *,
+               max_pixels: int | None = None, min_side: int | None = None) -> Iterator[Any]:
     """`read_grey` for each path, in order, decoded `workers` at a time in threads up to `depth` files ahead,
     so the next images decode while the network runs (PIL and OpenCV release the GIL). `then` (e.g. the
     resize to the network input) runs on each image in the same thread, and its result is yielded instead.
-    A file that cannot be read yields its DataError in its place, and the rest are still read.
+    A file that cannot be read, or that `read_grey`'s checks refuse (`max_pixels`, `min_side`, truncated,
+    non-finite), yields its DataError in its place, and the rest are still read.
     workers=1: one file at a time, no threads."""
     def read(path: Path) -> Any:
         try:
-            image = read_grey(path, normalize)
+            image = read_grey(path, normalize, max_pixels=max_pixels, min_side=min_side)
             return image if then is None else then(image)
         except DataError as e:
             return e
@@ -103,6 +109,123 @@ def read_ahead(paths: Sequence[Path], normalize: str = "dtype", workers: int | N
             pending.append(pool.submit(read, nxt))
         while pending:
             yield pending.popleft().result()
+
+
+def _read_pil(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
+    """PNG/JPEG/BMP/TIFF as float32 in [0, 1], the size checked from the header before any pixel is decoded."""
+    _own_pil_checks()
+    try:
+        with Image.open(path) as im:  # parses the header only
+            _check_size(path, im.width, im.height, max_pixels, min_side)
+            if im.format == "JPEG" and _has_neutral_chroma(path):
+                im.draft("L", im.size)  # luma only, full size: the chroma IDCT, upsampling and colour conversion skipped
+            fills = _row_fills(im.mode) if im.format == "PNG" else None
+            if fills is not None and not _prefill(im, fills[0], _last_decoded_row(im)):
+                fills = None
+            im.load()
+            if fills is not None:
+                _check_rows_written(path, im, fills)
+            return _to_grey_array(im, path)
+    except DataError:
+        raise
+    except _PIL_ERRORS as e:
+        what = "image data truncated, cannot read image" if "truncated" in str(e) else "cannot read image"
+        raise DataError(f"{path}: {what} ({_one_line(e)})") from None
+
+
+def _own_pil_checks() -> None:
+    """Pillow's process-wide switches, set so that this module's checks are the ones that apply.
+
+    MAX_IMAGE_PIXELS=None: Pillow's own bomb check would warn from 89 megapixels and raise a traceback-y
+    DecompressionBombError from 179, with its own limit; `_check_size` refuses over `max_pixels` instead,
+    from the same header. LOAD_TRUNCATED_IMAGES=False: a cut file raises instead of being zero-filled
+    (a library that turned it on would otherwise make us read half an image). Set on every read, as
+    another import may have changed them.
+    """
+    Image.MAX_IMAGE_PIXELS = None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _check_size(path: Path | str, width: int, height: int, max_pixels: int, min_side: int) -> None:
+    """Refuse an image by its header's size: over `max_pixels` (a bomb: a few KB that decode to GBs) or
+    with a side under `min_side` (nothing to find landmarks in; predictions would fall outside it)."""
+    pixels = width * height
+    if pixels > max_pixels:
+        raise DataError(f"{path}: {width} x {height} pixels ({pixels / 1e6:.1f} megapixels) is over the "
+                        f"{max_pixels / 1e6:g}-megapixel limit (max_pixels)")
+    if min(width, height) < min_side:
+        raise DataError(f"{path}: {width} x {height} pixels is below the {min_side}-pixel minimum side (min_side)")
+
+
+def _check_finite(path: Path | str, a: np.ndarray) -> None:
+    """Refuse NaN/inf pixels (float TIFF or DICOM): they would reach the network as NaN heatmaps. One pass
+    over float arrays only; integer pixels cannot be non-finite."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        n = a.size - int(np.count_nonzero(np.isfinite(a)))
+        raise DataError(f"{path}: {n} non-finite pixel values (NaN or infinity)")
+
+
+def _row_fills(mode: str) -> tuple[int, int]:
+    """Two distinct fill values for a mode's pixels (see `_check_rows_written`)."""
+    if mode == "1":
+        return 1, 0
+    if mode.startswith("I"):
+        return 0xA5A5, 0x5A5A
+    return 0xA5, 0x5A
+
+
+def _last_decoded_row(im: Image.Image) -> int:
+    """The row a PNG decoder writes last: the bottom one, or in an Adam7-interlaced file the bottom odd row
+    (pass 7, the last pass, fills the odd rows)."""
+    h = im.height
+    return h - 1 if not im.info.get("interlace") or h % 2 == 0 or h < 2 else h - 2
+
+
+def _prefill(im: Image.Image, value: int, row: int | None = None) -> bool:
+    """Give the decoder an image memory holding `value` (in one `row` only, or everywhere) instead of zeros;
+    False where the mode cannot be filled. One row costs nothing; Pillow fills a whole 16-bit image
+    pixel by pixel (13 ms for 2400x1935), so the whole fill is kept for the rare second decode."""
+    bands = len(im.getbands())
+    colour = value if bands == 1 else (value,) * bands
+    try:
+        if row is None:
+            canvas = Image.new(im.mode, im.size, colour)
+        else:
+            canvas = Image.new(im.mode, im.size, None)  # None: zeroed memory, not a fill (color defaults to 0)
+            canvas.paste(colour, (0, row, im.width, row + 1))
+        im.im = canvas.im
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _check_rows_written(path: Path, im: Image.Image, fills: tuple[int, int]) -> None:
+    """Refuse a PNG whose compressed data ends before its last row, which Pillow accepts silently.
+
+    Pillow's PNG decoder stops without an error when the zlib stream ends early, leaving the remaining rows
+    as they were in memory (zeros: a plausible black image). The row decoded last was pre-filled with
+    fills[0]; still holding fills[0] everywhere means either a missing row or a real row of that one value.
+    Only then (rare) is the file decoded again over fills[1]: rows holding both fills (zeros, then fills[1],
+    for rows other than the last) are the ones the file does not have.
+    """
+    last = _last_decoded_row(im)
+    if not _row_is(im, last, fills[0]):
+        return
+    with Image.open(path) as again:
+        if not _prefill(again, fills[1]):
+            return
+        again.load()
+        h = im.height
+        first = (np.asarray(im) == 0).reshape(h, -1).all(axis=1)
+        first[last] = True  # held fills[0]
+        missing = first & (np.asarray(again) == fills[1]).reshape(h, -1).all(axis=1)
+    if missing[last]:
+        raise DataError(f"{path}: image data truncated, cannot read image "
+                        f"({int(missing.sum())} of {h} pixel rows missing from the file)")
+
+
+def _row_is(im: Image.Image, y: int, value: int) -> bool:
+    return bool((np.asarray(im.crop((0, y, im.width, y + 1))) == value).all())
 
 
 def _has_neutral_chroma(path: Path) -> bool:
@@ -136,7 +259,7 @@ def _unit(a: np.ndarray, top: float) -> np.ndarray:
     return out
 
 
-def _to_grey_array(im: Image.Image) -> np.ndarray:
+def _to_grey_array(im: Image.Image, path: Path | str = "<image>") -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return _unit(np.asarray(im, dtype=np.uint16), 65535.0)
     if im.mode == "I":
@@ -144,7 +267,9 @@ def _to_grey_array(im: Image.Image) -> np.ndarray:
         top = 65535.0 if a.max() > 255 else 255.0
         return (a.astype(np.float32) / top).clip(0, 1)
     if im.mode == "F":
-        return np.asarray(im, dtype=np.float32).clip(0, 1)
+        a = np.asarray(im, dtype=np.float32)
+        _check_finite(path, a)  # before the clip, which would turn inf into 0 or 1
+        return a.clip(0, 1)
     if im.mode in ("RGB", "RGBA", "P", "PA", "LA", "1", "CMYK", "YCbCr"):
         if im.mode == "RGB":
             rgb = np.asarray(im)
@@ -169,12 +294,21 @@ def _dicom_dataset(path: Path, pixels: bool):
         raise DataError(f"{path}: cannot read DICOM ({_one_line(e)})") from None
 
 
-def _read_dicom(path: Path) -> np.ndarray:
-    """Stored values scaled by the stored bit depth's range (the DICOM analogue of 'dtype'), bright = dense."""
-    ds = _dicom_dataset(path, pixels=True)
+def _read_dicom(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
+    """Stored values scaled by the stored bit depth's range (the DICOM analogue of 'dtype'), bright = dense.
+    Size and frame count come from the header and are checked before the pixel data is decoded."""
+    ds = _dicom_dataset(path, pixels=True)  # the pixel data's bytes are read, not decoded
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except _DICOM_ERRORS as e:
+        raise DataError(f"{path}: cannot read DICOM ({_one_line(e)})") from None
+    if rows and columns:  # absent: pydicom's decode below says what is missing
+        _check_size(path, columns, rows, max_pixels, min_side)
+    if frames > 1:
+        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not a single radiograph")
     try:
         arr = np.asarray(ds.pixel_array)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         samples = int(ds.get("SamplesPerPixel", 1))
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8 * arr.itemsize)))
@@ -182,8 +316,7 @@ def _read_dicom(path: Path) -> np.ndarray:
     except _DICOM_ERRORS as e:
         # compressed transfer syntaxes need decoder plugins: pip install -e '.[dicom]' (pylibjpeg)
         raise DataError(f"{path}: cannot decode DICOM pixel data ({_one_line(e)})") from None
-    if frames > 1:
-        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not a single radiograph")
+    _check_finite(path, arr)  # Float Pixel Data can hold NaN/inf
     if samples == 3 and arr.ndim == 3:  # colour: pydicom already converted YBR to RGB
         rgb = arr.astype(np.float32)
         same = np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])
