@@ -1,11 +1,11 @@
 """What writing last.ckpt every epoch costs against the training, and what `last_io_share` leaves of it.
 
-    python benchmarks/checkpoint_io.py [--model unet|unet_small] [--writes 5] [--epoch-s 0.46] [--epochs 150]
+    python -m benchmarks.checkpoint_io [--model unet|unet_small] [--writes 5] [--epoch-s 0.46] [--epochs 150]
 
 Writes the model's full checkpoint (weights + Adam's state, as Lightning stores it) through the project's
 atomic writer (temporary file, fsync, rename) a few times into a temporary folder beside the outputs, and
 prints its size and seconds per write. Then, for a run of `--epochs` epochs of `--epoch-s` seconds each
-(0.46 s: isbi2015_seed's epoch on an H200, benchmarks/RESULTS.md), the seconds spent writing last.ckpt
+(0.46 s: isbi2015_seed's epoch on an H200, docs/results.md), the seconds spent writing last.ckpt
 every epoch and with the default share, by the rule `checkpoints.ModelCheckpoint` applies (`last_write_due`).
 """
 
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import torch
-from throughput import build_net  # the benchmarks' spec U-Net and unet_small
 
+from benchmarks.throughput import build_net  # the benchmarks' spec U-Net and unet_small
 from landmark_exp.checkpoints import AtomicCheckpointIO, last_write_due
 
 

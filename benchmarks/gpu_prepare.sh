@@ -2,8 +2,8 @@
 # Prepares, on this (CPU) machine and at no device time, what a lent GPU machine needs for
 # benchmarks/gpu_session.sh: wheels of the packages its image lacks (it has torch, lightning, torchmetrics,
 # opencv, timm, onnxruntime, rich, ...; not hydra, albumentations, smp, pydicom), and the ISBI data packed
-# at 1/3 resolution to fit the 64 MiB transfer limit (benchmarks/RESULTS.md "ISBI 2015 on one H100").
-# Usage: bash benchmarks/gpu_prepare.sh [data root]      then the device call in RESULTS "Next on a GPU".
+# at 1/3 resolution to fit the 64 MiB transfer limit (docs/results.md "The GPU session").
+# Usage: bash benchmarks/gpu_prepare.sh [data root]      then the device call in benchmarks/gpu_session.sh.
 # Writes .whl/ (gitignored, carried) and devdata/isbi3 (excluded in .git/info/exclude, carried).
 set -eu
 D=${1:-../shared/data/isbi2015}
@@ -29,6 +29,6 @@ n=$(ls .whl/*.whl | wc -l)
 [ "$n" -eq 13 ] || { echo "gpu_prepare: expected 13 wheels in .whl, found $n" >&2; exit 1; }
 if [ ! -f devdata/isbi3/.packed ]; then
   rm -rf devdata/isbi3
-  $PY benchmarks/pack_isbi.py "$D" devdata/isbi3 --factor 3 && touch devdata/isbi3/.packed
+  $PY -m benchmarks.pack_isbi "$D" devdata/isbi3 --factor 3 && touch devdata/isbi3/.packed
 fi
 du -sh .whl devdata/isbi3

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # The whole GPU plan as one device call, in priority order and time-boxed, since a task that is lent a
-# device gets 15 minutes of it in all, the machine's start included (benchmarks/RESULTS.md "Next on a GPU").
+# device gets 15 minutes of it in all, the machine's start included (docs/results.md "The GPU session").
 #   here, once:  bash benchmarks/gpu_prepare.sh          (wheels in .whl/, data packed in devdata/isbi3)
 #   device run:  command "bash benchmarks/gpu_session.sh", carry [".whl", "devdata"], timeout_s 590
 #   dry run on this CPU (every step, tiny): DRY=1 bash benchmarks/gpu_session.sh
-# Ran on an H200 on 2026-12-04 (benchmarks/RESULTS.md "ISBI 2015 on one H200"); sigma 1.5 won its rule and is
-# isbi2015_seed's default since, so the sigma-2 arm below names its sigma.
-# Phase 1 trains everything at once on the one GPU (one isbi2015_seed run alone reached ~4 % of an H100's
-# bf16 peak: 5.5 PFLOP in 138-159 s, benchmarks/RESULTS.md):
+# isbi2015_seed's default sigma is 1.5 (chosen by this session's rule on an H200), so the sigma-2 arm below
+# names its sigma.
+# Phase 1 trains everything at once on the one GPU (one isbi2015_seed run alone uses a few % of its bf16 peak):
 #   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
 #   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), the same second stage with
-#   unet_small at seed 42 (a capacity check: on the CPU a 2x-wide second stage gained nothing in the cascade,
-#   benchmarks/RESULTS.md "A wider second stage"), and isbi2015_seed seeds 42, 1, 2 at sigma 1.5: the sigma
+#   unet_small at seed 42 (a capacity check: on the CPU a 2x-wide second stage gained nothing in the cascade),
+#   and isbi2015_seed seeds 42, 1, 2 at sigma 1.5: the sigma
 #   with the lower mean validation MRE over the 3 seeds is the one reported (a rule fixed here, before the
 #   runs; Test1 is scored for both but chooses nothing).
 #   Lightning's max_time ends a run that would not finish in time gracefully, after which it is still
@@ -22,7 +21,7 @@
 #   estimate (refine_blend=0) or its turned and zoomed views (refine_views=[[0,1]]) or with the first stage's
 #   decoding window (refine_heatmap.window=3); seed 42 + the unet_small second stage on validation and Test1
 #   (reported beside seed 42 + refine 42; it chooses nothing in this session).
-# Phase 3: benchmarks/throughput.py --compile --no-loader alone on the GPU (issue 5's figures).
+# Phase 3: python -m benchmarks.throughput --compile --no-loader alone on the GPU (issue 5's figures).
 # Results: $OUT/session.log (one line per run) and $OUT/runs.tgz (metrics.json, per_landmark.csv,
 # config.yaml, logs), rewritten after every phase so that a run cut off at the limit still reports.
 set -u
@@ -134,7 +133,7 @@ if len(val) == 2:
     print("chosen on validation: sigma", min(val, key=lambda k: sum(val[k])))
 EOF2
 # shellcheck disable=SC2046,SC2086
-for prefix in seed seed15; do $PY benchmarks/seeds_table.py $(dirs $prefix $SEEDS); done
+for prefix in seed seed15; do $PY -m benchmarks.seeds_table $(dirs $prefix $SEEDS); done
 fi
 
 # phase 2: evaluate (leaves >= 100 s for phase 3)
@@ -176,7 +175,7 @@ evaluate cascade_s42_rsmall_test "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt=
 jobs+=($!)
 wait "${jobs[@]}"; pack
 # shellcheck disable=SC2046
-$PY benchmarks/seeds_table.py $(for s in $SEEDS; do for r in $REFINES; do printf '%s ' "$R/cascade_s${s}_r${r}_test"; done; done)
+$PY -m benchmarks.seeds_table $(for s in $SEEDS; do for r in $REFINES; do printf '%s ' "$R/cascade_s${s}_r${r}_test"; done; done)
 fi
 
 # phase 3: throughput, alone on the GPU
@@ -184,7 +183,7 @@ secs=$(( $(left) - 10 ))
 echo "# phase 3: throughput, ${secs}s at most, $(left)s left"
 if [[ $PHASES == *3* ]] && [ "$secs" -gt 30 ]; then
   # shellcheck disable=SC2086
-  timeout -k 15 "$secs" $PY benchmarks/throughput.py $TP_ARGS > "$R/throughput.txt" 2>&1
+  timeout -k 15 "$secs" $PY -m benchmarks.throughput $TP_ARGS > "$R/throughput.txt" 2>&1
   echo "== throughput rc=$?"; grep -E "samples/s|GFLOP|peak|diff" "$R/throughput.txt"
 fi
 pack

@@ -2,7 +2,7 @@
 # The peer benchmark's own environment: a venv that sees the project's .venv packages (torch, scipy, ...)
 # through a .pth file and adds landmarker 0.4.1 without its dependencies (its heatmap module needs only
 # torch, numpy and scipy). landmarker never enters the project's own environment.
-#   bash benchmarks/landmarker_env.sh && .venv-landmarker/bin/python benchmarks/vs_landmarker.py
+#   bash benchmarks/landmarker_env.sh && .venv-landmarker/bin/python -m benchmarks.vs_landmarker
 set -eu
 cd "$(dirname "$0")/.."
 python3.11 -m venv .venv-landmarker

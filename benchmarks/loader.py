@@ -8,7 +8,7 @@ conf/data/augment/default.yaml augmentation on the training split) with a fresh
 temporary cache_dir, so the first pass really decodes. Epoch 1 is timed from the
 start of `setup()` to the end of its last batch; later epochs only iterate.
 
-    python benchmarks/loader.py [--root ../shared/data/isbi2015] [--input-size 256] [--epochs 3]
+    python -m benchmarks.loader [--root ../shared/data/isbi2015] [--input-size 256] [--epochs 3]
                                 [--batch-size 8] [--workers 0] [--with-test]
 """
 

@@ -3,7 +3,7 @@
 Images are shrunk by `--factor` with area interpolation and saved as JPEG; the
 annotations are mapped exactly (pixel-centre convention, written as floats) and
 the spacing grows by the same factor, so millimetre errors are unchanged:
-python benchmarks/pack_isbi.py ../shared/data/isbi2015 devdata/isbi_half --factor 2
+python -m benchmarks.pack_isbi ../shared/data/isbi2015 devdata/isbi_half --factor 2
 (then train with data.source.spacing=0.2).
 """
 

@@ -1,6 +1,6 @@
 """Mean +/- SD over seeds of the millimetre report, from run directories (metrics.json + per_landmark.csv).
 
-    python benchmarks/seeds_table.py <run dir> <run dir> <run dir> [--per-landmark]
+    python -m benchmarks.seeds_table <run dir> <run dir> <run dir> [--per-landmark]
 
 Prints one markdown row per run, the mean +/- SD row (SD over seeds, ddof=1), and with --per-landmark the
 per-landmark table averaged over the runs.

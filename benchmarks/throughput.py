@@ -14,7 +14,7 @@ device's peak, and the tuned/eager ratio. Then the loader on its own (cached, au
 Peak: the datasheet's dense figure for known GPUs; on a CPU, the fp32 GEMM rate this benchmark
 measures on a 2048^3 matmul (an attainable, not a theoretical, peak).
 
-    python benchmarks/throughput.py [--sizes 256 512] [--batch 16] [--steps 10] [--model unet|unet_small]
+    python -m benchmarks.throughput [--sizes 256 512] [--batch 16] [--steps 10] [--model unet|unet_small]
                                     [--device auto] [--compile] [--onnx] [--no-loader]
 """
 
@@ -198,10 +198,7 @@ def loader_rate(size: int, batch: int) -> str:
     """Cached, augmented training batches per second from the real datamodule (ISBI data, when present)."""
     if not DATA.is_dir():
         return f"skipped: {DATA} not found"
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from loader import build, run_epoch
+    from benchmarks.loader import build, run_epoch
 
     args = argparse.Namespace(root=str(DATA), input_size=size, batch_size=batch, workers=0, with_test=False)
     with tempfile.TemporaryDirectory() as cache:

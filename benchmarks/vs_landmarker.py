@@ -14,7 +14,7 @@
 Run it in the benchmark's own environment (landmarker is not a project dependency):
 
     bash benchmarks/landmarker_env.sh
-    .venv-landmarker/bin/python benchmarks/vs_landmarker.py [--sizes 256 512] [--batch 32] [--repeats 5]
+    .venv-landmarker/bin/python -m benchmarks.vs_landmarker [--sizes 256 512] [--batch 32] [--repeats 5]
 """
 
 from __future__ import annotations
