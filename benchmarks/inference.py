@@ -9,7 +9,7 @@ JPEGs), decoded N at a time ahead of the network (1: sequential); a `p` after N 
 resizes in the reader threads, as predict.py does. The default baseline is eager PyTorch with plain reading.
 Printed: images/s, the ratio to the baseline, and the largest landmark difference from it in original pixels.
 
-    python benchmarks/inference.py --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
+    python -m benchmarks.inference --ckpt <run>/checkpoints/best.ckpt [--refine <stage 2>/best.ckpt]
                                    [--images 20] [--batch 4] [--rounds 5] [--device cpu]
                                    [--runs eager:plain eager:1 tuned:4p onnxruntime:4p]
 
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from landmark_exp.cascade import load_predictor
 from landmark_exp.data.images import read_ahead, read_grey
-from landmark_exp.inference import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST1 = ROOT.parent / "shared" / "data" / "isbi2015" / "RawImage" / "Test1Data"

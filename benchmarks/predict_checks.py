@@ -1,6 +1,6 @@
 """What predict's safety checks cost: the same folder predicted with them and without, alternately, in one process.
 
-    python benchmarks/predict_checks.py --ckpt <run>/checkpoints/best.ckpt \
+    python -m benchmarks.predict_checks --ckpt <run>/checkpoints/best.ckpt \
         --input ../shared/data/isbi2015/RawImage/Test1Data [--repeats 3] [--runtime auto]
 
 The checks: each image's header (pixel limit, minimum side), its pixel rows and finiteness (`read_grey`), the
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+import landmark_exp.cascade as cascade
 import landmark_exp.data.images as images
-import landmark_exp.inference as inference
+import landmark_exp.predictor as predictor_module
 from landmark_exp.heatmap.quality import HeatmapFlags
 from landmark_exp.jobs import refuse_overwriting_inputs, run_lock
 from landmark_exp.predict import collect_inputs, earlier_results, image_outputs, run_predictions, unique_ids
@@ -39,16 +40,16 @@ def _no_flags(heatmaps: torch.Tensor, *args: object, **kwargs: object) -> Heatma
 def checks_off() -> Iterator[None]:
     """The per-image checks replaced by no-ops (the image is still decoded the same way)."""
     saved = {name: getattr(images, name) for name in ("_check_size", "_check_finite") if hasattr(images, name)}
-    flags = inference.heatmap_flags
+    flags = predictor_module.heatmap_flags
     try:
         for name in saved:
             setattr(images, name, lambda *a, **k: None)
-        inference.heatmap_flags = _no_flags
+        predictor_module.heatmap_flags = _no_flags
         yield
     finally:
         for name, fn in saved.items():
             setattr(images, name, fn)
-        inference.heatmap_flags = flags
+        predictor_module.heatmap_flags = flags
 
 
 def one_run(predictor, files: list[Path], checks: bool) -> float:
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto")
     args = parser.parse_args()
     files = collect_inputs(args.input)
-    predictor = inference.load_predictor(args.ckpt, "cpu", runtime=inference.pick_runtime(args.runtime, "cpu", len(files)))
+    predictor = cascade.load_predictor(args.ckpt, "cpu", runtime=predictor_module.pick_runtime(args.runtime, "cpu", len(files)))
     one_run(predictor, files[:8], True)  # warm-up: first-call costs outside the timings
     walls: dict[bool, list[float]] = {True: [], False: []}
     for r in range(args.repeats):

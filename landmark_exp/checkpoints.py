@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from landmark_exp.data.records import CheckpointError
-from landmark_exp.reports import atomic_open
+from landmark_exp.files import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

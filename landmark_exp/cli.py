@@ -1,4 +1,4 @@
-"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`).
+"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`, `landmark-detector`).
 
 Each composes the project's Hydra configs exactly as the top-level scripts do
 (`python predict.py ...` == `landmark-predict ...`). The configs live in the
@@ -20,7 +20,7 @@ def _root() -> Path:
     return Path(os.environ.get("LANDMARK_EXP_ROOT") or Path(__file__).resolve().parents[1])
 
 
-def _run(config_name: str, job: Callable[[DictConfig], object]) -> None:
+def run_command(config_name: str, job: Callable[[DictConfig], object]) -> None:
     import hydra
 
     root = _root()
@@ -40,22 +40,28 @@ def train() -> None:
         return fit(cfg).get("val_mre")  # as train.py: the objective of hparams_search sweeps
 
     sys.argv = resume_argv(sys.argv, _root() / "conf", "train")
-    _run("train", job)
+    run_command("train", job)
 
 
 def evaluate() -> None:
     from landmark_exp.run import evaluate as job
 
-    _run("evaluate", job)
+    run_command("evaluate", job)
 
 
 def predict() -> None:
     from landmark_exp.predict import predict as job
 
-    _run("predict", job)
+    run_command("predict", job)
 
 
 def export() -> None:
     from landmark_exp.export import export as job
 
-    _run("export", job)
+    run_command("export", job)
+
+
+def detector() -> None:
+    from landmark_exp.detector import build as job
+
+    run_command("detector", job)

@@ -24,12 +24,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from landmark_exp.arguments import flag, int_pairs, positive_int
 from landmark_exp.data.records import DataError
-from landmark_exp.inference import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
-from landmark_exp.jobs import int_pairs, positive_int, refuse_overwriting_inputs, writable_dir
-from landmark_exp.module import LandmarkModule, checkpoint_paths, load_module
-from landmark_exp.reports import atomic_write_bytes, console, write_json
-from landmark_exp.run import _guard
+from landmark_exp.files import atomic_write_bytes, write_json
+from landmark_exp.jobs import guard, refuse_overwriting_inputs, writable_dir
+from landmark_exp.loading import checkpoint_paths, load_module
+from landmark_exp.module import LandmarkModule
+from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
+from landmark_exp.reports import console
 
 FORMATS = ("onnx",)
 
@@ -108,8 +110,7 @@ def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarra
 def _check_output(out: Path, inputs: list[Path], overwrite: object) -> None:
     """Before any work: never the file read (whatever overwrite says), an existing file only with overwrite=true,
     a folder that exists and is writable."""
-    if not isinstance(overwrite, bool):
-        raise DataError(f"overwrite={overwrite!r}: true or false")
+    overwrite = flag(overwrite, "overwrite")
     refuse_overwriting_inputs([out], inputs, "output")
     if out.suffix.lower() != ".onnx":
         raise DataError(f"output={out}: an ONNX model's file name ends in .onnx")
@@ -120,7 +121,7 @@ def _check_output(out: Path, inputs: list[Path], overwrite: object) -> None:
     writable_dir(out.parent, "output", create_parents=False)
 
 
-@_guard
+@guard
 def export(cfg: DictConfig) -> dict:
     """The Hydra job behind `python -m landmark_exp.export`: export, check parity, write export.json."""
     if cfg.format not in FORMATS:

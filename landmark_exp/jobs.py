@@ -1,91 +1,35 @@
-"""What every command does around its work: arguments checked before any of it, one run per output
-directory, no input overwritten, and a stop request (SIGTERM, Ctrl-C) turned into a clean end.
-
-Only the standard library and numbers here: each check fails with a `DataError` whose message is
-one line naming the argument or file, which the entry points print without a traceback.
+"""What every command does around its work: its config shown and saved, its errors turned into one line (or,
+in a sweep, a failed job the sweep goes past), one run per output directory, no input overwritten, and a stop
+request (SIGTERM, Ctrl-C) turned into a clean end. The argument checks are in `arguments.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import functools
+import gc
 import os
 import signal
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.tree import Tree
 
 from landmark_exp.data.records import DataError
+from landmark_exp.files import atomic_write_text
+from landmark_exp.guards import NonFiniteError
+from landmark_exp.reports import console
 
-DEVICES = ("auto", "cpu", "cuda")
 LOCK_NAME = ".landmark_exp.lock"
-
-
-def positive_int(value: object, what: str) -> int:
-    """A whole number >= 1 given as a number or its digits (`batch_size=8`); one line naming `what` otherwise."""
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or value < 1:
-        raise DataError(f"{what} must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def checked_device(value: object) -> str:
-    """auto | cpu | cuda | cuda:N, present on this machine; one line otherwise (before any model is loaded)."""
-    import torch
-
-    device = str(value).strip().lower()
-    kind, _, index = device.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise DataError(f"device={value!r}: choose auto, cpu, cuda or cuda:<n>")
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise DataError(f"device={value!r}: no CUDA GPU is visible on this machine (device=cpu or auto)")
-        if index and int(index) >= torch.cuda.device_count():
-            raise DataError(f"device={value!r}: this machine has {torch.cuda.device_count()} GPU(s)")
-    return device
-
-
-def int_pairs(value: object, what: str, limit: int | None = None) -> list[tuple[int, int]] | None:
-    """[[dy, dx], ...] whole-number pairs (e.g. `tta_shifts`), each within +/-limit; None stays None."""
-    if value is None:
-        return None
-    example = "e.g. [[0,0],[0,8],[8,0]]"
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise DataError(f"{what}={value!r}: a list of [dy, dx] pairs, {example}")
-    pairs = []
-    for item in value:
-        if isinstance(item, str) or not isinstance(item, Iterable):
-            raise DataError(f"{what}={value!r}: a list of [dy, dx] pairs, {example}")
-        pair = list(item)
-        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-            raise DataError(f"{what}={value!r}: each shift is two whole numbers [dy, dx], {example}")
-        if limit is not None and max(abs(pair[0]), abs(pair[1])) >= limit:
-            raise DataError(f"{what}={value!r}: shifts must stay within +/-{limit - 1} pixels")
-        pairs.append((pair[0], pair[1]))
-    if not pairs:
-        raise DataError(f"{what}=[]: give at least one [dy, dx] pair, or null for none")
-    return pairs
-
-
-def spacing_pair(value: object, what: str = "spacing") -> tuple[float, float] | None:
-    """mm per pixel: a positive finite number, or [x, y] of them; None stays None."""
-    if value is None:
-        return None
-    items = [value] if isinstance(value, int | float | str) else list(value) if isinstance(value, Iterable) else [value]
-    try:
-        numbers = [float(v) for v in items]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) == 1:
-        numbers *= 2
-    if len(numbers) != 2 or not all(math.isfinite(v) and 0 < v < 100 for v in numbers):
-        raise DataError(f"{what}={value!r}: mm per pixel, a positive number (or [x, y]) such as 0.1")
-    return numbers[0], numbers[1]
 
 
 def writable_dir(path: Path, what: str, create_parents: bool = False) -> Path:
@@ -207,7 +151,91 @@ def stopped_by(signum: int | None) -> str:
     return {int(signal.SIGTERM): "SIGTERM", int(signal.SIGINT): "Ctrl-C"}.get(int(signum or 0), "a signal")
 
 
-def one_of(value: object, choices: Sequence[str], what: str) -> str:
-    if value not in choices:
-        raise DataError(f"{what}={value!r}: choose one of {', '.join(choices)}")
-    return str(value)
+@rank_zero_only
+def show_config(cfg: DictConfig, out_dir: Path) -> None:
+    """Print the config tree and save it, resolved, in the run directory."""
+    tree = Tree("config", guide_style="dim")
+    for key, node in cfg.items():
+        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        tree.add(str(key)).add(Syntax(text, "yaml"))
+    console.print(tree)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain dicts and lists (resolved); anything else as it is."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+
+
+def decoding_overrides(node: Any) -> dict:
+    """The set keys of a `heatmap:` override block of evaluate/predict (null keeps the checkpoint's setting)."""
+    return {k: v for k, v in (plain(node) or {}).items() if v is not None}
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def guard(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+    """Record a failing job's error in its run directory (error.txt; the sweep table lists it).
+
+    A single run then stops (exit status 1: one line for data and numerical problems, else the
+    traceback). In a multirun the job returns {} instead, so the launcher goes on with the other
+    jobs; the sweep summary reports the failures and the sweep exits with status 1. A stop request
+    (Ctrl-C, SIGTERM) is not a failure: it stops the sweep as well (SIGTERM: exit status 143).
+    """
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> dict:
+        out = Path(cfg.paths.output_dir)
+        try:
+            result = fn(cfg)
+        except BaseException as e:
+            if isinstance(e, SystemExit) and not isinstance(e, SIGTERMException):
+                raise  # a job that ended itself (an interrupted predict) has said why
+            message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
+            if out.is_dir():
+                atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
+            if isinstance(e, SIGTERMException):
+                # a stop request (kill, a scheduler's preemption), not a failed job: the sweep stops too
+                after = ("; checkpoints/last.ckpt holds the last finished epoch (resume= continues)"
+                         if fn.__name__ == "train" else "")
+                console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here{after}", soft_wrap=True)
+                raise SystemExit(128 + signal.SIGTERM) from None
+            if isinstance(e, KeyboardInterrupt) or not _in_multirun():
+                known = _user_error(e)
+                if known is not None:
+                    # a user's data problem, or training diverged: one line naming the file or step, no traceback
+                    what = ("data error" if isinstance(known, DataError)
+                            else "training stopped" if fn.__name__ == "train" else "stopped")
+                    console.print(f"[bold red]{what}:[/] {escape(str(known))}", soft_wrap=True)
+                    raise SystemExit(1) from None
+                raise
+            console.print(f"[bold red]job failed[/] ({escape(str(out))}): {escape(message)}", soft_wrap=True)
+        else:
+            (out / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of this run, now resumed
+            return result
+        _release_memory()  # outside the except block: the traceback's frames (and tensors) are gone now
+        return {}
+
+    return wrapped
+
+
+def _user_error(e: BaseException) -> DataError | NonFiniteError | None:
+    """The data problem or divergence behind `e`, also when Hydra's instantiate wrapped it (a datamodule that
+    refuses its config raises inside `instantiate`, which re-raises it as an InstantiationException)."""
+    while e is not None:
+        if isinstance(e, DataError | NonFiniteError):
+            return e
+        e = e.__cause__
+    return None
+
+
+def _release_memory() -> None:
+    """After a failed job, before the next one in this process (e.g. after a CUDA out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

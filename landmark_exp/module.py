@@ -2,15 +2,11 @@
 
 It is built from plain config dicts (model, loss, optimizer, scheduler, heatmap)
 and saves them as hyper-parameters, so a checkpoint alone rebuilds the model
-without unpickling code (`load_module`).
+without unpickling code (`loading.load_module`).
 """
 
 from __future__ import annotations
 
-import inspect
-import pickle
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,15 +14,17 @@ import numpy as np
 import torch
 
 from landmark_exp.data.geometry import to_original
-from landmark_exp.data.patches import patch_context
-from landmark_exp.data.records import CheckpointError, landmark_index
+from landmark_exp.data.records import landmark_index
 from landmark_exp.heatmap.decoder import Decoding, prior_sigma_pixels
 from landmark_exp.heatmap.generator import gaussian_heatmaps, single_channel
 from landmark_exp.metrics import THRESHOLDS_MM, LandmarkPredictions, radial_errors_mm, summarize
 from landmark_exp.performance import optimizer_options
-from landmark_exp.registry import RegistryError, build, check
+from landmark_exp.registry import build
 
 SCHEDULER_KEYS = ("monitor", "interval", "frequency")
+FORMAT_KEY = "landmark_exp_format"
+# 1: checkpoints written before this key existed; 2: the same contents, the key written (landmark_exp.loading)
+CHECKPOINT_VERSION = 2
 
 
 def landmark_sigmas(sigma: float, overrides: dict | None, names: list[str]) -> list[float]:
@@ -93,6 +91,9 @@ class LandmarkModule(L.LightningModule):
         # each other's validation images
         self.member_splits: list[tuple] = []
         self.decoding()  # a decoding setting that cannot work fails here, not at the first image
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FORMAT_KEY] = CHECKPOINT_VERSION  # loading.read_checkpoint migrates older versions by it
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -222,150 +223,3 @@ def _flatten_patches(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if batch["image"].ndim != 5:
         return batch
     return {**batch, **{key: batch[key].flatten(0, 1) for key in ("image", "keypoints", "visible")}}
-
-
-CheckpointPaths = str | Path | Sequence[str | Path]
-
-
-def checkpoint_paths(path: CheckpointPaths) -> list[Path]:
-    """One checkpoint, or a list of them (an ensemble; `ckpt_path=[a.ckpt,b.ckpt]` on the command line)."""
-    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
-    if not paths:
-        raise CheckpointError("ckpt_path: an empty list of checkpoints")
-    return paths
-
-
-def _carving(data: dict) -> tuple:
-    """How a run carved validation from its training pool: (data seed, folds, fold); no folds: (seed,)."""
-    folds = data.get("folds")
-    return (data.get("seed"),) if folds is None else (data.get("seed"), folds, data.get("fold", 0))
-
-
-def load_module(path: CheckpointPaths, map_location: str | torch.device = "cpu", heatmap: dict | None = None,
-                tta_shifts: Sequence[Sequence[int]] | None = None) -> LandmarkModule:
-    """Rebuild a module from a checkpoint without executing pickled code (torch.load weights_only=True).
-
-    A list of checkpoints is an ensemble: one module whose network averages the members' heatmaps
-    (`models.ensemble.MeanOfNets`), decoded as the first member decodes, with the members' mean shape.
-    `heatmap` overrides decoding settings (decoder, window, prior_sigma) for this use only, so decoding
-    choices can be compared on one trained model. `tta_shifts` ([dy, dx] input pixels each) wraps the
-    network in test-time augmentation (`models.ensemble.ShiftedMean`)."""
-    paths = checkpoint_paths(path)
-    modules = [_load_one(p, map_location, heatmap) for p in paths]
-    module = modules[0]
-    module.members = [str(p) for p in paths]
-    module.member_splits = [_carving(m.hparams.get("data") or {}) for m in modules]
-    from landmark_exp.models.ensemble import MeanOfNets, ShiftedMean
-
-    if len(modules) > 1:
-        for p, other in zip(paths[1:], modules[1:], strict=True):
-            _check_same_kind(module, other, paths[0], p)
-        module.net = MeanOfNets([m.net for m in modules]).eval()
-        module.mean_shape.copy_(torch.stack([m.mean_shape for m in modules]).mean(0))
-    if tta_shifts:
-        if (module.hparams.get("data") or {}).get("patch"):
-            raise CheckpointError(f"{paths[0]}: test-time shifts are for whole-image models, not a second stage")
-        module.net = ShiftedMean(module.net, tta_shifts).eval()
-    return module
-
-
-def _check_same_kind(a: LandmarkModule, b: LandmarkModule, where_a: Path, where_b: Path) -> None:
-    """Ensemble members must read the same input and mean the same thing by each output channel."""
-    da, db = a.hparams.get("data") or {}, b.hparams.get("data") or {}
-    facts = {
-        "input size": (list(a.input_size), list(b.input_size)),
-        "landmarks": (a.landmark_names, b.landmark_names),
-        "single-mask output": (a.single_channel, b.single_channel),
-        "heatmap sigma": (a.landmark_sigma, b.landmark_sigma),
-        "letterbox": (bool(da.get("letterbox", False)), bool(db.get("letterbox", False))),
-        "normalize": (da.get("normalize", "dtype"), db.get("normalize", "dtype")),
-        # a second stage: the resolution its patches are cut from and their size (not the training jitter or
-        # the test-time shifts, which do not change what an output means; the ensemble applies the first's shifts)
-        "patch (second stage)": (_patch_kind(da), _patch_kind(db)),
-    }
-    for what, (x, y) in facts.items():
-        if x != y:
-            raise CheckpointError(f"{where_b}: cannot join an ensemble with {where_a}: {what} {y} != {x}")
-
-
-def _patch_kind(data: dict) -> dict | None:
-    patch = data.get("patch")
-    if not patch:
-        return None
-    return {"working size": list(data.get("input_size") or []), "size": list(patch.get("size") or []),
-            "context": patch_context(patch.get("context"))}
-
-
-def _load_one(path: Path, map_location: str | torch.device, heatmap: dict | None) -> LandmarkModule:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic not in (b"PK", b"\x80\x02"):  # torch.save writes a zip archive (legacy: a protocol-2 pickle)
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint file (neither a zip archive nor a pickle)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        # weights_only refuses any pickled object outside tensors and plain containers: never run its code
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused to load, it holds more than weights and plain data ({reason})") from None
-    except Exception as e:  # torch.load raises many types (struct.error, EOFError, RuntimeError ...) on a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict) \
-            or not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a landmark_exp checkpoint (no hyper_parameters/state_dict)")
-    hparams = dict(ckpt["hyper_parameters"])
-    try:  # every class the stored config names, checked before any of them is built
-        check(hparams, "hyper_parameters")
-    except RegistryError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    unknown = sorted(str(k) for k in hparams if k not in _HPARAMS)
-    if unknown:
-        raise CheckpointError(f"{path}: hyper_parameters hold unknown keys {unknown}")
-    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: state_dict entry {bad[0]!r} is not a tensor")
-    broken = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if broken:
-        raise CheckpointError(f"{path}: the weights hold NaN or infinite values ({len(broken)} tensor(s), first "
-                              f"{broken[0]!r}): the run that wrote it diverged")
-    if heatmap:
-        hparams["heatmap"] = {**(hparams.get("heatmap") or {}), **heatmap}
-    try:
-        module = LandmarkModule(**hparams)
-    except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: its stored config does not describe a valid model ({_first_line(e)})") from None
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({_first_line(e)})") from None
-    return module.eval()
-
-
-_HPARAMS = set(inspect.signature(LandmarkModule.__init__).parameters) - {"self"}
-
-
-def _first_line(e: BaseException) -> str:
-    """The informative line of an exception: load_state_dict's first line is only a header, the reason follows."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
-        lines = lines[1:]
-    return lines[0][:300] if lines else type(e).__name__
-
-
-def check_matches_data(module: LandmarkModule, where: str | Path, num_landmarks: int, landmark_names: list[str],
-                       input_size: tuple[int, int] | list[int]) -> None:
-    """A checkpoint used on data it was not trained for is refused with one line saying what differs."""
-    if module.num_landmarks != num_landmarks:
-        raise CheckpointError(f"{where}: checkpoint predicts {module.num_landmarks} landmarks, the data has {num_landmarks}")
-    if tuple(module.input_size) != tuple(input_size):
-        raise CheckpointError(
-            f"{where}: checkpoint input size {list(module.input_size)} != data input size {list(input_size)}"
-        )
-    if list(module.landmark_names) != list(landmark_names):
-        i = next(i for i, (a, b) in enumerate(zip(module.landmark_names, landmark_names, strict=True)) if a != b)
-        raise CheckpointError(
-            f"{where}: landmark names differ from the data's, first at landmark {i + 1}: checkpoint "
-            f"{module.landmark_names[i]!r}, data {landmark_names[i]!r}"
-        )

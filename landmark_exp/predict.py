@@ -34,33 +34,26 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from landmark_exp.arguments import checked_device, flag, int_pairs, one_of, positive_int, spacing_pair
+from landmark_exp.cascade import CascadePredictor, load_predictor, refine_iterations
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
-from landmark_exp.inference import (
-    RUNTIMES,
-    CascadePredictor,
-    LandmarkPrediction,
-    Predictor,
-    load_predictor,
-    pick_runtime,
-    refine_iterations,
-)
+from landmark_exp.files import write_csv, write_json
 from landmark_exp.jobs import (
     StopRequests,
-    checked_device,
-    int_pairs,
-    one_of,
-    positive_int,
+    decoding_overrides,
+    guard,
+    plain,
     refuse_overwriting_inputs,
     run_lock,
-    spacing_pair,
+    show_config,
     stopped_by,
     writable_dir,
 )
-from landmark_exp.reports import console, draw_overlay, save_png, write_csv, write_json
-from landmark_exp.run import _guard, decoding_overrides, show_config
+from landmark_exp.predictor import RUNTIMES, LandmarkPrediction, Predictor, pick_runtime
+from landmark_exp.reports import console, draw_overlay, save_png
 
 
 class SpacingWarning(UserWarning):
@@ -223,7 +216,8 @@ def finished(out_dir: Path, files: Sequence[Path], ids: Sequence[str], model: st
 def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path,
                     spacing: tuple[float, float] | None, batch_size: int = 4,
                     overlay: bool = True, read_workers: int | None = None, done: dict[str, dict] | None = None,
-                    stop: StopRequests | None = None, max_pixels: int | None = None) -> tuple[list[dict], list[dict]]:
+                    stop: StopRequests | None = None, max_pixels: int | None = None,
+                    min_side: int | None = None) -> tuple[list[dict], list[dict]]:
     """Predict every file in batches behind a progress bar; returns (results, failures with their reasons).
 
     Images are decoded `read_workers` at a time in threads ahead of the batch the network is running
@@ -239,7 +233,8 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
                TimeRemainingColumn())
     # each image is decoded and resized to the network input in the reader threads
     images = read_ahead([f for f, _ in todo], predictor.info.normalize, read_workers, depth=2 * batch_size,
-                        then=lambda image: (image, predictor.prepare(image)), max_pixels=max_pixels)
+                        then=lambda image: (image, predictor.prepare(image)), max_pixels=max_pixels,
+                        min_side=min_side)
     with Progress(*columns, console=console, disable=len(files) < 2) as progress:
         task = progress.add_task("predicting", total=len(files), completed=len(results))
         for start in range(0, len(todo), batch_size):
@@ -310,31 +305,22 @@ def _arguments(cfg: DictConfig) -> dict:
         "read_workers": None if workers is None else positive_int(workers, "read_workers"),
         "device": checked_device(cfg.get("device", "auto")),
         "runtime": one_of(cfg.get("runtime", "auto"), RUNTIMES, "runtime"),
-        "spacing": spacing_pair(_plain(cfg.get("spacing"))),
-        "tta_shifts": int_pairs(_plain(cfg.get("tta_shifts")), "tta_shifts"),
-        "refine_shifts": _checked(patch_shifts, _plain(cfg.get("refine_shifts"))),
-        "refine_views": _checked(patch_views, _plain(cfg.get("refine_views"))),
+        "spacing": spacing_pair(plain(cfg.get("spacing"))),
+        "tta_shifts": int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"),
+        "refine_shifts": _checked(patch_shifts, plain(cfg.get("refine_shifts"))),
+        "refine_views": _checked(patch_views, plain(cfg.get("refine_views"))),
         "refine_blend": None if cfg.get("refine_blend") is None else patch_blend(cfg.get("refine_blend")),
         "refine_iterations": refine_iterations(cfg.get("refine_iterations", 1)),
         "max_pixels": int(positive_int(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
-        "overwrite": _flag(cfg.get("overwrite", False), "overwrite"),
-        "resume": _flag(cfg.get("resume", False), "resume"),
+        "min_side": positive_int(cfg.get("min_side", 32), "min_side"),
+        "overwrite": flag(cfg.get("overwrite", False), "overwrite"),
+        "resume": flag(cfg.get("resume", False), "resume"),
     }
 
 
 def _checked(check: Callable[[object], object], value: object) -> object:
     """`value` as given, once `check` (which raises a one-line DataError) accepts it."""
     check(value)
-    return value
-
-
-def _plain(node: object) -> object:
-    return list(map(_plain, node)) if isinstance(node, ListConfig | list | tuple) else node
-
-
-def _flag(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise DataError(f"{what}={value!r}: true or false")
     return value
 
 
@@ -352,7 +338,7 @@ def _prepare_output_dir(cfg: DictConfig, args: dict, files: Sequence[Path], ids:
 
 
 def _as_list(value: object) -> list:
-    value = _plain(value)
+    value = plain(value)
     return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
@@ -368,7 +354,7 @@ def _clear_earlier(out_dir: Path, args: dict) -> None:
         path.unlink(missing_ok=True)
 
 
-@_guard
+@guard
 def predict(cfg: DictConfig) -> dict:
     """The Hydra job behind predict.py: load the model, predict every input, write and print the results."""
     args = _arguments(cfg)
@@ -395,7 +381,7 @@ def predict(cfg: DictConfig) -> dict:
                          if spacing and not args["spacing"] else ""), soft_wrap=True)
         results, failures = run_predictions(predictor, files, out_dir, spacing, args["batch_size"],
                                             bool(cfg.get("overlay", True)), args["read_workers"], done, stop,
-                                            args["max_pixels"])
+                                            args["max_pixels"], args["min_side"])
         interrupted = None
         if stop.requested:
             interrupted = {"by": stopped_by(stop.requested), "done": len(results) + len(failures), "of": len(files)}

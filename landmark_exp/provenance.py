@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from landmark_exp.reports import write_json
+from landmark_exp.files import write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (

@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-import gc
-import signal
-import traceback
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from rich.markup import escape
-from rich.syntax import Syntax
-from rich.tree import Tree
 
+from landmark_exp.arguments import int_pairs, one_of
+from landmark_exp.cascade import combine_stages, refine_iterations, refine_repeatedly, refine_selection
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
-from landmark_exp.data.records import DataError
-from landmark_exp.guards import NonFiniteError, NonFiniteGuard, check_finite_metrics
-from landmark_exp.inference import (
-    combine_stages,
-    refine_iterations,
-    refine_repeatedly,
-    refine_selection,
-    torch_predictor,
-)
-from landmark_exp.jobs import int_pairs, one_of, run_lock, writable_dir
+from landmark_exp.data.records import CheckpointError, DataError
+from landmark_exp.guards import NonFiniteGuard, check_finite_metrics
+from landmark_exp.jobs import decoding_overrides, guard, plain, run_lock, show_config, writable_dir
+from landmark_exp.loading import check_matches_data, load_module
 from landmark_exp.metrics import radial_errors_mm, summarize
-from landmark_exp.module import CheckpointError, LandmarkModule, check_matches_data, load_module
+from landmark_exp.module import LandmarkModule
 from landmark_exp.performance import for_inference
+from landmark_exp.predictor import torch_predictor
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build
 from landmark_exp.reports import (
-    atomic_write_text,
     console,
     draw_overlay,
     outlier_landmarks,
@@ -51,39 +39,19 @@ from landmark_exp.reports import (
 )
 
 
-@rank_zero_only
-def show_config(cfg: DictConfig, out_dir: Path) -> None:
-    """Print the config tree and save it, resolved, in the run directory."""
-    tree = Tree("config", guide_style="dim")
-    for key, node in cfg.items():
-        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
-        tree.add(str(key)).add(Syntax(text, "yaml"))
-    console.print(tree)
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def decoding_overrides(node: Any) -> dict:
-    """The set keys of a `heatmap:` override block of evaluate/predict (null keeps the checkpoint's setting)."""
-    return {k: v for k, v in (_container(node) or {}).items() if v is not None}
-
-
 def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
     return LandmarkModule(
         # the data decide the input channels: 1, or 2 for a second stage with a context channel
-        model={**_container(cfg.model), "in_channels": dm.input_channels},
-        loss=_container(cfg.loss),
-        optimizer=_container(cfg.optimizer),
-        scheduler=_container(cfg.get("scheduler")),
-        heatmap=_container(cfg.heatmap),
+        model={**plain(cfg.model), "in_channels": dm.input_channels},
+        loss=plain(cfg.loss),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.get("scheduler")),
+        heatmap=plain(cfg.heatmap),
         num_landmarks=dm.num_landmarks,
         landmark_names=dm.landmark_names,
         input_size=list(dm.model_input_size),
-        data=_with_spacing(_container(cfg.data), dm),
-        **_container(cfg.get("module", {}) or {}),
+        data=_with_spacing(plain(cfg.data), dm),
+        **plain(cfg.get("module", {}) or {}),
     )
 
 
@@ -102,81 +70,13 @@ def build_trainer(cfg: DictConfig, logger: bool = True) -> L.Trainer:
     from landmark_exp.checkpoints import AtomicCheckpointIO, TrainingState
 
     callbacks = [build(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c]
-    callbacks += [TrainingState(), NonFiniteGuard(**_container(cfg.get("trainer_guard") or {}))]
+    callbacks += [TrainingState(), NonFiniteGuard(**plain(cfg.get("trainer_guard") or {}))]
     loggers = ([build(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c and "_target_" in c]
                if logger else [])
     return build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _guard(fn):
-    """Record a failing job's error in its run directory (error.txt; the sweep table lists it).
-
-    A single run then stops (exit status 1: one line for data and numerical problems, else the
-    traceback). In a multirun the job returns {} instead, so the launcher goes on with the other
-    jobs; the sweep summary reports the failures and the sweep exits with status 1. A stop request
-    (Ctrl-C, SIGTERM) is not a failure: it stops the sweep as well (SIGTERM: exit status 143).
-    """
-
-    def wrapped(cfg: DictConfig) -> dict:
-        out = Path(cfg.paths.output_dir)
-        try:
-            result = fn(cfg)
-        except BaseException as e:
-            if isinstance(e, SystemExit) and not isinstance(e, SIGTERMException):
-                raise  # a job that ended itself (an interrupted predict) has said why
-            message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
-            if out.is_dir():
-                atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
-            if isinstance(e, SIGTERMException):
-                # a stop request (kill, a scheduler's preemption), not a failed job: the sweep stops too
-                after = ("; checkpoints/last.ckpt holds the last finished epoch (resume= continues)"
-                         if fn.__name__ == "train" else "")
-                console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here{after}", soft_wrap=True)
-                raise SystemExit(128 + signal.SIGTERM) from None
-            if isinstance(e, KeyboardInterrupt) or not _in_multirun():
-                known = _user_error(e)
-                if known is not None:
-                    # a user's data problem, or training diverged: one line naming the file or step, no traceback
-                    what = ("data error" if isinstance(known, DataError)
-                            else "training stopped" if fn.__name__ == "train" else "stopped")
-                    console.print(f"[bold red]{what}:[/] {escape(str(known))}", soft_wrap=True)
-                    raise SystemExit(1) from None
-                raise
-            console.print(f"[bold red]job failed[/] ({escape(str(out))}): {escape(message)}", soft_wrap=True)
-        else:
-            (out / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of this run, now resumed
-            return result
-        _release_memory()  # outside the except block: the traceback's frames (and tensors) are gone now
-        return {}
-
-    return wrapped
-
-
-def _user_error(e: BaseException) -> DataError | NonFiniteError | None:
-    """The data problem or divergence behind `e`, also when Hydra's instantiate wrapped it (a datamodule that
-    refuses its config raises inside `instantiate`, which re-raises it as an InstantiationException)."""
-    while e is not None:
-        if isinstance(e, DataError | NonFiniteError):
-            return e
-        e = e.__cause__
-    return None
-
-
-def _release_memory() -> None:
-    """After a failed job, before the next one in this process (e.g. after a CUDA out-of-memory error)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@_guard
+@guard
 def train(cfg: DictConfig) -> dict:
     """Fit, test the best checkpoint, write metrics.json / per_landmark.csv / predictions.csv."""
     out_dir = Path(cfg.paths.output_dir)
@@ -260,7 +160,7 @@ def report(module: LandmarkModule, dm: LandmarkDataModule, split: str, out_dir: 
     console.print(f"results written to {out_dir}")
 
 
-@_guard
+@guard
 def evaluate(cfg: DictConfig) -> dict:
     """Load a checkpoint safely, predict a split, print and write the millimetre report."""
     out_dir = writable_dir(Path(cfg.paths.output_dir), "hydra.run.dir", create_parents=True)

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import compose
 
-from landmark_exp.module import CheckpointError, check_matches_data, load_module
+from landmark_exp.data.records import CheckpointError
+from landmark_exp.loading import check_matches_data, load_module
 from landmark_exp.run import evaluate
 
 RAN = []

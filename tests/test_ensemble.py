@@ -7,9 +7,10 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from landmark_exp.inference import load_predictor
+from landmark_exp.cascade import load_predictor
+from landmark_exp.data.records import CheckpointError
+from landmark_exp.loading import load_module
 from landmark_exp.models.ensemble import MeanOfNets, ShiftedMean, shift2d
-from landmark_exp.module import CheckpointError, load_module
 
 
 @pytest.fixture(scope="module")

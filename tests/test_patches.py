@@ -47,7 +47,7 @@ def test_shift_centres_moves_by_working_pixels_in_original_pixels():
 
 
 def test_combine_stages_blends_only_refined_landmarks_by_the_first_stage_weight():
-    from landmark_exp.inference import combine_stages
+    from landmark_exp.cascade import combine_stages
 
     first = np.array([[[10.0, 20.0], [30.0, 40.0], [0.0, 0.0]]])
     second = np.array([[[14.0, 16.0], [34.0, 44.0], [8.0, 8.0]]])
@@ -150,7 +150,7 @@ def test_a_turned_and_zoomed_view_shows_a_point_where_view_points_says_and_retur
 def _blob_refiner(working_hw: tuple[int, int], size: tuple[int, int], k: int):
     """A second stage that sees perfectly: its heatmap of every landmark is the patch itself (an image of blobs)."""
     from landmark_exp.heatmap.decoder import Decoding
-    from landmark_exp.inference import ModelInfo, Predictor
+    from landmark_exp.predictor import ModelInfo, Predictor
 
     info = ModelInfo(num_landmarks=k, landmark_names=[f"l{j}" for j in range(k)], input_size=size,
                      working_size=working_hw, decoding=Decoding("lsq", 2))

@@ -6,8 +6,8 @@ import torch
 from conftest import TINY, compose
 from torch import nn
 
+from landmark_exp.cascade import load_predictor
 from landmark_exp.data.images import read_grey
-from landmark_exp.inference import load_predictor
 from landmark_exp.models.unet import UNet
 from landmark_exp.performance import InferenceNet, fold_batchnorm, for_inference, optimizer_options
 
@@ -73,7 +73,7 @@ def test_fused_optimizer_auto_means_fused_on_cuda_only():
 
 
 def test_channels_last_training_switch_trains_nhwc_and_checkpoints_load_plainly(tmp_path, isbi_root):
-    from landmark_exp.module import load_module
+    from landmark_exp.loading import load_module
     from landmark_exp.run import train
 
     cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache",
@@ -117,7 +117,7 @@ def test_the_performance_callback_puts_weights_and_batches_in_nhwc_when_asked(mo
 
 
 def test_a_checkpoint_runs_on_onnx_runtime_without_a_separate_export(tiny_run):
-    from landmark_exp.module import CheckpointError
+    from landmark_exp.data.records import CheckpointError
 
     images = [read_grey(p) for p in sorted((tiny_run["root"] / "RawImage" / "Test1Data").glob("*.png"))]
     onnx = load_predictor(tiny_run["ckpt"], "cpu", runtime="onnxruntime")
@@ -135,7 +135,7 @@ def test_a_checkpoint_runs_on_onnx_runtime_without_a_separate_export(tiny_run):
 def test_auto_runtime_is_onnx_runtime_on_a_cpu_when_installed_and_tuned_without_it(tiny_run, monkeypatch):
     import importlib.util
 
-    from landmark_exp.inference import pick_runtime
+    from landmark_exp.predictor import pick_runtime
 
     assert load_predictor(tiny_run["ckpt"], "cpu", runtime="auto").backend == "onnxruntime"
     assert pick_runtime("eager", "cpu") == "eager"

@@ -56,7 +56,7 @@ def test_folder_of_every_format_with_a_corrupt_file(tmp_path, tiny_run, mixed_fo
     frames = {i: pd.read_csv(out / f"{i}.csv") for i in ids}
     for i in ids:
         assert (out / f"{i}.json").is_file() and (out / f"{i}_overlay.png").is_file()
-        assert list(frames[i].columns) == ["landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "confidence", "spread_mm"]
+        assert list(frames[i].columns) == ["landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "confidence", "spread_mm", "flag"]
     # identical pixels in every lossless format, DICOM included: identical landmarks
     for i in ["b_png16", "c_bmp", "d_tiff", "f_dicom", "g_dicom_nospacing"]:
         np.testing.assert_allclose(frames[i][["x_px", "y_px"]], frames["a_png8"][["x_px", "y_px"]], atol=1e-4)
@@ -285,7 +285,7 @@ def test_refine_blend_moves_refined_estimates_back_towards_the_first_in_evaluate
 
 
 def test_refine_landmarks_takes_numbers_and_names_and_refuses_others_in_one_line():
-    from landmark_exp.inference import refine_selection
+    from landmark_exp.cascade import refine_selection
 
     names = ["sella", "nasion", "gonion"]
     assert refine_selection(None, names).all()
@@ -311,7 +311,7 @@ def test_a_decoding_override_gives_the_same_landmarks_in_predict_as_in_evaluate(
 
 
 def test_a_second_stage_with_a_context_channel_predicts_what_evaluate_scores(tmp_path, tiny_run, tiny_context_refine):
-    from landmark_exp.module import load_module
+    from landmark_exp.loading import load_module
 
     fine = load_module(tiny_context_refine)
     assert fine.hparams["model"]["in_channels"] == 2  # set from data.patch.context by train.py

@@ -5,15 +5,13 @@ landmarks in the original image's pixels with a confidence per landmark. Both
 backends share everything except the forward pass: the same resize
 (`model_input`), the same geometry inverse (`Geometry`) and the same decoding
 (`Decoding`, carried inside an ONNX export as metadata), so a checkpoint and its
-export agree to float rounding and `predict` agrees with `evaluate` on the same file.
-
-A second-stage model (trained with `data.patch`) re-locates each landmark on a
-patch cut around a first estimate (`Predictor.refine`, the patches of
-`data/patches.py`); `CascadePredictor` chains the two as `evaluate.py refine_ckpt=` does.
+export agree to float rounding. A second-stage model re-locates landmarks on patches
+(`Predictor.refine`); `cascade.py` chains the stages, and is what evaluate and predict run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,18 +34,11 @@ from landmark_exp.data.patches import (
     patch_views,
     shift_centres,
     view_points,
-    whole_number,
 )
-from landmark_exp.data.records import landmark_index
+from landmark_exp.data.records import CheckpointError
 from landmark_exp.heatmap.decoder import Decoding
 from landmark_exp.heatmap.quality import describe_flags, heatmap_flags
-from landmark_exp.module import (
-    CheckpointError,
-    CheckpointPaths,
-    LandmarkModule,
-    checkpoint_paths,
-    load_module,
-)
+from landmark_exp.module import LandmarkModule
 from landmark_exp.performance import for_inference
 
 ONNX_METADATA_KEY = "landmark_exp"
@@ -240,83 +231,6 @@ class Predictor:
                                   spread=spread / g[None, 0:2], geometry=geom)
 
 
-def refine_repeatedly(second: Predictor, working: tuple[np.ndarray, Geometry], centres: np.ndarray, iterations: int,
-                      shifts: Sequence[Sequence[float]] | None = None,
-                      views: Sequence[Sequence[float]] | None = None, subpixel: bool = False) -> LandmarkPrediction:
-    """One image's second stage from its first estimates (original pixels), `iterations` times, each from the last
-    one's estimates: what predict.py's cascade and evaluate.py refine_ckpt= both run."""
-    for _ in range(refine_iterations(iterations)):
-        pred = second.refine_working(*working, centres, shifts, views, subpixel)
-        centres = pred.xy
-    return pred
-
-
-def refine_iterations(value: object) -> int:
-    """How many times the second stage refines (`refine_iterations`), each from the last one's estimates: >= 1."""
-    return whole_number(value, "refine_iterations")
-
-
-def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray:
-    """(K,) bool: which landmarks the second stage re-locates (`refine_landmarks`: numbers from 1 or names;
-    None: all). The others keep their first-stage estimates, for landmarks where validation shows that the
-    patch view loses what the whole image tells (e.g. gonion, on a long smooth jaw angle)."""
-    chosen = np.zeros(len(names), dtype=bool)
-    if landmarks is None:
-        return ~chosen
-    if isinstance(landmarks, str | int):  # refine_landmarks=10 on the command line
-        landmarks = [landmarks]
-    for item in landmarks:
-        chosen[landmark_index(item, list(names), "refine_landmarks")] = True
-    return chosen
-
-
-def combine_stages(first: np.ndarray, second: np.ndarray, refined: np.ndarray, blend: float) -> np.ndarray:
-    """(..., K, 2) final positions of a cascade: for the `refined` landmarks ((K,) bool) the second stage's
-    estimate moved `blend` of the way back to the first one's (`refine_blend`), the others the first's."""
-    mixed = (1.0 - blend) * np.asarray(second, dtype=np.float64) + blend * np.asarray(first, dtype=np.float64)
-    return np.where(refined[:, None], mixed, first)
-
-
-class CascadePredictor:
-    """Coarse to fine, as `evaluate.py refine_ckpt=`: a whole-image model's estimates, refined `iterations` times
-    (only the landmarks in `refined`, (K,) bool; None: all), then blended with the first ones (`combine_stages`)."""
-
-    def __init__(self, first: Predictor, second: Predictor, iterations: int = 1,
-                 refined: np.ndarray | None = None, shifts: Sequence[Sequence[float]] | None = None,
-                 blend: float | None = None, views: Sequence[Sequence[float]] | None = None) -> None:
-        if second.info.working_size is None:
-            raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
-        if second.info.landmark_names != first.info.landmark_names:
-            raise CheckpointError(f"{second.info.source}: its landmark names differ from the first stage's "
-                                  f"{first.info.source}")
-        if second.info.normalize != first.info.normalize:
-            raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
-                                  f"stage's {first.info.normalize!r}")
-        self.first, self.second, self.iterations = first, second, refine_iterations(iterations)
-        self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
-        self.views = [list(v) for v in patch_views(views, second.info.patch_views)]
-        self.blend = patch_blend(blend, second.info.patch_blend)
-        k = len(first.info.landmark_names)
-        self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
-        self.info = first.info
-        self.backend, self.device = first.backend, first.device
-
-    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
-        return self.first.prepare(image)
-
-    def predict(self, images: Sequence[np.ndarray],
-                prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
-        firsts = self.first.predict(images, prepared)
-        preds = [refine_repeatedly(self.second, self.second.working_input(im), f.xy, self.iterations, self.shifts,
-                                   self.views) for im, f in zip(images, firsts, strict=True)]
-        r = self.refined
-        return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
-                                   confidence=np.where(r, p.confidence, f.confidence),
-                                   spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
-                                   flags=f.flags)  # refined from a first estimate that cannot be trusted: neither
-                for p, f in zip(preds, firsts, strict=True)]
-
-
 def resolve_device(device: str = "auto") -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
     if device == "auto":
@@ -403,62 +317,6 @@ def pick_runtime(runtime: str, device: str, images: int | None = None) -> str:
     graph (GPUs, a few images, or no onnxruntime)."""
     if runtime != "auto":
         return runtime
-    import importlib.util
-
     on_cpu = resolve_device(device) == "cpu"
     enough = images is None or images >= AUTO_ONNX_MIN_IMAGES
     return "onnxruntime" if on_cpu and enough and importlib.util.find_spec("onnxruntime") is not None else "tuned"
-
-
-def load_predictor(path: CheckpointPaths, device: str = "auto", refine: str | Path | None = None,
-                   refine_iterations: int = 1, runtime: str = "tuned",
-                   refine_landmarks: Sequence[int | str] | None = None, heatmap: dict | None = None,
-                   refine_heatmap: dict | None = None,
-                   tta_shifts: Sequence[Sequence[int]] | None = None,
-                   refine_shifts: Sequence[Sequence[float]] | None = None,
-                   refine_blend: float | None = None,
-                   refine_views: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
-    """A `.onnx` file runs on ONNX Runtime; anything else is read as a checkpoint (weights only, never pickled code)
-    and run by PyTorch (`runtime` tuned | eager) or exported on the fly to ONNX Runtime (`onnxruntime`).
-    A list of checkpoints is an ensemble (their heatmaps averaged, see `load_module`).
-
-    With `refine` (a second-stage checkpoint or export) the result is the coarse-to-fine cascade, which
-    re-locates only `refine_landmarks` (numbers from 1 or names; None: all). `heatmap` / `refine_heatmap` override
-    each stage's decoding (decoder, window, prior_sigma) as in evaluate.py; `tta_shifts` adds test-time shifts
-    to the first stage (`load_module`); an .onnx file takes the decoding overrides but not the shifts (they
-    are in its graph: export with them). `refine_shifts` ([dy, dx] working pixels) cuts one second-stage patch
-    per shift around each estimate and averages their estimates (`Predictor.refine`), `refine_views` ([angle, zoom])
-    looks at each of them turned and zoomed too; `refine_blend` is the weight
-    of the first estimate in the final position (None: the second stage's own, else 0)."""
-    if runtime not in RUNTIMES:
-        raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
-    runtime = pick_runtime(runtime, device)
-    paths = checkpoint_paths(path)
-    source = ", ".join(map(str, paths))
-    onnx = [p for p in paths if p.suffix.lower() == ".onnx"]
-    if onnx and len(paths) > 1:
-        raise CheckpointError(f"{onnx[0]}: an ensemble is made of checkpoints; export the ensemble instead of its members")
-    if onnx and tta_shifts:
-        raise CheckpointError(f"{onnx[0]}: an exported model runs as exported; export it with tta_shifts= instead")
-    if onnx:
-        first = onnx_predictor(onnx[0], device, heatmap=heatmap)
-    else:
-        module = load_module(paths, heatmap=heatmap, tta_shifts=tta_shifts)
-        first = (_exported_predictor(module, device, source) if runtime == "onnxruntime"
-                 else torch_predictor(module, device, source, runtime))
-    if refine is None:
-        return first
-    refined = refine_selection(refine_landmarks, first.info.landmark_names)
-    second = load_predictor(refine, device, runtime=runtime, heatmap=refine_heatmap)
-    return CascadePredictor(first, second, refine_iterations, refined, refine_shifts, refine_blend, refine_views)
-
-
-def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:
-    """A checkpoint (or ensemble) exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
-    import tempfile
-
-    from landmark_exp.export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
-        path = export_onnx(module, Path(tmp) / "model.onnx", dynamo=False, source=source)
-        return onnx_predictor(path, device)  # the session holds the model in memory: the file may go

@@ -1,0 +1,91 @@
+"""Arguments checked before any work: each check returns the value in its proper type or raises a `DataError`
+whose one line names the argument, the value and what is expected (the entry points print it, exit status 1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from landmark_exp.data.records import DataError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def positive_int(value: object, what: str) -> int:
+    """A whole number >= 1 given as a number or its digits (`batch_size=8`); one line naming `what` otherwise."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value < 1:
+        raise DataError(f"{what} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def checked_device(value: object) -> str:
+    """auto | cpu | cuda | cuda:N, present on this machine; one line otherwise (before any model is loaded)."""
+    import torch
+
+    device = str(value).strip().lower()
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise DataError(f"device={value!r}: choose auto, cpu, cuda or cuda:<n>")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError(f"device={value!r}: no CUDA GPU is visible on this machine (device=cpu or auto)")
+        if index and int(index) >= torch.cuda.device_count():
+            raise DataError(f"device={value!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def int_pairs(value: object, what: str, limit: int | None = None) -> list[tuple[int, int]] | None:
+    """[[dy, dx], ...] whole-number pairs (e.g. `tta_shifts`), each within +/-limit; None stays None."""
+    if value is None:
+        return None
+    example = "e.g. [[0,0],[0,8],[8,0]]"
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise DataError(f"{what}={value!r}: a list of [dy, dx] pairs, {example}")
+    pairs = []
+    for item in value:
+        if isinstance(item, str) or not isinstance(item, Iterable):
+            raise DataError(f"{what}={value!r}: a list of [dy, dx] pairs, {example}")
+        pair = list(item)
+        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+            raise DataError(f"{what}={value!r}: each shift is two whole numbers [dy, dx], {example}")
+        if limit is not None and max(abs(pair[0]), abs(pair[1])) >= limit:
+            raise DataError(f"{what}={value!r}: shifts must stay within +/-{limit - 1} pixels")
+        pairs.append((pair[0], pair[1]))
+    if not pairs:
+        raise DataError(f"{what}=[]: give at least one [dy, dx] pair, or null for none")
+    return pairs
+
+
+def spacing_pair(value: object, what: str = "spacing") -> tuple[float, float] | None:
+    """mm per pixel: a positive finite number, or [x, y] of them; None stays None."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, int | float | str) else list(value) if isinstance(value, Iterable) else [value]
+    try:
+        numbers = [float(v) for v in items]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or not all(math.isfinite(v) and 0 < v < 100 for v in numbers):
+        raise DataError(f"{what}={value!r}: mm per pixel, a positive number (or [x, y]) such as 0.1")
+    return numbers[0], numbers[1]
+
+
+def one_of(value: object, choices: Sequence[str], what: str) -> str:
+    if value not in choices:
+        raise DataError(f"{what}={value!r}: choose one of {', '.join(choices)}")
+    return str(value)
+
+
+def flag(value: object, what: str) -> bool:
+    """true or false, as YAML gives them (not 'yes', 1 or a string)."""
+    if not isinstance(value, bool):
+        raise DataError(f"{what}={value!r}: true or false")
+    return value

@@ -1,0 +1,190 @@
+"""Coarse to fine, the one inference path of evaluate and predict: a whole-image stage (one model or an
+ensemble) and, optionally, a second stage that re-locates each landmark on patches around the first estimates.
+
+`load_predictor` builds it from a detector file (`detector.py`), checkpoints or ONNX exports, with one set of
+checks; settings given to it override a detector's own.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from landmark_exp.data.geometry import Geometry
+from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views, whole_number
+from landmark_exp.data.records import CheckpointError, landmark_index
+from landmark_exp.detector import Detector, is_detector, read_detector
+from landmark_exp.export import export_onnx
+from landmark_exp.loading import (
+    CheckpointPaths,
+    Member,
+    checkpoint_paths,
+    load_module,
+    read_file,
+    read_members,
+)
+from landmark_exp.module import LandmarkModule
+from landmark_exp.predictor import (
+    RUNTIMES,
+    LandmarkPrediction,
+    Predictor,
+    onnx_predictor,
+    pick_runtime,
+    torch_predictor,
+)
+
+
+def refine_repeatedly(second: Predictor, working: tuple[np.ndarray, Geometry], centres: np.ndarray, iterations: int,
+                      shifts: Sequence[Sequence[float]] | None = None,
+                      views: Sequence[Sequence[float]] | None = None, subpixel: bool = False) -> LandmarkPrediction:
+    """One image's second stage from its first estimates (original pixels), `iterations` times, each from the last
+    one's estimates: what predict.py's cascade and evaluate.py refine_ckpt= both run."""
+    for _ in range(refine_iterations(iterations)):
+        pred = second.refine_working(*working, centres, shifts, views, subpixel)
+        centres = pred.xy
+    return pred
+
+
+def refine_iterations(value: object) -> int:
+    """How many times the second stage refines (`refine_iterations`), each from the last one's estimates: >= 1."""
+    return whole_number(value, "refine_iterations")
+
+
+def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray:
+    """(K,) bool: which landmarks the second stage re-locates (`refine_landmarks`: numbers from 1 or names;
+    None: all). The others keep their first-stage estimates, for landmarks where validation shows that the
+    patch view loses what the whole image tells (e.g. gonion, on a long smooth jaw angle)."""
+    chosen = np.zeros(len(names), dtype=bool)
+    if landmarks is None:
+        return ~chosen
+    if isinstance(landmarks, str | int):  # refine_landmarks=10 on the command line
+        landmarks = [landmarks]
+    for item in landmarks:
+        chosen[landmark_index(item, list(names), "refine_landmarks")] = True
+    return chosen
+
+
+def combine_stages(first: np.ndarray, second: np.ndarray, refined: np.ndarray, blend: float) -> np.ndarray:
+    """(..., K, 2) final positions of a cascade: for the `refined` landmarks ((K,) bool) the second stage's
+    estimate moved `blend` of the way back to the first one's (`refine_blend`), the others the first's."""
+    mixed = (1.0 - blend) * np.asarray(second, dtype=np.float64) + blend * np.asarray(first, dtype=np.float64)
+    return np.where(refined[:, None], mixed, first)
+
+
+class CascadePredictor:
+    """Coarse to fine, as `evaluate.py refine_ckpt=`: a whole-image model's estimates, refined `iterations` times
+    (only the landmarks in `refined`, (K,) bool; None: all), then blended with the first ones (`combine_stages`)."""
+
+    def __init__(self, first: Predictor, second: Predictor, iterations: int = 1,
+                 refined: np.ndarray | None = None, shifts: Sequence[Sequence[float]] | None = None,
+                 blend: float | None = None, views: Sequence[Sequence[float]] | None = None) -> None:
+        if second.info.working_size is None:
+            raise CheckpointError(f"{second.info.source}: refine_ckpt must be a second-stage (patch) model")
+        if second.info.landmark_names != first.info.landmark_names:
+            raise CheckpointError(f"{second.info.source}: its landmark names differ from the first stage's "
+                                  f"{first.info.source}")
+        if second.info.normalize != first.info.normalize:
+            raise CheckpointError(f"{second.info.source}: normalize={second.info.normalize!r} differs from the first "
+                                  f"stage's {first.info.normalize!r}")
+        self.first, self.second, self.iterations = first, second, refine_iterations(iterations)
+        self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
+        self.views = [list(v) for v in patch_views(views, second.info.patch_views)]
+        self.blend = patch_blend(blend, second.info.patch_blend)
+        k = len(first.info.landmark_names)
+        self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
+        self.info = first.info
+        self.backend, self.device = first.backend, first.device
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        return self.first.prepare(image)
+
+    def predict(self, images: Sequence[np.ndarray],
+                prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
+        firsts = self.first.predict(images, prepared)
+        preds = [refine_repeatedly(self.second, self.second.working_input(im), f.xy, self.iterations, self.shifts,
+                                   self.views) for im, f in zip(images, firsts, strict=True)]
+        r = self.refined
+        return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
+                                   confidence=np.where(r, p.confidence, f.confidence),
+                                   spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
+                                   flags=f.flags)  # refined from a first estimate that cannot be trusted: neither
+                for p, f in zip(preds, firsts, strict=True)]
+
+
+def load_predictor(path: CheckpointPaths, device: str = "auto", refine: CheckpointPaths | None = None,
+                   refine_iterations: int | None = None, runtime: str = "tuned",
+                   refine_landmarks: Sequence[int | str] | None = None, heatmap: dict | None = None,
+                   refine_heatmap: dict | None = None, tta_shifts: Sequence[Sequence[int]] | None = None,
+                   refine_shifts: Sequence[Sequence[float]] | None = None, refine_blend: float | None = None,
+                   refine_views: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
+    """A detector file, a checkpoint, a list of checkpoints (an ensemble: heatmaps averaged, see `load_module`) or
+    an `.onnx` export, as a predictor. Checkpoints run on PyTorch (`runtime` tuned | eager) or are exported on the
+    fly to ONNX Runtime (`onnxruntime`).
+
+    With `refine` (a second-stage checkpoint, list or export), or a detector with a second stage, the result is the
+    coarse-to-fine cascade, which re-locates only `refine_landmarks` (numbers from 1 or names; None: all).
+    `heatmap` / `refine_heatmap` override each stage's decoding (decoder, window, prior_sigma); `tta_shifts` adds
+    test-time shifts to the first stage (an .onnx file runs as exported: export it with them); `refine_shifts`
+    ([dy, dx] working pixels), `refine_views` ([angle, zoom]) and `refine_blend` (the first estimate's weight)
+    set how the second stage looks. Each given setting overrides a detector's own."""
+    if runtime not in RUNTIMES:
+        raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
+    paths = checkpoint_paths(path)
+    if len(paths) == 1 and paths[0].suffix.lower() != ".onnx" and paths[0].is_file():
+        data = read_file(paths[0])
+        if is_detector(data):
+            det = read_detector(data, str(paths[0]))
+            return detector_predictor(det, device, runtime, refine_iterations, refine_landmarks, heatmap,
+                                      refine_heatmap, tta_shifts, refine_shifts, refine_blend, refine_views)
+    first = _stage(paths, device, runtime, heatmap, tta_shifts)
+    if refine is None:
+        return first
+    refined = refine_selection(refine_landmarks, first.info.landmark_names)
+    second = _stage(checkpoint_paths(refine), device, runtime, refine_heatmap, None)
+    return CascadePredictor(first, second, refine_iterations or 1, refined, refine_shifts, refine_blend, refine_views)
+
+
+def detector_predictor(det: Detector, device: str = "auto", runtime: str = "tuned",
+                       refine_iterations: int | None = None, refine_landmarks: Sequence[int | str] | None = None,
+                       heatmap: dict | None = None, refine_heatmap: dict | None = None,
+                       tta_shifts: Sequence[Sequence[int]] | None = None,
+                       refine_shifts: Sequence[Sequence[float]] | None = None, refine_blend: float | None = None,
+                       refine_views: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
+    """A detector's stages with its own settings, each overridden by a given one (None keeps the detector's)."""
+    first = _stage(det.first, device, runtime, {**det.heatmap, **(heatmap or {})},
+                   det.tta_shifts if tta_shifts is None else tta_shifts)
+    if det.refine is None:
+        return first
+    landmarks = det.refine_landmarks if refine_landmarks is None else refine_landmarks
+    second = _stage(det.refine, device, runtime, {**det.refine_heatmap, **(refine_heatmap or {})}, None)
+    return CascadePredictor(first, second, refine_iterations or det.refine_iterations,
+                            refine_selection(landmarks, first.info.landmark_names), refine_shifts, refine_blend,
+                            refine_views)
+
+
+def _stage(source: list[Path] | list[Member], device: str, runtime: str, heatmap: dict | None,
+           tta_shifts: Sequence[Sequence[int]] | None) -> Predictor:
+    """One stage: an .onnx export, or checkpoints (paths or members read from a detector) as one model."""
+    onnx = [p for p in source if isinstance(p, Path) and p.suffix.lower() == ".onnx"]
+    if onnx and len(source) > 1:
+        raise CheckpointError(f"{onnx[0]}: an ensemble is made of checkpoints; export the ensemble instead of its members")
+    if onnx and tta_shifts:
+        raise CheckpointError(f"{onnx[0]}: an exported model runs as exported; export it with tta_shifts= instead")
+    if onnx:
+        return onnx_predictor(onnx[0], device, heatmap=heatmap)
+    members = source if source and isinstance(source[0], tuple) else read_members(source)
+    module = load_module(members, heatmap=heatmap, tta_shifts=tta_shifts)
+    name = ", ".join(module.members)
+    runtime = pick_runtime(runtime, device)
+    return (_exported_predictor(module, device, name) if runtime == "onnxruntime"
+            else torch_predictor(module, device, name, runtime))
+
+
+def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:
+    """A checkpoint (or ensemble) exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
+    with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
+        path = export_onnx(module, Path(tmp) / "model.onnx", dynamo=False, source=source)
+        return onnx_predictor(path, device)  # the session holds the model in memory: the file may go
