@@ -11,7 +11,7 @@ os.environ.setdefault("LANDMARK_EXP_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
     return evaluate(cfg).get("mre")
 

@@ -17,7 +17,7 @@ os.environ.setdefault("LANDMARK_EXP_ROOT", str(HERE))
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the best validation MRE: the objective of hyper-parameter sweeps (hparams_search=...)."""
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     return train(cfg).get("val_mre")
 

@@ -95,7 +95,7 @@ class CascadePredictor:
         self.blend = patch_blend(blend, second.info.patch_blend)
         k = len(first.info.landmark_names)
         self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
-        self.info = first.info
+        self.info, self.data, self.member_splits = first.info, first.data, first.member_splits
         self.backend, self.device = first.backend, first.device
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
@@ -103,15 +103,21 @@ class CascadePredictor:
 
     def predict(self, images: Sequence[np.ndarray],
                 prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None) -> list[LandmarkPrediction]:
+        return self.predict_stages(images, prepared)[0]
+
+    def predict_stages(self, images: Sequence[np.ndarray], prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None
+                       ) -> tuple[list[LandmarkPrediction], list[LandmarkPrediction]]:
+        """(final predictions, the first stage's), one each per image."""
         firsts = self.first.predict(images, prepared)
         preds = [refine_repeatedly(self.second, self.second.working_input(im), f.xy, self.iterations, self.shifts,
                                    self.views) for im, f in zip(images, firsts, strict=True)]
         r = self.refined
-        return [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
-                                   confidence=np.where(r, p.confidence, f.confidence),
-                                   spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
-                                   flags=f.flags)  # refined from a first estimate that cannot be trusted: neither
-                for p, f in zip(preds, firsts, strict=True)]
+        final = [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
+                                    confidence=np.where(r, p.confidence, f.confidence),
+                                    spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
+                                    flags=f.flags)  # refined from a first estimate that cannot be trusted: neither
+                 for p, f in zip(preds, firsts, strict=True)]
+        return final, firsts
 
 
 def load_predictor(path: CheckpointPaths, device: str = "auto", refine: CheckpointPaths | None = None,
@@ -179,8 +185,10 @@ def _stage(source: list[Path] | list[Member], device: str, runtime: str, heatmap
     module = load_module(members, heatmap=heatmap, tta_shifts=tta_shifts)
     name = ", ".join(module.members)
     runtime = pick_runtime(runtime, device)
-    return (_exported_predictor(module, device, name) if runtime == "onnxruntime"
-            else torch_predictor(module, device, name, runtime))
+    predictor = (_exported_predictor(module, device, name) if runtime == "onnxruntime"
+                 else torch_predictor(module, device, name, runtime))
+    predictor.data, predictor.member_splits = dict(module.hparams.get("data") or {}), module.member_splits
+    return predictor
 
 
 def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:

@@ -34,7 +34,7 @@ def run_command(config_name: str, job: Callable[[DictConfig], object]) -> None:
 
 def train() -> None:
     from landmark_exp.resume import resume_argv
-    from landmark_exp.run import train as fit
+    from landmark_exp.training import train as fit
 
     def job(cfg: DictConfig) -> float | None:
         return fit(cfg).get("val_mre")  # as train.py: the objective of hparams_search sweeps
@@ -44,7 +44,7 @@ def train() -> None:
 
 
 def evaluate() -> None:
-    from landmark_exp.run import evaluate as job
+    from landmark_exp.evaluation import evaluate as job
 
     run_command("evaluate", job)
 

@@ -136,6 +136,8 @@ class Predictor:
 
     def __init__(self, info: ModelInfo, forward: Callable[[np.ndarray], torch.Tensor], backend: str, device: str) -> None:
         self.info, self._forward, self.backend, self.device = info, forward, backend, device
+        self.data: dict | None = None  # the data config it was trained with (checkpoints; not an export)
+        self.member_splits: list[tuple] = []  # how each member carved its validation split (loading._carving)
         # second-stage patches per forward pass: few for PyTorch on a CPU (cache-sized activations), else many
         # (ONNX Runtime on a CPU times the same from 38 to 475; a GPU wants large batches)
         self.patch_batch = 64 if str(device).startswith("cpu") and backend.startswith("pytorch") else 1024

@@ -93,7 +93,7 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> dict[str, Path]:
     """One tiny model trained once per test session on the ISBI-layout fixture: {"ckpt", "root", "dir"}."""
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     tmp = tmp_path_factory.mktemp("tiny_run")
     root = write_isbi_fixture(tmp / "isbi")
@@ -105,7 +105,7 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_refine(tiny_run) -> Path:
     """A second-stage (patch) model for tiny_run's data, trained once per session: its best.ckpt."""
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     tmp = tiny_run["dir"]
     train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache", *TINY,
@@ -117,7 +117,7 @@ def tiny_refine(tiny_run) -> Path:
 @pytest.fixture(scope="session")
 def tiny_context_refine(tiny_run) -> Path:
     """tiny_refine with a context channel (data.patch.context=2: each patch also sees its 2x wider surroundings)."""
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     tmp = tiny_run["dir"]
     train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache", *TINY,

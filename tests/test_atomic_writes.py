@@ -15,7 +15,7 @@ from conftest import ROOT, compose
 
 from landmark_exp.checkpoints import AtomicCheckpointIO
 from landmark_exp.reports import write_json, write_results
-from landmark_exp.run import build_trainer
+from landmark_exp.training import build_trainer
 
 WRITER = """
 import sys, torch

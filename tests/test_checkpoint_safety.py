@@ -5,8 +5,8 @@ import torch
 from conftest import compose
 
 from landmark_exp.data.records import CheckpointError
+from landmark_exp.evaluation import evaluate
 from landmark_exp.loading import check_matches_data, load_module
-from landmark_exp.run import evaluate
 
 RAN = []
 
@@ -59,7 +59,7 @@ def test_mismatched_landmark_count_input_size_and_names(tiny_run):
 def test_evaluate_on_mismatched_data_stops_with_one_line(tmp_path, tiny_run, capsys, override, message):
     cfg = compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "data=isbi2015", f"data.source.root={tiny_run['root']}",
                                f"paths.cache_dir={tmp_path}/cache", "data.input_size=[32,32]", override,
-                               "trainer.accelerator=cpu"], tmp_path / "eval")
+                               "device=cpu"], tmp_path / "eval")
     with pytest.raises(SystemExit):
         evaluate(cfg)
     out = capsys.readouterr().out

@@ -127,7 +127,7 @@ def test_a_candidate_is_named_by_what_was_done_not_by_fold_or_checkpoint_paths()
 # -- real runs: a tiny two-fold sweep, then evaluate.py on its fold checkpoints ------------------------
 @pytest.mark.slow
 def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fold(tmp_path, capsys):
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
     root = write_isbi_fixture(tmp_path / "isbi")
     sweep = tmp_path / "sweep"
@@ -144,7 +144,7 @@ def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fo
     # the same checkpoints re-decoded by evaluate.py form a second candidate, compared image by image
     for j in (0, 1):
         cfg = compose("evaluate", [f"ckpt_path={sweep / str(j) / 'checkpoints' / 'best.ckpt'}", "split=val",
-                                   f"paths.cache_dir={tmp_path}/cache", "trainer.accelerator=cpu", "overlays=0",
+                                   f"paths.cache_dir={tmp_path}/cache", "device=cpu", "overlays=0",
                                    "heatmap.decoder=argmax"], tmp_path / "argmax" / str(j))
         evaluate(cfg)
         info = json.loads((tmp_path / "argmax" / str(j) / "run_info.json").read_text())
@@ -157,7 +157,7 @@ def test_a_fold_sweep_scores_every_training_image_once_and_evaluate_keeps_the_fo
     capsys.readouterr()
     both = ",".join(str(sweep / str(j) / "checkpoints" / "best.ckpt") for j in (0, 1))
     evaluate(compose("evaluate", [f"ckpt_path=[{both}]", "split=val", f"paths.cache_dir={tmp_path}/cache",
-                                  "trainer.accelerator=cpu", "overlays=0"], tmp_path / "ensemble"))
+                                  "device=cpu", "overlays=0"], tmp_path / "ensemble"))
     said = " ".join(capsys.readouterr().out.split())
     assert "carved the 'val' split differently (seed 42 fold 0/2, seed 42 fold 1/2)" in said and "optimistic" in said
 

@@ -16,7 +16,7 @@ from landmark_exp.models.ensemble import MeanOfNets, ShiftedMean, shift2d
 @pytest.fixture(scope="module")
 def second_member(tiny_run):
     """A second tiny model on tiny_run's data and splits, from another initialisation (seed 7, data seed 42)."""
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     tmp = tiny_run["dir"]
     train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache",
@@ -33,7 +33,7 @@ def test_mean_of_nets_is_the_mean_of_the_members_outputs():
 
 
 def test_an_ensemble_of_one_checkpoint_twice_scores_exactly_as_the_checkpoint(tmp_path, tiny_run):
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
     ckpt = tiny_run["ckpt"]
     common = [f"paths.cache_dir={tiny_run['dir']}/cache", "trainer.accelerator=cpu", "overlays=0", "runtime=eager"]
@@ -105,7 +105,8 @@ def test_ensemble_export_without_an_output_file_is_refused(tmp_path, tiny_run, s
 
 
 def test_validation_score_of_members_with_different_splits_is_flagged(tmp_path, tiny_run, capsys):
-    from landmark_exp.run import evaluate, train
+    from landmark_exp.evaluation import evaluate
+    from landmark_exp.training import train
 
     tmp = tiny_run["dir"]
     train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache",
@@ -152,7 +153,7 @@ def test_test_time_shifts_are_refused_for_a_second_stage_and_an_exported_model(t
 
 
 def test_a_second_stage_ensemble_of_one_checkpoint_twice_refines_exactly_as_the_checkpoint(tmp_path, tiny_run, tiny_refine):
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
     common = [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", "runtime=eager"]
     single = evaluate(compose("evaluate", [*common, f"refine_ckpt={tiny_refine}"], tmp_path / "single"))

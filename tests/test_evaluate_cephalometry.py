@@ -7,11 +7,11 @@ import pandas as pd
 from conftest import compose
 
 from landmark_exp import cephalometry
-from landmark_exp.run import evaluate
+from landmark_exp.evaluation import evaluate
 
 
 def test_evaluate_reports_class_accuracy_and_mae_per_measurement(tmp_path, tiny_run, capsys):
-    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0"], tmp_path / "ev"))
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "device=cpu", "overlays=0"], tmp_path / "ev"))
     assert "cephalometric classification" in capsys.readouterr().out
     ceph = json.loads((tmp_path / "ev" / "metrics.json").read_text())["cephalometry"]
     assert [r["measurement"] for r in ceph["per_measurement"]] == list(cephalometry.NAMES) and ceph["n_images"] == 4

@@ -17,7 +17,7 @@ from conftest import TINY, compose
 from landmark_exp.checkpoints import ModelCheckpoint
 from landmark_exp.guards import NonFiniteError, check_finite_metrics
 from landmark_exp.models.unet import UNet
-from landmark_exp.run import train
+from landmark_exp.training import train
 
 
 def _cfg(tmp_path, isbi_root, *extra):

@@ -190,7 +190,7 @@ def cascade(tmp_path_factory):
     """A tiny first stage (its 4 test images in 2 batches) and second stage, trained once for this module."""
     from conftest import write_isbi_fixture
 
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     tmp = tmp_path_factory.mktemp("cascade")
     base = ["data=isbi2015", f"data.source.root={write_isbi_fixture(tmp / 'isbi')}", f"paths.cache_dir={tmp}/cache",
@@ -202,9 +202,9 @@ def cascade(tmp_path_factory):
 
 
 def _evaluate_cascade(tmp, out, *overrides):
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
-    return evaluate(compose("evaluate", [f"ckpt_path={tmp}/coarse/checkpoints/best.ckpt", "trainer.accelerator=cpu",
+    return evaluate(compose("evaluate", [f"ckpt_path={tmp}/coarse/checkpoints/best.ckpt", "device=cpu",
                                          f"refine_ckpt={tmp}/fine/checkpoints/best.ckpt", *overrides], out))
 
 
@@ -279,7 +279,7 @@ def test_a_source_split_that_is_not_there_is_a_one_line_error_naming_its_folder(
 def test_a_malformed_stored_view_stops_training_before_it_starts(tmp_path, capsys):
     from conftest import write_isbi_fixture
 
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     cfg = compose("train", ["data=isbi2015", f"data.source.root={write_isbi_fixture(tmp_path / 'isbi')}",
                             f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none", "+data.patch.size=[16,16]",

@@ -74,7 +74,7 @@ def test_fused_optimizer_auto_means_fused_on_cuda_only():
 
 def test_channels_last_training_switch_trains_nhwc_and_checkpoints_load_plainly(tmp_path, isbi_root):
     from landmark_exp.loading import load_module
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache",
                             *TINY, "logger=none", "callbacks.performance.channels_last=true",

@@ -135,9 +135,9 @@ def _predict_matches_evaluate(tmp_path, tiny_run, evaluated, *overrides):
 
 
 def _eval_predictions(tiny_run, out, *overrides):
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
-    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", *overrides], out))
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "device=cpu", "overlays=0", *overrides], out))
     ev = pd.read_csv(out / "predictions.csv")
     ev["image_id"] = ev["image_id"].astype(str).str.zfill(3)
     return ev.sort_values(["image_id", "landmark"]).reset_index(drop=True)

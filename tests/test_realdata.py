@@ -96,7 +96,7 @@ def _link(link: Path, target: Path) -> None:
 
 
 def _tiny_run(data: str, root: Path, cache: Path, out: Path) -> dict:
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     overrides = [
         f"data={data}", f"data.source.root={root}", f"paths.cache_dir={cache}", *TINY, "data.input_size=[64,64]",
@@ -116,11 +116,11 @@ def test_tiny_run_on_real_isbi_layout_trains_and_tests(subset, tmp_path: Path) -
 
 
 def test_tiny_run_on_real_csv_layout_then_evaluate_on_test1_reproduces_it(subset, tmp_path: Path) -> None:
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
     run = tmp_path / "run"
     summary = _tiny_run("csv", subset["csv"], subset["cache"], run)
-    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "trainer.accelerator=cpu", "overlays=1",
+    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "device=cpu", "overlays=1",
                               "runtime=eager"], tmp_path / "eval")  # eager: train.py's own test, to the bit
     result = evaluate(ev)
     assert result["n_images"] == len(SUBSET["test1"])

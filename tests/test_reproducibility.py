@@ -11,7 +11,7 @@ from conftest import ROOT, TINY, compose
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from landmark_exp.run import train
+from landmark_exp.training import train
 
 
 def _datamodule(tmp_path, isbi_root, seed: int):

@@ -17,7 +17,7 @@ from conftest import ROOT, TINY, compose, write_isbi_fixture
 
 from landmark_exp.registry import PLUGINS
 from landmark_exp.resume import TYPED_COMMAND, find_run, override_key, resume_argv
-from landmark_exp.run import train
+from landmark_exp.training import train
 
 # deterministic, with augmentation on (its randomness must come back too) and early stopping (its state too)
 EXACT = [*TINY, "trainer.max_epochs=4", "trainer.deterministic=true", "logger=csv", "callbacks.progress_bar=null",

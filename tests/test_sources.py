@@ -598,7 +598,7 @@ def test_same_files_pairs_byte_identical_files_only(tmp_path: Path) -> None:
 
 def test_a_test_image_that_is_a_training_image_is_named_and_scored_without(tmp_path: Path, tiny_run: dict) -> None:
     """ISBI 2015 ships two Test1 images that are training images (283 = 038, 173 = 144): a report says so."""
-    from landmark_exp.run import evaluate
+    from landmark_exp.evaluation import evaluate
 
     root = tmp_path / "isbi"
     shutil.copytree(tiny_run["root"], root)
@@ -607,7 +607,7 @@ def test_a_test_image_that_is_a_training_image_is_named_and_scored_without(tmp_p
     trained = dm.records["train"][0]
     shutil.copy(trained.image_path, root / "RawImage" / "Test1Data" / "012.png")  # its annotations stay 012's
     assert dm.same_images_as_training("test") == [("012", trained.id)] and dm.same_images_as_training("train") == []
-    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0",
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "device=cpu", "overlays=0",
                                   f"data_root={root}"], tmp_path / "ev"))
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["same_image_in_training"] == [{"id": "012", "training_id": trained.id}]

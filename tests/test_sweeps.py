@@ -91,7 +91,7 @@ def test_a_job_without_a_test_split_is_listed_done_with_its_validation_mre(tmp_p
     from conftest import compose
 
     from landmark_exp.reports import collect_sweep
-    from landmark_exp.run import train
+    from landmark_exp.training import train
 
     job = tmp_path / "sweep" / "0"
     (job / ".hydra").mkdir(parents=True)

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 from conftest import NCHW, TINY, compose
 
-from landmark_exp.run import evaluate, train
+from landmark_exp.evaluation import evaluate
+from landmark_exp.training import train
 
 
 def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
@@ -18,7 +19,7 @@ def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
     assert len(pd.read_csv(run / "per_landmark.csv")) == 19
     assert (run / "config.yaml").is_file()
     # runtime=eager reproduces train.py's own test to the bit (tuned rounds differently: test_performance.py)
-    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "trainer.accelerator=cpu", "runtime=eager"],
+    ev = compose("evaluate", [f"ckpt_path={run}/checkpoints/best.ckpt", "device=cpu", "runtime=eager"],
                  tmp_path / "eval")
     result = evaluate(ev)
     assert abs(result["mre"] - summary["mre"]) < 1e-9
@@ -30,7 +31,7 @@ def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
 def test_evaluate_scores_senior_junior_and_mean_and_prints_the_published_table(tmp_path, isbi_root, capsys):
     cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY], tmp_path / "run")
     train(cfg)
-    ev = compose("evaluate", [f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "trainer.accelerator=cpu"], tmp_path / "eval")
+    ev = compose("evaluate", [f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "device=cpu"], tmp_path / "eval")
     evaluate(ev)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     by = metrics["by_ground_truth"]
@@ -57,8 +58,8 @@ def test_evaluate_can_override_the_decoder_of_a_checkpoint(tmp_path, isbi_root):
     base = ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY, "logger=none"]
     train(compose("train", base, tmp_path / "run"))
     ckpt = f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt"
-    quad = evaluate(compose("evaluate", [ckpt, "trainer.accelerator=cpu"], tmp_path / "q"))
-    arg = evaluate(compose("evaluate", [ckpt, "trainer.accelerator=cpu", "heatmap.decoder=argmax",
+    quad = evaluate(compose("evaluate", [ckpt, "device=cpu"], tmp_path / "q"))
+    arg = evaluate(compose("evaluate", [ckpt, "device=cpu", "heatmap.decoder=argmax",
                                         "heatmap.prior_sigma=0"], tmp_path / "a"))
     assert quad["n_images"] == arg["n_images"] == 4 and quad["mre"] != arg["mre"]
     # argmax lands on whole model pixels: the fixture's 64x80 images at 32x32 give x_model = 0.5 x - 0.25

@@ -201,8 +201,7 @@ class LandmarkDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.source.prepare()  # idempotent; covers use without a Trainer
-        self.records = self._split_records()
-        for name, records in self.records.items():
+        for name, records in self.split_records().items():
             records, images, geoms = self._decode(records)
             self.records[name] = records
             augment = self.augment if name == "train" else None
@@ -213,7 +212,13 @@ class LandmarkDataModule(L.LightningDataModule):
             else:
                 self.datasets[name] = LandmarkDataset(records, images, geoms, augment, seed=self.seed)
 
-    def _split_records(self) -> dict[str, list[Record]]:
+    def split_records(self) -> dict[str, list[Record]]:
+        """Each split's records (files and annotations, no pixels decoded): what evaluate scores a predictor on."""
+        if not self.records:
+            self.records = self._carve()
+        return self.records
+
+    def _carve(self) -> dict[str, list[Record]]:
         pool = [r for s in self.train_splits for r in self.source.load(s)]
         _check_unique(pool)
         rng = random.Random(self.seed)

@@ -1,0 +1,104 @@
+"""A scored split as one typed object, and the report every command writes from it.
+
+`Scores` holds predictions and truth in the original images' pixels with their spacing, so every figure is
+millimetres after every resize was undone; `report` prints the tables and writes metrics.json,
+per_landmark.csv, predictions.csv and overlays. Training (its test step) and evaluate (the cascade) both
+hand their results over as `Scores`; data-source-specific extras (ISBI 2015's doctors, cephalometry, the
+published table) come from `isbi.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from landmark_exp.data.images import read_grey
+from landmark_exp.data.records import Record
+from landmark_exp.metrics import radial_errors_mm, summarize
+from landmark_exp.reports import (
+    console,
+    draw_overlay,
+    outlier_landmarks,
+    print_report,
+    save_png,
+    untrained_landmarks,
+    warn_outliers,
+    warn_untrained,
+    write_results,
+)
+
+
+@dataclass
+class Scores:
+    """One split's predictions, scored: (N, K, 2) original pixels, (N, 2) mm/px, (N, K) mm errors."""
+
+    records: list[Record]
+    names: list[str]
+    pred: np.ndarray
+    peak: np.ndarray
+    reference_pred: np.ndarray  # what the report compares with: the mean training shape, or a cascade's first stage
+    reference_name: str
+    true: np.ndarray = field(init=False)
+    spacing: np.ndarray = field(init=False)
+    errors: np.ndarray = field(init=False)
+    reference_errors: np.ndarray = field(init=False)
+    summary: dict = field(init=False)
+    reference: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.true = np.stack([r.landmarks for r in self.records]).astype(np.float64)
+        self.spacing = np.array([r.spacing for r in self.records], dtype=np.float64)
+        self.errors = radial_errors_mm(np.asarray(self.pred, dtype=np.float64), self.true, self.spacing)
+        self.reference_errors = radial_errors_mm(np.asarray(self.reference_pred, dtype=np.float64), self.true,
+                                                 self.spacing)
+        self.summary = summarize(self.errors, self.names)
+        self.reference = summarize(self.reference_errors, self.names)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def as_results(self) -> dict[str, np.ndarray]:
+        """The arrays `reports.predictions_frame` writes."""
+        return {"pred": self.pred, "true": self.true, "spacing": self.spacing, "errors": self.errors, "peak": self.peak}
+
+
+def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: str = "", overlays: int = 0,
+           extra: dict[str, Any] | None = None) -> None:
+    """Print the millimetre report and write it (metrics.json, per_landmark.csv, predictions.csv, overlays)."""
+    summary, names = scores.summary, scores.names
+    print_report(summary, title, scores.reference, baseline_name=scores.reference_name)
+    extra = {**(extra or {}), "split": split, "checkpoint": checkpoint,
+             "reference": {"name": scores.reference_name,
+                           **{k: v for k, v in scores.reference.items() if k != "per_landmark"}}}
+    untrained = untrained_landmarks(scores.peak, names)
+    if untrained:
+        warn_untrained(untrained, split)
+        extra["untrained_landmarks"] = untrained
+    outliers = outlier_landmarks(summary)
+    if outliers:
+        warn_outliers(outliers, split)
+        extra["outlier_landmarks"] = outliers
+    write_results(out_dir, summary, extra, scores.ids, scores.as_results(), names)
+    for j, rec in enumerate(scores.records[:overlays]):
+        overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, scores.pred[j], numbers=True)
+        save_png(out_dir / "overlays" / f"{rec.id}.png", overlay)
+    console.print(f"results written to {out_dir}")
+
+
+def same_image_note(scores: Scores, same: list[tuple[str, str]], named: str) -> dict[str, Any]:
+    """Images of the scored split that are byte-identical to training images (ISBI 2015: Test1's 173 and 283 are
+    training images 144 and 038, annotated again): said on the console, and the MRE without them."""
+    if not same:
+        return {}
+    listed = ", ".join(f"{a} (= training {b})" for a, b in same)
+    seen = {a for a, _ in same}
+    rest = [n for n, i in enumerate(scores.ids) if i not in seen]
+    without = float(scores.errors[rest].mean()) if rest else float("nan")
+    console.print(f"[bold yellow]warning:[/] {len(same)} {named} image(s) are byte-identical to training images: "
+                  f"{listed}; MRE {scores.summary['mre']:.4f} mm with them, {without:.4f} without", soft_wrap=True)
+    return {"same_image_in_training": [{"id": a, "training_id": b} for a, b in same],
+            "mre_without_same_images": without if rest else None}
