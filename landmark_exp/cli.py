@@ -8,28 +8,11 @@ or LANDMARK_EXP_ROOT pointing at a checkout.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
 from omegaconf import DictConfig
 
-
-def _root() -> Path:
-    return Path(os.environ.get("LANDMARK_EXP_ROOT") or Path(__file__).resolve().parents[1])
-
-
-def run_command(config_name: str, job: Callable[[DictConfig], object]) -> None:
-    import hydra
-
-    root = _root()
-    conf = root / "conf"
-    if not (conf / f"{config_name}.yaml").is_file():
-        sys.exit(f"landmark_exp: {conf / (config_name + '.yaml')} not found; install with `pip install -e .` "
-                 "from a checkout or set LANDMARK_EXP_ROOT to one")
-    os.environ.setdefault("LANDMARK_EXP_ROOT", str(root))
-    hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(job)()
+from landmark_exp.jobs import config_root, run_command
 
 
 def train() -> None:
@@ -39,7 +22,7 @@ def train() -> None:
     def job(cfg: DictConfig) -> float | None:
         return fit(cfg).get("val_mre")  # as train.py: the objective of hparams_search sweeps
 
-    sys.argv = resume_argv(sys.argv, _root() / "conf", "train")
+    sys.argv = resume_argv(sys.argv, config_root() / "conf", "train")
     run_command("train", job)
 
 

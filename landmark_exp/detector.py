@@ -23,7 +23,7 @@ from landmark_exp.arguments import flag, int_pairs
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import CheckpointError, DataError
 from landmark_exp.files import atomic_open
-from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, writable_dir
+from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
 from landmark_exp.loading import Member, checked_checkpoint, load_module, read_file, read_members
 
 FORMAT = "landmark_exp.detector"
@@ -152,6 +152,4 @@ def _list(value: Any) -> list:
 
 
 if __name__ == "__main__":
-    from landmark_exp.cli import detector as _main
-
-    _main()
+    run_command("detector", build)

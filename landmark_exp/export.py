@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from landmark_exp.arguments import flag, int_pairs, positive_int
 from landmark_exp.data.records import DataError
 from landmark_exp.files import atomic_write_bytes, write_json
-from landmark_exp.jobs import guard, refuse_overwriting_inputs, writable_dir
+from landmark_exp.jobs import guard, refuse_overwriting_inputs, run_command, writable_dir
 from landmark_exp.loading import checkpoint_paths, load_module
 from landmark_exp.module import LandmarkModule
 from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
@@ -147,6 +147,4 @@ def export(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    from landmark_exp.cli import export as _main
-
-    _main()
+    run_command("export", export)

@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -239,3 +240,21 @@ def _release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def config_root() -> Path:
+    """The checkout whose conf/ the commands compose (LANDMARK_EXP_ROOT, else this package's parent)."""
+    return Path(os.environ.get("LANDMARK_EXP_ROOT") or Path(__file__).resolve().parents[1])
+
+
+def run_command(config_name: str, job: Callable[[DictConfig], object]) -> None:
+    """Compose conf/<config_name>.yaml with the command line (Hydra) and run `job` on it."""
+    import hydra
+
+    root = config_root()
+    conf = root / "conf"
+    if not (conf / f"{config_name}.yaml").is_file():
+        sys.exit(f"landmark_exp: {conf / (config_name + '.yaml')} not found; install with `pip install -e .` "
+                 "from a checkout or set LANDMARK_EXP_ROOT to one")
+    os.environ.setdefault("LANDMARK_EXP_ROOT", str(root))
+    hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(job)()
