@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from landmark_exp.arguments import flag, int_pairs, positive_int
 from landmark_exp.data.records import DataError
 from landmark_exp.files import atomic_write_bytes, write_json
-from landmark_exp.jobs import guard, refuse_overwriting_inputs, run_command, writable_dir
+from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
 from landmark_exp.loading import checkpoint_paths, load_module
 from landmark_exp.module import LandmarkModule
 from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
@@ -131,8 +131,7 @@ def export(cfg: DictConfig) -> dict:
         raise DataError("ckpt_path: an ensemble of checkpoints needs output=<file>.onnx")
     out = Path(str(cfg.output)) if cfg.get("output") else paths[0].with_suffix(".onnx")
     _check_output(out, paths, cfg.get("overwrite", False))
-    tta = cfg.get("tta_shifts")
-    module = load_module(paths, tta_shifts=int_pairs(list(tta) if tta is not None else None, "tta_shifts"))
+    module = load_module(paths, tta_shifts=int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"))
     ckpt = ", ".join(map(str, paths))
     export_onnx(module, out, opset=positive_int(cfg.opset, "opset"), dynamo=bool(cfg.dynamo), source=ckpt)
     result: dict = {"checkpoint": ckpt, "onnx": str(out), "bytes": out.stat().st_size}

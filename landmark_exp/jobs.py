@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import logging
 import os
 import signal
 import socket
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -154,13 +156,27 @@ def stopped_by(signum: int | None) -> str:
 
 @rank_zero_only
 def show_config(cfg: DictConfig, out_dir: Path) -> None:
-    """Print the config tree and save it, resolved, in the run directory."""
+    """Save the config, resolved, in the run directory; print it as a tree only when asked (print_config=true)."""
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    quiet_libraries()
+    if not cfg.get("print_config", False):
+        return
     tree = Tree("config", guide_style="dim")
     for key, node in cfg.items():
         text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
         tree.add(str(key)).add(Syntax(text, "yaml"))
     console.print(tree)
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def quiet_libraries() -> None:
+    """Lightning's INFO lines (devices, tips) go to the run's log file only, once: its own console handler is
+    removed so they reach the root logger, whose console handler shows warnings (conf/hydra/default.yaml).
+    Deprecation notices of libraries inside libraries are not the user's to act on."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=Warning)
 
 
 def plain(node: Any) -> Any:

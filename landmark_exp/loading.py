@@ -74,6 +74,10 @@ def checked_checkpoint(ckpt: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = sorted(str(k) for k in hparams if k not in _HPARAMS)
     if unknown:
         raise CheckpointError(f"{where}: hyper_parameters hold unknown keys {unknown}")
+    size = hparams.get("input_size", (256, 256))
+    if (not isinstance(size, list | tuple) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 16384 for v in size)):
+        raise CheckpointError(f"{where}: its input size {size!r} (hyper_parameters.input_size) is not two whole numbers 8-16384")
     bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{where}: state_dict entry {bad[0]!r} is not a tensor")

@@ -3,7 +3,7 @@ and the inference-time graph rewrite (batch norm folded into the convolutions).
 
 Training switches are a Lightning callback (`PerformanceTuning`, in `conf/callbacks/default.yaml`) so
 the LightningModule stays free of device policy; `auto` resolves per accelerator from measurements in
-`benchmarks/RESULTS.md` ("Throughput"). Mixed precision and cudnn benchmark are the Trainer's own
+`docs/results.md` ("Throughput"). Mixed precision and cudnn benchmark are the Trainer's own
 `precision` / `benchmark` options (`conf/trainer/gpu.yaml`: bf16-mixed, benchmark on).
 """
 
@@ -22,7 +22,7 @@ AUTO = "auto"
 
 def channels_last_default(device: torch.device) -> bool:
     """NHWC on GPUs (tensor-core convolutions want it) and on CPUs with AVX-512, where training ran 1.2-1.4x
-    faster in it; NCHW on AVX2 CPUs, where it ran 0.73x (benchmarks/RESULTS.md "Throughput")."""
+    faster in it; NCHW on AVX2 CPUs, where it ran 0.73x (docs/results.md "Throughput")."""
     if device.type == "cuda":
         return True
     return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
@@ -117,7 +117,7 @@ class InferenceNet(nn.Module):
 
 def for_inference(net: nn.Module, device: str | torch.device = "cpu", runtime: str = "tuned") -> nn.Module:
     """The network as prediction runs it. `eager`: as trained, in eval mode. `tuned`: batch norm folded into
-    the convolutions and NHWC (faster on GPUs and, measured, on CPUs too: benchmarks/RESULTS.md
+    the convolutions and NHWC (faster on GPUs and, measured, on CPUs too: docs/results.md
     "Throughput"); the same heatmaps to float rounding (tested)."""
     if runtime not in INFERENCE_RUNTIMES:
         raise ValueError(f"runtime must be one of {INFERENCE_RUNTIMES}, not {runtime!r}")

@@ -289,7 +289,7 @@ def write_summary(out_dir: Path, results: list[dict], failures: list[dict],
 
 
 def _failures_table(failures: list[dict]) -> Table:
-    table = Table(title=f"{len(failures)} file(s) could not be read", title_style="bold red")
+    table = Table(title=f"{len(failures)} image(s) not predicted, and why", title_style="bold red")
     table.add_column("file")
     table.add_column("reason")
     for f in failures:
@@ -363,8 +363,6 @@ def predict(cfg: DictConfig) -> dict:
     ids = unique_ids(files)
     out_dir = _prepare_output_dir(cfg, args, files, ids)
     with run_lock(out_dir), StopRequests() as stop:
-        _clear_earlier(out_dir, args)
-        show_config(cfg, out_dir)
         predictor = load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
                                    pick_runtime(args["runtime"], args["device"], len(files)),
                                    cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
@@ -372,6 +370,8 @@ def predict(cfg: DictConfig) -> dict:
                                    args["refine_shifts"], args["refine_blend"], args["refine_views"])
         spacing = args["spacing"] or predictor.info.spacing
         done = finished(out_dir, files, ids, _models(predictor)["model"]) if args["resume"] else {}
+        _clear_earlier(out_dir, args)  # only once nothing can refuse the run any more
+        show_config(cfg, out_dir)
         refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
         console.print(f"{len(files)} image(s){f' ({len(done)} done before)' if done else ''}, model "
                       f"{_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "

@@ -153,7 +153,7 @@ class Predictor:
     def patch_heatmaps(self, patches: np.ndarray, k: int) -> torch.Tensor:
         """(N, h, w) heatmaps of N second-stage patches, patch n read for landmark n % k only (its own channel),
         in chunks of `patch_batch`: with PyTorch on a CPU, 64 patches of 48x48 at a time take about half the time
-        of 475 at once (activations that fit the caches; `benchmarks/patch_batch.py`)."""
+        of 475 at once (activations that fit the caches; docs/results.md)."""
         own = []
         for start in range(0, len(patches), self.patch_batch):
             heat = self.heatmaps(patches[start:start + self.patch_batch])  # (n, K or 1, h, w)
@@ -209,7 +209,7 @@ class Predictor:
         `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
         shift and view around each centre, all cut at once and run in chunks of `patch_batch`; the K estimates are
         the mean over all of them. `subpixel`: each patch centred on its (shifted) centre exactly, read bilinearly, instead of on the nearest
-        working pixel (`benchmarks/refine_subpixel.py`)."""
+        working pixel (docs/results.md)."""
         size = self.info.input_size
         if self.info.working_size is None:
             raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
@@ -276,7 +276,7 @@ def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None 
         options = ort.SessionOptions()
         # no busy-waiting between operators: the cores are shared with the threads that decode the next
         # images (predict.py read_workers), and a spinning pool takes their time (1.48x -> 1.76x end to end
-        # on 2 cores in one A/B pair, benchmarks/RESULTS.md "Inference")
+        # on 2 cores in one A/B pair, docs/results.md "Inference")
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
@@ -315,7 +315,7 @@ AUTO_ONNX_MIN_IMAGES = 8  # the on-the-fly export takes 0.3 s (CPU model) to 5 s
 
 def pick_runtime(runtime: str, device: str, images: int | None = None) -> str:
     """`auto`: ONNX Runtime on a CPU when it is installed and there are at least AUTO_ONNX_MIN_IMAGES images
-    (or an unknown number), the fastest there (benchmarks/RESULTS.md "Inference"); else the tuned PyTorch
+    (or an unknown number), the fastest there (docs/results.md "Inference"); else the tuned PyTorch
     graph (GPUs, a few images, or no onnxruntime)."""
     if runtime != "auto":
         return runtime

@@ -26,6 +26,7 @@ from typing import Any
 import albumentations
 import lightning.pytorch as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -94,25 +95,53 @@ def lookup(name: object, where: str = "config") -> Callable[..., Any]:
 
 def resolve(config: Any, where: str = "config") -> Any:
     """A plain copy of `config` with every `_target_` replaced by its registered class; RegistryError otherwise.
-    Checks the whole tree before anything is built."""
+    Interpolations are resolved first (a `${...}` may itself create a `_target_`), and none may remain after, so
+    the checked tree is exactly what is built. Checks the whole tree before anything is built."""
+    if isinstance(config, dict | list):
+        try:
+            config = OmegaConf.create(config)
+        except Exception as e:  # OmegaConf refuses what is not config data (objects, odd keys)
+            raise RegistryError(f"{where}: not config data ({type(e).__name__}: {_one_line(e)})") from None
     if isinstance(config, DictConfig | ListConfig):
-        config = OmegaConf.to_container(config, resolve=True)
+        try:
+            config = OmegaConf.to_container(config, resolve=True)
+        except Exception as e:  # a broken or unknown interpolation
+            raise RegistryError(f"{where}: cannot resolve its values ({type(e).__name__}: {_one_line(e)})") from None
+    return _walk(config, where)
+
+
+def _walk(config: Any, where: str) -> Any:
     if isinstance(config, dict):
         out = {}
         for key, value in config.items():
             if isinstance(key, str) and key.startswith("_") and key.endswith("_") and key not in _HYDRA_KEYS:
                 raise RegistryError(f"{where}: refused key {key!r} (only _target_, _recursive_, _convert_ are read)")
             inner = f"{where}.{key}"
-            out[key] = lookup(value, inner) if key == "_target_" else resolve(value, inner)
+            out[key] = lookup(value, inner) if key == "_target_" else _walk(value, inner)
         return out
     if isinstance(config, list | tuple):
-        return [resolve(v, f"{where}[{i}]") for i, v in enumerate(config)]
+        return [_walk(v, f"{where}[{i}]") for i, v in enumerate(config)]
+    if isinstance(config, str) and "${" in config:  # an escaped interpolation would be resolved when built
+        raise RegistryError(f"{where}: refused value {config[:80]!r} (an interpolation left to resolve later)")
     return config
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
 def build(config: Any, where: str = "config", **kwargs: Any) -> Any:
-    """What `hydra.utils.instantiate(config, **kwargs)` builds, from registered classes only."""
-    return instantiate(resolve(config, where), **kwargs)
+    """What `hydra.utils.instantiate(config, **kwargs)` builds, from registered classes only. A class that refuses
+    its config (a wrong argument or value) is one line naming `where`, not a traceback."""
+    resolved = resolve(config, where)
+    try:
+        return instantiate(resolved, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, DataError):
+            raise cause from None
+        reason = _one_line(cause) if cause is not None else _one_line(e)
+        raise RegistryError(f"{where}: its config does not build ({type(cause or e).__name__}: {reason})") from e
 
 
 def check(config: Any, where: str = "config") -> None:

@@ -20,8 +20,10 @@ from rich.table import Table
 
 from landmark_exp.files import atomic_open, atomic_write_bytes, atomic_write_text, write_csv, write_json
 from landmark_exp.metrics import THRESHOLDS_MM
+from landmark_exp.pictures import draw_overlay
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "write_csv", "write_json"]  # kept importable here
+# kept importable here (draw_overlay lives in pictures.py, with the other pictures)
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "draw_overlay", "write_csv", "write_json"]
 
 # wide enough for the per-landmark table when piped to a file or CI log
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -78,7 +80,7 @@ def outlier_landmarks(summary: dict, ratio: float = 5.0) -> list[dict]:
     """Landmarks whose MRE is above `ratio` times the median landmark's: a channel that learned, but the wrong
     place (peak fine, so `untrained_landmarks` misses it). Over the 130 reports kept in benchmarks/results the
     healthy runs' worst landmark is at most 3.4x the median one, and every lost landmark 7.7x or more
-    (`benchmarks/landmark_failures.py`)."""
+    (docs/results.md)."""
     errors = np.array([row["mre"] for row in summary["per_landmark"]], dtype=float)
     typical = float(np.median(errors)) if errors.size else float("nan")
     if not np.isfinite(typical) or typical <= 0:
@@ -147,53 +149,6 @@ def write_results(out_dir: Path | str, summary: dict, extra: dict | None = None,
     write_csv(out_dir / "per_landmark.csv", per_landmark_frame(summary))
     if results is not None:
         write_csv(out_dir / "predictions.csv", predictions_frame(ids, results, names))
-
-
-def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, numbers: bool = False,
-                 names: Sequence[str] | None = None) -> np.ndarray:
-    """Grey image + landmarks -> RGB uint8: truth as green circles, prediction as red crosses.
-
-    `numbers` labels each cross with its 1-based landmark number, `names` with "number name".
-    """
-    grey = np.clip(image.astype(np.float32), 0, 1) if image.dtype != np.uint8 else image.astype(np.float32) / 255
-    rgb = cv2.cvtColor((grey * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
-    size = max(2, round(max(rgb.shape[:2]) / 150))
-    thick = max(1, size // 3)
-    if true is not None:
-        for x, y in np.asarray(true):
-            if np.isfinite(x) and np.isfinite(y):
-                cv2.circle(rgb, (round(x), round(y)), size, (0, 200, 0), thick, cv2.LINE_AA)
-    centres = [(round(x), round(y)) for x, y in np.asarray(pred)]
-    for c in centres:
-        cv2.drawMarker(rgb, c, (230, 0, 0), cv2.MARKER_CROSS, 2 * size, thick, cv2.LINE_AA)
-    if not numbers and names is None:
-        return rgb
-    placed: list[tuple[int, int, int, int]] = []  # labels after all crosses, so no cross hides a label
-    for i, c in enumerate(centres):
-        label = f"{i + 1} {names[i].replace('_', ' ')}" if names is not None else str(i + 1)
-        scale = size / 8 if names is None else size / 11
-        at = (c[0] + size, c[1] - size)
-        if names is not None:
-            at = _free_spot(label, at, scale, thick, placed)
-            # dark outline: readable on bone and on background alike
-            cv2.putText(rgb, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(rgb, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thick, cv2.LINE_AA)
-    return rgb
-
-
-def _free_spot(label: str, at: tuple[int, int], scale: float, thick: int,
-               placed: list[tuple[int, int, int, int]]) -> tuple[int, int]:
-    """Nudge a label up or down by whole lines until it overlaps no label placed before (landmarks cluster)."""
-    (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick + 2)
-    step = h + base
-    for k in (0, 1, -1, 2, -2, 3, -3, 4, -4):
-        x, y = at[0], at[1] + k * step
-        box = (x, y - h, x + w, y + base)
-        if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
-            placed.append(box)
-            return x, y
-    placed.append((at[0], at[1] - h, at[0] + w, at[1] + base))
-    return at
 
 
 def save_png(path: Path | str, rgb: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from landmark_exp.jobs import guard, plain, show_config
 from landmark_exp.module import LandmarkModule
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build
+from landmark_exp.reports import console
 from landmark_exp.scores import Scores, report, same_image_note
 
 
@@ -69,6 +70,9 @@ def train(cfg: DictConfig) -> dict:
     module = build_module(cfg, dm)
     module.mean_shape.copy_(dm.mean_shape())
     trainer = build_trainer(cfg)
+    n_params = sum(p.numel() for p in module.net.parameters())
+    console.print(f"{type(module.net).__name__}: {n_params / 1e6:.2f} M parameters; {len(dm.datasets['train'])} training, "
+                  f"{len(dm.datasets['val'])} validation images; run folder {out_dir}", soft_wrap=True, highlight=False)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     val_mre = best_val_mre(trainer)
     split = cfg.get("eval_split", "test")
@@ -78,7 +82,7 @@ def train(cfg: DictConfig) -> dict:
             write_json(out_dir / "metrics.json", {"best_val_mre": val_mre, "split": None})
         return {"val_mre": val_mre}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, dataloaders=dm.dataloader(split), ckpt_path=best or None, weights_only=True)
+    trainer.test(module, dataloaders=dm.dataloader(split), ckpt_path=best or None, weights_only=True, verbose=False)
     check_finite_metrics({**module.test_results.get("summary", {}), "best_val_mre": val_mre}, split)
     if trainer.is_global_zero:
         extra: dict[str, Any] = {"best_val_mre": val_mre}

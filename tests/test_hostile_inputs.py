@@ -233,30 +233,13 @@ CRAFTED = [
     ("input_size-negative", _edit_hp("input_size", [-5, 7]), "input size"),
 ]
 
-INSTANTIATION_BUG = (
-    "landmark_exp/loading.py (load_module -> LandmarkModule(**hparams)): a registered class that refuses a stored "
-    "value (UNet(activation='nosuch'), UNet(widths='abc'), DiceLoss(bogus=1)) raises inside hydra's instantiate, "
-    "which re-raises it as hydra.errors.InstantiationException; that is not among the (RuntimeError, TypeError, "
-    "ValueError, KeyError) turned into 'its stored config does not describe a valid model', so the job ends in a "
-    "traceback instead of one line naming the checkpoint")
-INPUT_SIZE_BUG = (
-    "landmark_exp/loading.py: the stored input_size is not checked (>= 8, whole numbers) when a checkpoint is "
-    "read; predict ends in a traceback ([0, 0]: ValueError 'prior_sigma must be a positive number of pixels, got "
-    "0.0'; [-5, 7]: cv2.error from resize) and so does export ([0, 0]: the same ValueError; [-5, 7]: RuntimeError "
-    "'Trying to create tensor with negative dimension'); evaluate ends in the same ValueError for [0, 0] and "
-    "refuses [-5, 7] in one line only because the data's input size differs")
 COMMANDS = ("predict", "evaluate", "export")
 
 
 def _crafted_params():
     for name, what, message in CRAFTED:
         for command in COMMANDS:
-            marks = []
-            if name in ("model.activation-unknown", "model.widths-not-a-list", "loss-unknown-argument"):
-                marks = [pytest.mark.xfail(strict=True, reason=INSTANTIATION_BUG)]
-            elif name == "input_size-zero" or (name == "input_size-negative" and command != "evaluate"):
-                marks = [pytest.mark.xfail(strict=True, reason=INPUT_SIZE_BUG)]
-            yield pytest.param(command, what, message, id=f"{name}-{command}", marks=marks)
+            yield pytest.param(command, what, message, id=f"{name}-{command}")
 
 # a _target_ hidden in an OmegaConf interpolation: the stored value is a plain string when the registry checks it,
 # and Hydra's instantiate resolves it into a config node afterwards, and builds what that names
@@ -276,13 +259,6 @@ INTERPOLATED = [
     ("interpolated-importlib.import_module-in-model",
      _edit_hp("model.activation", _oc_create("importlib.import_module", name=PAYLOAD_MODULE))),
 ]
-INTERPOLATION_BUG = (
-    "landmark_exp/registry.py build(): resolve() checks the `_target_`s of a plain dict without resolving its "
-    "OmegaConf interpolations, then hydra.utils.instantiate resolves them (OmegaConf.resolve) and builds the "
-    "nodes they create: a checkpoint value '${oc.create:{_target_: builtins.open, ...}}' runs builtins.open "
-    "(truncates the sentinel; shutil.copyfile overwrites it, and predict then exits 0 with results), although "
-    "the registry refuses those names; importlib.import_module is stopped only by the installed Hydra's own "
-    "blocklist, as an InstantiationException traceback instead of one line")
 
 
 def _write_crafted(tmp_path: Path, base: dict, what, sentinel: Path) -> Path:
@@ -349,7 +325,6 @@ def test_a_crafted_checkpoint_is_refused_in_one_line_and_runs_nothing(command, w
     assert ckpt.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason=INTERPOLATION_BUG)
 @pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
 @pytest.mark.parametrize("name, what", INTERPOLATED, ids=[c[0] for c in INTERPOLATED])
 def test_a_target_hidden_in_an_interpolation_is_refused_and_runs_nothing(command, name, what, tmp_path, base_ckpt,
@@ -680,11 +655,6 @@ def test_resume_refuses_results_another_model_predicted(tmp_path, tiny_run, caps
     _leftovers(out, before, frozenset({"config.yaml"}))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "landmark_exp/predict.py predict(): show_config() rewrites output_dir/config.yaml before the run can still be "
-    "refused (finished(): results of another model; load_predictor(): a refused checkpoint), so a refused "
-    "resume=true run replaces the earlier run's config.yaml with its own settings; it should be written only "
-    "once nothing can refuse the run"))
 @pytest.mark.parametrize("why", ["results-of-another-model", "refused-checkpoint"])
 def test_a_refused_resume_leaves_the_earlier_runs_config_as_it_was(why, tmp_path, tiny_run, capsys):
     folder = tmp_path / "in"
@@ -705,11 +675,6 @@ def test_a_refused_resume_leaves_the_earlier_runs_config_as_it_was(why, tmp_path
     _leftovers(out, before, NO_FILES)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "landmark_exp/predict.py predict(): _clear_earlier() deletes the earlier results (overwrite=true) before "
-    "load_predictor() reads the checkpoint, so a refused checkpoint leaves output_dir with the earlier run's "
-    "files gone and nothing in their place; the checkpoint (every check that can refuse the run) should come "
-    "first"))
 def test_predict_overwrite_with_a_refused_checkpoint_keeps_the_earlier_results(tmp_path, tiny_run, base_ckpt, capsys):
     out = tmp_path / "results"
     _earlier_run(out, tiny_run, tmp_path)
@@ -742,10 +707,6 @@ def test_evaluate_refuses_a_malformed_argument_before_any_work(override, named, 
     assert _leftovers(tmp_path / "eval", {}) <= {"error.txt"}  # checked before the config is even written
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "landmark_exp/export.py export() passes list(cfg.tta_shifts) to int_pairs, so tta_shifts=abc is reported as "
-    "tta_shifts=['a', 'b', 'c'] (predict and evaluate say tta_shifts='abc'); the message should quote the value "
-    "as given"))
 @pytest.mark.parametrize("command", ["export"])
 def test_a_malformed_tta_shifts_is_quoted_as_given(command, tmp_path, tiny_run, capsys):
     job, cfg = ((evaluate, _evaluate_cfg(tmp_path, tiny_run["ckpt"], "tta_shifts=abc")) if command == "evaluate" else
@@ -989,8 +950,6 @@ def test_resume_of_a_run_whose_recorded_model_names_builtins_open_runs_nothing(t
     _sentinel_intact(sentinel)
 
 
-@pytest.mark.xfail(strict=True, reason=INTERPOLATION_BUG + " (here: an escaped interpolation in a resumed run's "
-                   "overrides.yaml: the registry sees the literal string, Hydra resolves it again)")
 def test_resume_of_a_run_whose_recorded_value_hides_a_target_in_an_interpolation(tmp_path, tiny_run, sentinel, capsys):
     hidden = "'\\" + _oc_create("builtins.open", file=str(sentinel), mode="w") + "'"  # '\${...}': escaped once
     recorded = ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp_path}/cache", *TINY,

@@ -159,7 +159,7 @@ def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int = 2, m
 
     The prior-weighted argmax picks the right blob but sits off its top, towards the prior (the
     prior tilts it); the sub-pixel fit must start from the raw top, or the prior biases the answer.
-    One step: on ISBI validation (benchmarks/RESULTS.md) climbing further walked into neighbouring
+    One step: on ISBI validation (docs/results.md) climbing further walked into neighbouring
     blobs more often than it helped. Pixels within `rtol` of the window's maximum count as tied and
     the tie goes to the highest `weight` (the prior), so float rounding (ONNX vs PyTorch, a
     saturated sigmoid's flat top) cannot flip the choice between equally high pixels."""
