@@ -27,7 +27,8 @@ import landmark_exp.data.images as images
 import landmark_exp.predictor as predictor_module
 from landmark_exp.heatmap.quality import HeatmapFlags
 from landmark_exp.jobs import refuse_overwriting_inputs, run_lock
-from landmark_exp.predict import collect_inputs, earlier_results, image_outputs, run_predictions, unique_ids
+from landmark_exp.predict import collect_inputs, run_predictions, unique_ids
+from landmark_exp.prediction_files import earlier_results, image_outputs
 
 
 def _no_flags(heatmaps: torch.Tensor, *args: object, **kwargs: object) -> HeatmapFlags:

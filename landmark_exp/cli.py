@@ -1,4 +1,5 @@
-"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`, `landmark-detector`).
+"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`, `landmark-detector`,
+`landmark-datacheck`).
 
 Each composes the project's Hydra configs exactly as the top-level scripts do
 (`python predict.py ...` == `landmark-predict ...`). The configs live in the
@@ -48,3 +49,9 @@ def detector() -> None:
     from landmark_exp.detector import build as job
 
     run_command("detector", job)
+
+
+def datacheck() -> None:
+    from landmark_exp.datacheck import datacheck as job
+
+    run_command("datacheck", job)

@@ -16,7 +16,6 @@ data spacing; a DICOM without spacing gets a warning.
 from __future__ import annotations
 
 import glob
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +51,7 @@ from landmark_exp.jobs import (
     stopped_by,
     writable_dir,
 )
+from landmark_exp.prediction_files import RUN_FILES, clear_earlier, finished, image_outputs
 from landmark_exp.predictor import RUNTIMES, LandmarkPrediction, Predictor, pick_runtime
 from landmark_exp.reports import console, draw_overlay, save_png
 
@@ -170,49 +170,6 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
     return {"model": predictor.info.source}
 
 
-RUN_FILES = ("predictions.csv", "measurements.csv", "failures.csv", "summary.json")
-
-
-def image_outputs(out_dir: Path, image_id: str) -> list[Path]:
-    """The files predict writes for one image (the JSON last: it marks the image done)."""
-    return [out_dir / f"{image_id}.csv", out_dir / f"{image_id}_overlay.png", out_dir / f"{image_id}.json"]
-
-
-def _record(path: Path) -> dict | None:
-    """A per-image JSON this command wrote (id, file, landmarks), else None."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(record, dict) and {"id", "file", "landmarks"} <= record.keys()
-    return record if ok and path.name == f"{record['id']}.json" else None
-
-
-def earlier_results(out_dir: Path) -> list[Path]:
-    """What an earlier predict run left in `out_dir`: its run-level files and every image's files."""
-    found = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
-    for path in sorted(out_dir.glob("*.json")):
-        record = _record(path) if path.name not in RUN_FILES else None
-        if record is not None:
-            found += [p for p in image_outputs(out_dir, str(record["id"])) if p.exists()]
-    return found
-
-
-def finished(out_dir: Path, files: Sequence[Path], ids: Sequence[str], model: str) -> dict[str, dict]:
-    """resume=true: the records of the images an earlier run into `out_dir` finished (their JSON, written last,
-    exists and names the same file), by id; an image another model predicted is a one-line error."""
-    done = {}
-    for path, image_id in zip(files, ids, strict=True):
-        record = _record(out_dir / f"{image_id}.json")
-        if record is None or record["file"] != str(path):
-            continue
-        if record.get("model") != model:
-            raise DataError(f"resume: {out_dir / (image_id + '.json')} was predicted by {record.get('model')}, "
-                            f"not {model}; use another output_dir or overwrite=true")
-        done[image_id] = record
-    return done
-
-
 def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path,
                     spacing: tuple[float, float] | None, batch_size: int = 4,
                     overlay: bool = True, read_workers: int | None = None, done: dict[str, dict] | None = None,
@@ -314,6 +271,8 @@ def _arguments(cfg: DictConfig) -> dict:
         "max_pixels": int(positive_int(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
         "min_side": positive_int(cfg.get("min_side", 32), "min_side"),
         "overwrite": flag(cfg.get("overwrite", False), "overwrite"),
+        "overlay": flag(cfg.get("overlay", True), "overlay"),
+        "show": positive_int(cfg.get("show", 20), "show"),
         "resume": flag(cfg.get("resume", False), "resume"),
     }
 
@@ -342,18 +301,6 @@ def _as_list(value: object) -> list:
     return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
-def _clear_earlier(out_dir: Path, args: dict) -> None:
-    earlier = earlier_results(out_dir)
-    if not earlier or args["resume"]:
-        return
-    if not args["overwrite"]:
-        raise DataError(f"output_dir={out_dir}: holds results of an earlier run ({len(earlier)} files, e.g. "
-                        f"{earlier[0].name}); choose another folder, overwrite=true to replace them, or resume=true "
-                        "to finish an interrupted run")
-    for path in earlier:
-        path.unlink(missing_ok=True)
-
-
 @guard
 def predict(cfg: DictConfig) -> dict:
     """The Hydra job behind predict.py: load the model, predict every input, write and print the results."""
@@ -370,7 +317,7 @@ def predict(cfg: DictConfig) -> dict:
                                    args["refine_shifts"], args["refine_blend"], args["refine_views"])
         spacing = args["spacing"] or predictor.info.spacing
         done = finished(out_dir, files, ids, _models(predictor)["model"]) if args["resume"] else {}
-        _clear_earlier(out_dir, args)  # only once nothing can refuse the run any more
+        clear_earlier(out_dir, args)  # only once nothing can refuse the run any more
         show_config(cfg, out_dir)
         refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
         console.print(f"{len(files)} image(s){f' ({len(done)} done before)' if done else ''}, model "
@@ -380,7 +327,7 @@ def predict(cfg: DictConfig) -> dict:
                       + (" (the model's training spacing: set spacing= if your images differ)"
                          if spacing and not args["spacing"] else ""), soft_wrap=True)
         results, failures = run_predictions(predictor, files, out_dir, spacing, args["batch_size"],
-                                            bool(cfg.get("overlay", True)), args["read_workers"], done, stop,
+                                            args["overlay"], args["read_workers"], done, stop,
                                             args["max_pixels"], args["min_side"])
         interrupted = None
         if stop.requested:
@@ -392,7 +339,7 @@ def predict(cfg: DictConfig) -> dict:
                       soft_wrap=True)
         raise SystemExit(stop.exit_status)
     measured = [r for r in results if "measurements" in r]
-    if measured and len(measured) <= int(cfg.get("show", 20)):
+    if measured and len(measured) <= args["show"]:
         from landmark_exp.reports import measurements_table
 
         console.print(measurements_table(measured, "cephalometric measurements (value, class C1 = normal)"))

@@ -1,0 +1,64 @@
+"""predict.py's output folder: which files an image gets (its JSON last, marking it done), what an earlier run
+left there, and which of this run's images an interrupted earlier run already finished (resume=true)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from landmark_exp.data.records import DataError
+
+RUN_FILES = ("predictions.csv", "measurements.csv", "failures.csv", "summary.json")
+
+
+def image_outputs(out_dir: Path, image_id: str) -> list[Path]:
+    """The files predict writes for one image (the JSON last: it marks the image done)."""
+    return [out_dir / f"{image_id}.csv", out_dir / f"{image_id}_overlay.png", out_dir / f"{image_id}.json"]
+
+
+def read_record(path: Path) -> dict | None:
+    """A per-image JSON this command wrote (id, file, landmarks), else None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and {"id", "file", "landmarks"} <= record.keys()
+    return record if ok and path.name == f"{record['id']}.json" else None
+
+
+def earlier_results(out_dir: Path) -> list[Path]:
+    """What an earlier predict run left in `out_dir`: its run-level files and every image's files."""
+    found = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    for path in sorted(out_dir.glob("*.json")):
+        record = read_record(path) if path.name not in RUN_FILES else None
+        if record is not None:
+            found += [p for p in image_outputs(out_dir, str(record["id"])) if p.exists()]
+    return found
+
+
+def finished(out_dir: Path, files: Sequence[Path], ids: Sequence[str], model: str) -> dict[str, dict]:
+    """resume=true: the records of the images an earlier run into `out_dir` finished (their JSON, written last,
+    exists and names the same file), by id; an image another model predicted is a one-line error."""
+    done = {}
+    for path, image_id in zip(files, ids, strict=True):
+        record = read_record(out_dir / f"{image_id}.json")
+        if record is None or record["file"] != str(path):
+            continue
+        if record.get("model") != model:
+            raise DataError(f"resume: {out_dir / (image_id + '.json')} was predicted by {record.get('model')}, "
+                            f"not {model}; use another output_dir or overwrite=true")
+        done[image_id] = record
+    return done
+
+
+def clear_earlier(out_dir: Path, args: dict) -> None:
+    earlier = earlier_results(out_dir)
+    if not earlier or args["resume"]:
+        return
+    if not args["overwrite"]:
+        raise DataError(f"output_dir={out_dir}: holds results of an earlier run ({len(earlier)} files, e.g. "
+                        f"{earlier[0].name}); choose another folder, overwrite=true to replace them, or resume=true "
+                        "to finish an interrupted run")
+    for path in earlier:
+        path.unlink(missing_ok=True)
