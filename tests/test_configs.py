@@ -51,7 +51,7 @@ def test_seed_experiment_is_the_seed_decks_setup(tmp_path):
 
 
 def test_gpu_first_stage_uses_the_sigma_chosen_on_validation_and_best_builds_on_it(tmp_path):
-    """Sigma 1.5 won the H200 session's validation rule (RESULTS.md "ISBI 2015 on one H200"); the best setup's
+    """Sigma 1.5 won the H200 session's validation rule (docs/results.md "ISBI 2015 on one H200"); the best setup's
     first stage is the seed setup, so its Test1 cascades were scored on exactly these first stages."""
     seed = compose("train", ["experiment=isbi2015_seed"], tmp_path)
     best = compose("train", ["experiment=isbi2015_best"], tmp_path)

@@ -20,7 +20,7 @@ from landmark_exp.data.sources import ISBI2015Source
 
 def _val_ids(root: Path, folds: int, fold: int, seed: int = 42) -> tuple[list[str], list[str]]:
     dm = LandmarkDataModule(ISBI2015Source(root=str(root)), folds=folds, fold=fold, seed=seed, test_split=None)
-    split = dm._split_records()
+    split = dm.split_records()
     return [r.id for r in split["val"]], [r.id for r in split["train"]]
 
 

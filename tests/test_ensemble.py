@@ -36,7 +36,7 @@ def test_an_ensemble_of_one_checkpoint_twice_scores_exactly_as_the_checkpoint(tm
     from landmark_exp.evaluation import evaluate
 
     ckpt = tiny_run["ckpt"]
-    common = [f"paths.cache_dir={tiny_run['dir']}/cache", "trainer.accelerator=cpu", "overlays=0", "runtime=eager"]
+    common = [f"paths.cache_dir={tiny_run['dir']}/cache", "device=cpu", "overlays=0", "runtime=eager"]
     single = evaluate(compose("evaluate", [f"ckpt_path={ckpt}", *common], tmp_path / "single"))
     double = evaluate(compose("evaluate", [f"ckpt_path=[{ckpt},{ckpt}]", *common], tmp_path / "double"))
     assert double["mre"] == pytest.approx(single["mre"], abs=1e-9)
@@ -112,7 +112,7 @@ def test_validation_score_of_members_with_different_splits_is_flagged(tmp_path, 
     train(compose("train", ["data=isbi2015", f"data.source.root={tiny_run['root']}", f"paths.cache_dir={tmp}/cache",
                             *TINY, "logger=none", "seed=3"], tmp_path / "other_split"))
     other = tmp_path / "other_split" / "checkpoints" / "best.ckpt"
-    common = [f"paths.cache_dir={tmp}/cache", "trainer.accelerator=cpu", "overlays=0"]
+    common = [f"paths.cache_dir={tmp}/cache", "device=cpu", "overlays=0"]
     evaluate(compose("evaluate", [f"ckpt_path=[{tiny_run['ckpt']},{other}]", "split=val", *common], tmp_path / "val"))
     assert "optimistic" in capsys.readouterr().out
     evaluate(compose("evaluate", [f"ckpt_path=[{tiny_run['ckpt']},{other}]", "split=test", *common], tmp_path / "test"))
@@ -155,7 +155,7 @@ def test_test_time_shifts_are_refused_for_a_second_stage_and_an_exported_model(t
 def test_a_second_stage_ensemble_of_one_checkpoint_twice_refines_exactly_as_the_checkpoint(tmp_path, tiny_run, tiny_refine):
     from landmark_exp.evaluation import evaluate
 
-    common = [f"ckpt_path={tiny_run['ckpt']}", "trainer.accelerator=cpu", "overlays=0", "runtime=eager"]
+    common = [f"ckpt_path={tiny_run['ckpt']}", "device=cpu", "overlays=0", "runtime=eager"]
     single = evaluate(compose("evaluate", [*common, f"refine_ckpt={tiny_refine}"], tmp_path / "single"))
     double = evaluate(compose("evaluate", [*common, f"refine_ckpt=[{tiny_refine},{tiny_refine}]"], tmp_path / "double"))
     assert double["mre"] == pytest.approx(single["mre"], abs=1e-9)

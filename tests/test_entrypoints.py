@@ -42,7 +42,7 @@ def test_train_py_with_csv_logger_then_evaluate_py(tmp_path):
     # runtime=eager: the network exactly as train.py tested it, so the report is reproduced to the bit
     # (the default tuned runtime rounds differently, ~1e-6 mm: tests/test_performance.py)
     proc = run(["evaluate.py", f"ckpt_path={rundir}/checkpoints/best.ckpt", f"paths.log_dir={tmp_path}/outputs",
-                "trainer.accelerator=cpu", "runtime=eager"])
+                "device=cpu", "runtime=eager"])
     evaldir = _only("outputs/evaluate/runs/*", tmp_path)
     a = json.loads((rundir / "metrics.json").read_text())
     b = json.loads((evaldir / "metrics.json").read_text())
@@ -70,7 +70,7 @@ def test_cpu_ddp_with_two_processes_scores_the_whole_test_split(tmp_path):
     a = json.loads((rundir / "metrics.json").read_text())
     assert a["n_images"] == 5
     run(["evaluate.py", f"ckpt_path={rundir}/checkpoints/best.ckpt", f"paths.log_dir={tmp_path}/outputs",
-         "trainer.accelerator=cpu"])
+         "device=cpu"])
     b = json.loads((_only("outputs/evaluate/runs/*", tmp_path) / "metrics.json").read_text())
     # same images, same model: equal up to float32 batch-composition noise
     assert b["n_images"] == 5 and a["mre"] == pytest.approx(b["mre"], abs=1e-4)

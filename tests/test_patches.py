@@ -218,13 +218,6 @@ def test_coarse_to_fine_evaluation_refines_the_first_stage(cascade, tmp_path):
     assert set(metrics["by_ground_truth"]) == {"senior", "junior", "mean"}
 
 
-def test_coarse_to_fine_refuses_a_first_stage_that_scored_only_some_images(cascade, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="1"):
-        _evaluate_cascade(cascade[0], tmp_path / "ev", "trainer.limit_test_batches=1")
-    out = " ".join(capsys.readouterr().out.split())
-    assert "data error: the first stage scored 2 of the 4 test images" in out and "needs all of them" in out
-
-
 def test_refine_iterations_not_a_whole_number_from_one_is_a_one_line_error(cascade, tmp_path, capsys):
     for bad in ("0", "1.5"):
         with pytest.raises(SystemExit, match="1"):
@@ -265,8 +258,7 @@ def test_test2_is_scored_by_name_from_another_root_with_both_stages(cascade, tmp
     ids = sorted(set(pd.read_csv(tmp_path / "t2" / "predictions.csv", dtype={"image_id": str}).image_id))
     assert ids == ["311", "312", "313", "314"]
     out = " ".join(capsys.readouterr().out.split())
-    assert "test2 (4 images)" in out and "ISBI 2015 Test2, published results (this split is test2)" in out
-    assert "1.42" in out  # FARNet's Test2 MRE, not its Test1 row
+    assert "test2 (4 images)" in out
 
 
 def test_a_source_split_that_is_not_there_is_a_one_line_error_naming_its_folder(cascade, tmp_path, capsys):

@@ -52,7 +52,7 @@ def test_tuned_inference_takes_and_returns_nchw_and_matches_eager():
 
 def test_tuned_and_eager_predictors_give_the_same_landmarks_to_a_thousandth_of_a_pixel(tiny_run):
     """In the network's pixel grid, where float rounding acts: this 1-epoch model's peaks are ~8 px wide and
-    flat, the worst case for the sub-pixel fit; a trained model's agree far closer (benchmarks/RESULTS.md)."""
+    flat, the worst case for the sub-pixel fit; a trained model's agree far closer (docs/results.md)."""
     images = [read_grey(p) for p in sorted((tiny_run["root"] / "RawImage" / "Test1Data").glob("*.png"))]
     eager = load_predictor(tiny_run["ckpt"], "cpu", runtime="eager").predict(images)
     tuned = load_predictor(tiny_run["ckpt"], "cpu", runtime="tuned").predict(images)
@@ -126,7 +126,7 @@ def test_a_checkpoint_runs_on_onnx_runtime_without_a_separate_export(tiny_run):
     diff = np.concatenate([np.abs(a.xy - b.xy) * a.geometry.as_array()[None, 0:2]  # network pixels
                            for a, b in zip(eager, onnx.predict(images), strict=True)])
     # this barely trained model has broad, flat peaks where a 7x7 fit amplifies float rounding: most landmarks
-    # agree to 1e-3 network px, none worse than 5e-3 (the trained CPU model: 1.1e-4 original px on all of Test1, RESULTS.md)
+    # agree to 1e-3 network px, none worse than 5e-3 (the trained CPU model: 1.1e-4 original px on all of Test1, docs/results.md)
     assert np.quantile(diff, 0.9) < 1e-3 and diff.max() < 5e-3
     with pytest.raises(CheckpointError, match="runtime='fast' is not one of"):
         load_predictor(tiny_run["ckpt"], "cpu", runtime="fast")

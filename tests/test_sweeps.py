@@ -40,7 +40,7 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_listed_with_their_error(tmp_
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = _table(sweep)
     assert list(table["status"]) == ["failed", "failed", "failed", "done"]
-    assert table.loc[0, "error"].endswith("Error in call to target 'torch.optim.adam.Adam': ValueError('Invalid learning rate: -1')")
+    assert table.loc[0, "error"].endswith("optimizer: its config does not build (ValueError: Invalid learning rate: -1)")
     assert table.loc[1, "error"].startswith("OutOfMemoryError: CUDA out of memory") and "(simulated)" in table.loc[1, "error"]
     assert table.loc[3, "mre"] > 0 and table.loc[3, "best_val_mre"] > 0
     assert "3 of 4 jobs did not finish" in proc.stdout

@@ -28,7 +28,8 @@ def test_tiny_train_then_evaluate_writes_reports(tmp_path, isbi_root):
     assert (tmp_path / "eval" / "overlays").is_dir()
 
 
-def test_evaluate_scores_senior_junior_and_mean_and_prints_the_published_table(tmp_path, isbi_root, capsys):
+def test_evaluate_scores_senior_junior_and_mean_and_prints_no_published_table_for_data_that_is_not_isbi(
+        tmp_path, isbi_root, capsys):
     cfg = compose("train", ["data=isbi2015", f"data.source.root={isbi_root}", f"paths.cache_dir={tmp_path}/cache", *TINY], tmp_path / "run")
     train(cfg)
     ev = compose("evaluate", [f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt", "device=cpu"], tmp_path / "eval")
@@ -40,7 +41,23 @@ def test_evaluate_scores_senior_junior_and_mean_and_prints_the_published_table(t
     assert by["mean"]["mre"] == metrics["mre"]
     assert by["senior"]["mre"] != by["junior"]["mre"]  # the fixture's junior is offset by one pixel
     out = capsys.readouterr().out
-    assert "Zhong et al. 2019" in out and "landmark_exp (this run)" in out
+    assert "published results" not in out  # an ISBI layout, but 80 x 64 images: not the challenge's data
+
+
+def test_the_published_table_is_for_isbi_2015_content_not_for_a_split_named_test1(tmp_path):
+    from landmark_exp.data.records import ISBI2015_LANDMARKS, Record
+    from landmark_exp.data.sources import ISBI2015Source, SyntheticSource
+    from landmark_exp.isbi import is_isbi2015
+    from landmark_exp.scores import Scores
+
+    def scores(hw):
+        recs = [Record(str(i), tmp_path / f"{i}.bmp", np.zeros((19, 2)), (0.1, 0.1), None, hw) for i in range(2)]
+        return Scores(recs, list(ISBI2015_LANDMARKS), np.zeros((2, 19, 2)), np.ones((2, 19)), np.zeros((2, 19, 2)), "x")
+
+    isbi = ISBI2015Source(root=str(tmp_path))
+    assert is_isbi2015(isbi, scores((2400, 1935)))
+    assert not is_isbi2015(isbi, scores((80, 64)))
+    assert not is_isbi2015(SyntheticSource(root=str(tmp_path)), scores((2400, 1935)))
 
 
 def test_training_resumes_from_last_checkpoint(tmp_path, isbi_root):

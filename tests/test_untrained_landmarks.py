@@ -50,7 +50,7 @@ def test_weakest_peak_ratio_is_near_one_when_all_channels_learned_and_near_zero_
     rng = np.random.default_rng(0)
     peak = rng.uniform(0.95, 1.0, size=(22, 19))
     assert weakest_peak_ratio(peak) > 0.9
-    peak[:, 0] = 3e-4  # sella's channel on the seed-42 256x208 run (benchmarks/RESULTS.md)
+    peak[:, 0] = 3e-4  # sella's channel on the seed-42 256x208 run (docs/results.md)
     assert weakest_peak_ratio(peak) < 1e-3
 
 
