@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 os.environ.setdefault("LANDMARK_EXP_ROOT", str(Path(__file__).resolve().parent))
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="landmark_exp/conf", config_name="predict")
 def main(cfg: DictConfig) -> int:
     from landmark_exp.predict import predict
 

@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 os.environ.setdefault("LANDMARK_EXP_ROOT", str(HERE))
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="landmark_exp/conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns the best validation MRE: the objective of hyper-parameter sweeps (hparams_search=...)."""
     from landmark_exp.training import train
@@ -25,5 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     from landmark_exp.resume import resume_argv
 
-    sys.argv = resume_argv(sys.argv, HERE / "conf", "train")
+    sys.argv = resume_argv(sys.argv, HERE / "landmark_exp" / "conf", "train")
     main()

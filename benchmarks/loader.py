@@ -4,7 +4,7 @@ Why: a 2400x1935 JPEG costs tens of milliseconds to decode, the network at 256 p
 much less, so an uncached loader would starve the GPU. `ImageCache` decodes each
 image once in `setup()`; this measures what that buys. It builds the real
 `LandmarkDataModule` as data=isbi2015 does (ISBI 2015 layout, mean ground truth,
-conf/data/augment/default.yaml augmentation on the training split) with a fresh
+landmark_exp/conf/data/augment/default.yaml augmentation on the training split) with a fresh
 temporary cache_dir, so the first pass really decodes. Epoch 1 is timed from the
 start of `setup()` to the end of its last batch; later epochs only iterate.
 
@@ -47,7 +47,7 @@ def cpu_model() -> str:
 
 def build(args: argparse.Namespace, cache_dir: str) -> LandmarkDataModule:
     """The datamodule data=isbi2015 builds, with the default augmentation and the given cache folder."""
-    augment = instantiate(OmegaConf.load(ROOT / "conf" / "data" / "augment" / "default.yaml"), _convert_="all")
+    augment = instantiate(OmegaConf.load(ROOT / "landmark_exp" / "conf" / "data" / "augment" / "default.yaml"), _convert_="all")
     return LandmarkDataModule(
         ISBI2015Source(args.root, gt="mean", spacing=0.1),
         input_size=(args.input_size, args.input_size),

@@ -1,10 +1,8 @@
 """Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`, `landmark-detector`,
 `landmark-datacheck`).
 
-Each composes the project's Hydra configs exactly as the top-level scripts do
-(`python predict.py ...` == `landmark-predict ...`). The configs live in the
-checkout's `conf/`, so the scripts need an editable install (`pip install -e .`)
-or LANDMARK_EXP_ROOT pointing at a checkout.
+Each composes the package's Hydra configs (landmark_exp/conf, installed with it) exactly as the top-level
+scripts do (`python predict.py ...` == `landmark-predict ...`); outputs go under the current directory.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from landmark_exp.jobs import config_root, run_command
+from landmark_exp.jobs import CONF_DIR, run_command
 
 
 def train() -> None:
@@ -23,7 +21,7 @@ def train() -> None:
     def job(cfg: DictConfig) -> float | None:
         return fit(cfg).get("val_mre")  # as train.py: the objective of hparams_search sweeps
 
-    sys.argv = resume_argv(sys.argv, config_root() / "conf", "train")
+    sys.argv = resume_argv(sys.argv, CONF_DIR, "train")
     run_command("train", job)
 
 

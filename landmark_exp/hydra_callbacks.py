@@ -21,6 +21,9 @@ class SweepSummary(Callback):
         from landmark_exp.reports import console, write_sweep_summary
 
         frame = write_sweep_summary(config.hydra.sweep.dir)
+        from landmark_exp.pictures import write_sweep_plot
+
+        write_sweep_plot(config.hydra.sweep.dir, frame)  # validation MRE against epochs, one line per job
         _crossvalidate(config.hydra.sweep.dir)
         bad = frame[frame["status"] != "done"] if not frame.empty else frame
         if not bad.empty:

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -258,19 +257,11 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def config_root() -> Path:
-    """The checkout whose conf/ the commands compose (LANDMARK_EXP_ROOT, else this package's parent)."""
-    return Path(os.environ.get("LANDMARK_EXP_ROOT") or Path(__file__).resolve().parents[1])
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the package's own configs, installed with it
 
 
 def run_command(config_name: str, job: Callable[[DictConfig], object]) -> None:
     """Compose conf/<config_name>.yaml with the command line (Hydra) and run `job` on it."""
     import hydra
 
-    root = config_root()
-    conf = root / "conf"
-    if not (conf / f"{config_name}.yaml").is_file():
-        sys.exit(f"landmark_exp: {conf / (config_name + '.yaml')} not found; install with `pip install -e .` "
-                 "from a checkout or set LANDMARK_EXP_ROOT to one")
-    os.environ.setdefault("LANDMARK_EXP_ROOT", str(root))
-    hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(job)()
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(job)()

@@ -199,14 +199,16 @@ class LandmarkModule(L.LightningModule):
             return
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        from landmark_exp.reports import draw_overlay
+        from landmark_exp.pictures import tensorboard_overlay
 
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 b = self._log_batch
                 for i in range(len(b["image"])):
-                    img = draw_overlay(b["image"][i, 0].float().cpu().numpy(), b["true"][i].cpu().numpy(), b["pred"][i].cpu().numpy())
-                    logger.experiment.add_image(f"val/overlay_{i}", img, self.current_epoch, dataformats="HWC")
+                    img = tensorboard_overlay(b["image"][i, 0].float().cpu().numpy(), b["true"][i].cpu().numpy(),
+                                              b["pred"][i].cpu().numpy())
+                    # stepped like the scalars, so the image of a step sits beside its validation MRE
+                    logger.experiment.add_image(f"val/overlay_{i}", img, self.global_step, dataformats="HWC")
 
     def configure_optimizers(self):
         opt = build(optimizer_options(self.hparams.optimizer, self.device), "optimizer", params=self.parameters())

@@ -51,9 +51,12 @@ from landmark_exp.jobs import (
     stopped_by,
     writable_dir,
 )
-from landmark_exp.prediction_files import RUN_FILES, clear_earlier, finished, image_outputs
+from landmark_exp.pictures import draw_overlay
+from landmark_exp.prediction_files import RUN_FILES, clear_earlier, finished, image_outputs, write_summary
 from landmark_exp.predictor import RUNTIMES, LandmarkPrediction, Predictor, pick_runtime
-from landmark_exp.reports import console, draw_overlay, save_png
+from landmark_exp.reports import console, save_png
+
+WARN_IMAGES = 5  # flagged images warned about one by one; the rest are counted at the end (and in summary.json)
 
 
 class SpacingWarning(UserWarning):
@@ -145,18 +148,14 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
         "landmarks": frame.to_dict(orient="records"),
         "flagged": [{"landmark": j + 1, "name": names[j], "reason": f} for j, f in enumerate(pred.flags) if f],
     }
-    if record["flagged"]:
-        listed = ", ".join(f"{f['landmark']} {f['name']} ({f['reason']})" for f in record["flagged"][:4])
-        more = f" and {len(record['flagged']) - 4} more" if len(record["flagged"]) > 4 else ""
-        console.print(f"[bold yellow]warning:[/] {path}: landmarks that cannot be trusted: {listed}{more}",
-                      soft_wrap=True, highlight=False)
     if list(names) == list(ISBI2015_LANDMARKS):
         from landmark_exp.cephalometry import analyse
 
         record["measurements"] = analyse(frame[["x_mm", "y_mm"]].to_numpy())
     write_csv(out_dir / f"{image_id}.csv", frame)
     if overlay:
-        save_png(out_dir / f"{image_id}_overlay.png", draw_overlay(image, None, pred.xy, names=names))
+        save_png(out_dir / f"{image_id}_overlay.png", draw_overlay(image, None, pred.xy, names=names,
+                                                                            flags=list(pred.flags)))
     write_json(out_dir / f"{image_id}.json", record)  # last: an image whose JSON exists is done (resume=true)
     return record
 
@@ -186,6 +185,7 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
     results: list[dict] = [done[i] for i in ids if i in done]
     todo = [(f, i) for f, i in zip(files, ids, strict=True) if i not in done]
     failures: list[dict] = []
+    warned = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     # each image is decoded and resized to the network input in the reader threads
@@ -213,36 +213,27 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
             preds = predictor.predict([b[2] for b in batch], [b[3] for b in batch])
             for (path, image_id, image, _, sp, source), pred in zip(batch, preds, strict=True):
                 results.append(_write_image_outputs(out_dir, image_id, path, image, pred, sp, source, predictor, overlay))
+                warned += _warn_flagged(path, results[-1]["flagged"], warned)
                 progress.advance(task)
                 if stop is not None and stop.requested:
                     break
     return results, failures
 
 
+def _warn_flagged(path: Path, flagged: list[dict], warned: int) -> int:
+    """One warning line for an image with landmarks that cannot be trusted, for the first WARN_IMAGES such images."""
+    if not flagged or warned >= WARN_IMAGES:
+        return 0
+    listed = ", ".join(f"{f['landmark']} {f['name']} ({f['reason']})" for f in flagged[:4])
+    more = f" and {len(flagged) - 4} more" if len(flagged) > 4 else ""
+    console.print(f"[bold yellow]warning:[/] {path}: landmarks that cannot be trusted: {listed}{more}",
+                  soft_wrap=True, highlight=False)
+    return 1
+
+
 def _reason(message: str, path: Path) -> str:
     prefix = f"{path}: "
     return message[len(prefix):] if message.startswith(prefix) else message
-
-
-def write_summary(out_dir: Path, results: list[dict], failures: list[dict],
-                  predictor: Predictor | CascadePredictor, interrupted: dict | None = None) -> None:
-    rows = [{"image_id": r["id"], "file": r["file"], **lm} for r in results for lm in r["landmarks"]]
-    if rows:
-        write_csv(out_dir / "predictions.csv", pd.DataFrame(rows))
-    measured = [r for r in results if "measurements" in r]
-    if measured:
-        table = [{"image_id": r["id"], **{k: v for name, m in r["measurements"].items()
-                                           for k, v in ((name, m["value"]), (f"{name}_class", m["class"]),
-                                                        (f"{name}_label", m["label"]))}} for r in measured]
-        write_csv(out_dir / "measurements.csv", pd.DataFrame(table))
-    write_csv(out_dir / "failures.csv", pd.DataFrame(failures, columns=["file", "reason"]))
-    write_json(out_dir / "summary.json", {
-        **_models(predictor), "backend": predictor.backend, "device": predictor.device,
-        "n_images": len(results), "n_failed": len(failures), "interrupted": interrupted, "failures": failures,
-        "images": [{k: r[k] for k in ("id", "file", "spacing_mm", "spacing_source")} for r in results],
-        "n_flagged_images": sum(bool(r.get("flagged")) for r in results),
-        "flagged": [{"id": r["id"], "file": r["file"], "landmarks": r["flagged"]} for r in results if r.get("flagged")],
-    })
 
 
 def _failures_table(failures: list[dict]) -> Table:
@@ -332,7 +323,8 @@ def predict(cfg: DictConfig) -> dict:
         interrupted = None
         if stop.requested:
             interrupted = {"by": stopped_by(stop.requested), "done": len(results) + len(failures), "of": len(files)}
-        write_summary(out_dir, results, failures, predictor, interrupted)
+        write_summary(out_dir, results, failures, {**_models(predictor), "backend": predictor.backend,
+                                                      "device": predictor.device}, interrupted)
     if interrupted:
         console.print(f"[bold red]interrupted[/] by {interrupted['by']}: {len(results)} of {len(files)} image(s) "
                       f"predicted, {len(failures)} failed; written to {out_dir} (resume=true finishes the rest)",

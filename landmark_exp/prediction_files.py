@@ -7,7 +7,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from landmark_exp.data.records import DataError
+from landmark_exp.files import write_csv, write_json
 
 RUN_FILES = ("predictions.csv", "measurements.csv", "failures.csv", "summary.json")
 
@@ -62,3 +65,26 @@ def clear_earlier(out_dir: Path, args: dict) -> None:
                         "to finish an interrupted run")
     for path in earlier:
         path.unlink(missing_ok=True)
+
+
+def write_summary(out_dir: Path, results: list[dict], failures: list[dict], model: dict,
+                  interrupted: dict | None = None) -> None:
+    """The run-level files: predictions.csv, measurements.csv (ISBI landmarks), failures.csv and summary.json
+    (`model`: which model(s), backend and device; `interrupted`: by what, and how far it got)."""
+    rows = [{"image_id": r["id"], "file": r["file"], **lm} for r in results for lm in r["landmarks"]]
+    if rows:
+        write_csv(out_dir / "predictions.csv", pd.DataFrame(rows))
+    measured = [r for r in results if "measurements" in r]
+    if measured:
+        table = [{"image_id": r["id"], **{k: v for name, m in r["measurements"].items()
+                                           for k, v in ((name, m["value"]), (f"{name}_class", m["class"]),
+                                                        (f"{name}_label", m["label"]))}} for r in measured]
+        write_csv(out_dir / "measurements.csv", pd.DataFrame(table))
+    write_csv(out_dir / "failures.csv", pd.DataFrame(failures, columns=["file", "reason"]))
+    write_json(out_dir / "summary.json", {
+        **model,
+        "n_images": len(results), "n_failed": len(failures), "interrupted": interrupted, "failures": failures,
+        "images": [{k: r[k] for k in ("id", "file", "spacing_mm", "spacing_source")} for r in results],
+        "n_flagged_images": sum(bool(r.get("flagged")) for r in results),
+        "flagged": [{"id": r["id"], "file": r["file"], "landmarks": r["flagged"]} for r in results if r.get("flagged")],
+    })

@@ -18,9 +18,9 @@ import numpy as np
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import Record
 from landmark_exp.metrics import radial_errors_mm, summarize
+from landmark_exp.pictures import draw_overlay, write_report_plots
 from landmark_exp.reports import (
     console,
-    draw_overlay,
     outlier_landmarks,
     print_report,
     save_png,
@@ -84,8 +84,10 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
         extra["outlier_landmarks"] = outliers
     write_results(out_dir, summary, extra, scores.ids, scores.as_results(), names)
     for j, rec in enumerate(scores.records[:overlays]):
-        overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, scores.pred[j], numbers=True)
+        overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, scores.pred[j], numbers=True, names=names,
+                               errors_mm=scores.errors[j])
         save_png(out_dir / "overlays" / f"{rec.id}.png", overlay)
+    write_report_plots(out_dir, summary, scores.errors, scores.reference_errors, scores.reference_name)
     console.print(f"results written to {out_dir}")
 
 

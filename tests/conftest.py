@@ -50,7 +50,7 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
     from omegaconf import open_dict
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "landmark_exp" / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

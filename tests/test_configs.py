@@ -7,7 +7,7 @@ import torch
 from conftest import ROOT, compose
 from hydra.utils import instantiate
 
-CONF = ROOT / "conf"
+CONF = ROOT / "landmark_exp" / "conf"
 GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "heatmap", "trainer", "logger", "callbacks", "experiment"]
 
 

@@ -926,7 +926,7 @@ def test_resume_refuses_a_hostile_run_directory_in_one_line(name, text, message,
         (run / "checkpoints" / "last.ckpt").unlink()
     before = _snapshot(run)
     with pytest.raises(SystemExit) as excinfo:
-        resume_argv(["train.py", f"resume={run}"], Path(__file__).parents[1] / "conf", "train")
+        resume_argv(["train.py", f"resume={run}"], Path(__file__).parents[1] / "landmark_exp" / "conf", "train")
     said = excinfo.value.code
     assert isinstance(said, str) and "\n" not in said and said.startswith("resume"), said
     assert message in said and str(run) in said, said
@@ -934,7 +934,7 @@ def test_resume_refuses_a_hostile_run_directory_in_one_line(name, text, message,
 
 
 def _resumed_cfg(tmp_path: Path, run: Path):
-    argv = resume_argv(["train.py", f"resume={run}"], Path(__file__).parents[1] / "conf", "train")
+    argv = resume_argv(["train.py", f"resume={run}"], Path(__file__).parents[1] / "landmark_exp" / "conf", "train")
     overrides = [a for a in argv[1:] if not a.startswith("hydra.")]
     return compose("train", overrides, run)
 

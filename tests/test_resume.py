@@ -116,17 +116,17 @@ def test_resume_rewrites_the_command_line_to_the_runs_own_overrides_checkpoint_a
     old = _fake_run(tmp_path / "train" / "runs" / "a", ["data=isbi2015", "seed=3", "ckpt_path=x"], 1_000)
     new = _fake_run(tmp_path / "train" / "multiruns" / "s" / "1", ["optimizer.lr=0.01", "seed=5"], 2_000)
     assert find_run(tmp_path) == new and find_run(old) == old
-    argv = resume_argv(["train.py", f"resume={old}", "seed=4", "+trainer.max_time=1"], ROOT / "conf", "train")
+    argv = resume_argv(["train.py", f"resume={old}", "seed=4", "+trainer.max_time=1"], ROOT / "landmark_exp" / "conf", "train")
     assert argv == ["train.py", "data=isbi2015", "seed=4", "+trainer.max_time=1",
                     f"ckpt_path={old}/checkpoints/last.ckpt", f"hydra.run.dir={old}"]
     # latest: the newest last.ckpt under ${paths.log_dir}/train
-    argv = resume_argv(["train.py", "resume=latest", f"paths.log_dir={tmp_path}"], ROOT / "conf", "train")
+    argv = resume_argv(["train.py", "resume=latest", f"paths.log_dir={tmp_path}"], ROOT / "landmark_exp" / "conf", "train")
     assert argv[1:3] == ["optimizer.lr=0.01", "seed=5"] and argv[-1] == f"hydra.run.dir={new}"
-    assert resume_argv(["train.py", "seed=1"], ROOT / "conf", "train") == ["train.py", "seed=1"]
+    assert resume_argv(["train.py", "seed=1"], ROOT / "landmark_exp" / "conf", "train") == ["train.py", "seed=1"]
     with pytest.raises(SystemExit, match="multirun"):
-        resume_argv(["train.py", "-m", f"resume={old}"], ROOT / "conf", "train")
+        resume_argv(["train.py", "-m", f"resume={old}"], ROOT / "landmark_exp" / "conf", "train")
     with pytest.raises(SystemExit, match="no checkpoints/last.ckpt"):
-        resume_argv(["train.py", f"resume={tmp_path / 'nothing'}"], ROOT / "conf", "train")
+        resume_argv(["train.py", f"resume={tmp_path / 'nothing'}"], ROOT / "landmark_exp" / "conf", "train")
     assert override_key("+a.b=1") == "a.b" and override_key("~x") == "x"
 
 

@@ -80,7 +80,7 @@ def test_slurm_launcher_config_composes_for_submitit(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "landmark_exp" / "conf"), version_base="1.3"):
         cfg = compose("train", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     launcher = cfg.hydra.launcher
