@@ -1,6 +1,7 @@
 """Millimetre report of a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt [data=...] [split=test]"""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,4 +18,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):  # this command's own options (Hydra's: --hydra-help)
+        from landmark_exp.jobs import command_help
+
+        sys.exit(print(command_help("evaluate")))
     main()

@@ -1,6 +1,7 @@
 """Landmarks, measurements and overlays for new images: python predict.py ckpt_path=<.ckpt | .onnx> input=<image | folder | glob>"""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,4 +18,8 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):  # this command's own options (Hydra's: --hydra-help)
+        from landmark_exp.jobs import command_help
+
+        sys.exit(print(command_help("predict")))
     main()

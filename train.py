@@ -23,6 +23,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):  # this command's own options (Hydra's: --hydra-help)
+        from landmark_exp.jobs import command_help
+
+        sys.exit(print(command_help("train")))
     from landmark_exp.resume import resume_argv
 
     sys.argv = resume_argv(sys.argv, HERE / "landmark_exp" / "conf", "train")

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -260,8 +261,33 @@ def _release_memory() -> None:
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # the package's own configs, installed with it
 
 
+def command_help(config_name: str) -> str:
+    """`--help`: the command's own options, one line each, as its config file states them, and the config groups
+    it composes (Hydra's own help lists every group of every command: `--hydra-help`)."""
+    lines = (CONF_DIR / f"{config_name}.yaml").read_text().splitlines()
+    own, skip = [], False
+    for line in lines:
+        if line.startswith("defaults:"):
+            skip = True
+            continue
+        if skip and (line.startswith("  -") or not line.strip()):
+            continue
+        skip = False
+        own.append(line)
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))
+    listed = [f"  {g}: " + " | ".join(sorted(q.stem for q in (CONF_DIR / g).glob("*.yaml"))) for g in groups]
+    uses = {line.split("/")[-1].split(":")[0].strip(" -") for line in lines if line.startswith("  - ")}
+    chosen = [text for g, text in zip(groups, listed, strict=True) if g in uses]
+    return "\n".join([f"options (key=value; landmark_exp/conf/{config_name}.yaml):", *own]
+                     + (["", "config groups (group=option):", *chosen] if chosen else []))
+
+
 def run_command(config_name: str, job: Callable[[DictConfig], object]) -> None:
     """Compose conf/<config_name>.yaml with the command line (Hydra) and run `job` on it."""
     import hydra
+
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(command_help(config_name))
+        raise SystemExit(0)
 
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(job)()
