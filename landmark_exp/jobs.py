@@ -172,11 +172,12 @@ def quiet_libraries() -> None:
     """Lightning's INFO lines (devices, tips) go to the run's log file only, once: its own console handler is
     removed so they reach the root logger, whose console handler shows warnings (conf/hydra/default.yaml).
     Deprecation notices of libraries inside libraries are not the user's to act on."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=Warning)
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")  # small data: fewer points, no error
 
 
 def plain(node: Any) -> Any:
