@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from landmark_exp.heatmap.generator import gaussian_heatmaps
-from landmark_exp.heatmap.quality import HeatmapFlag, describe_flags, heatmap_flags
+from landmark_exp.heatmap.quality import MAX_EQUAL_PEAKS, HeatmapFlag, describe_flags, heatmap_flags
 from landmark_exp.models.unet import UNet
 
 SIZE = (96, 112)
@@ -100,7 +100,7 @@ def test_many_equal_blobs_are_counted_up_to_a_limit():
     many = sum(blob(10 + 12 * i, 10 + 9 * i) for i in range(9))
     flags = heatmap_flags(maps(many))
     assert flags.codes.tolist() == [[HeatmapFlag.SEVERAL_PEAKS]]
-    assert describe_flags(flags) == [["8+ equal peaks"]]
+    assert describe_flags(flags) == [[f"{MAX_EQUAL_PEAKS}+ equal peaks"]]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
