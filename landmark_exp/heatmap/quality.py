@@ -205,19 +205,24 @@ def _count_peaks(x: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, level: tor
     highest remaining pixel outside the squares already taken that reaches `level` with a dip between it and
     the top (the edge of a flat top wider than its square does not dip: its square is taken, it is not counted)."""
     n, h, w = x.shape
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    half3 = half.view(n, 1, 1)
+    y = x.clone()  # the squares already taken are blanked in place: one read of each map per round, no full masks
+    r = int(half.max())
+    d = torch.arange(-r, r + 1, device=x.device)
+    within = (d.abs()[None, :, None] <= half.view(n, 1, 1)) & (d.abs()[None, None, :] <= half.view(n, 1, 1))
+    maps3 = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, 2 * r + 1, 2 * r + 1)
 
-    def square(cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
-        return ((ys - cy.view(n, 1, 1)).abs() <= half3) & ((xs - cx.view(n, 1, 1)).abs() <= half3)
+    def take(cx: torch.Tensor, cy: torch.Tensor, which: torch.Tensor) -> None:
+        rows, cols = cy.view(n, 1, 1) + d.view(1, -1, 1), cx.view(n, 1, 1) + d.view(1, 1, -1)
+        rows, cols = rows.expand(n, 2 * r + 1, 2 * r + 1), cols.expand(n, 2 * r + 1, 2 * r + 1)
+        ok = within & which.view(n, 1, 1) & (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        y[maps3[ok], rows[ok], cols[ok]] = float("-inf")
 
-    taken = square(ix, iy)
+    take(ix, iy, torch.ones(n, dtype=torch.bool, device=x.device))
     count = torch.ones(n, dtype=torch.int64, device=x.device)
     t = torch.linspace(0, 1, _SEGMENT_SAMPLES + 2, device=x.device, dtype=torch.float64)[1:-1]
     maps = torch.arange(n, device=x.device)[:, None]
     for _ in range(MAX_EQUAL_PEAKS - 1):
-        value, idx = x.masked_fill(taken, float("-inf")).view(n, -1).max(dim=1)
+        value, idx = y.view(n, -1).max(dim=1)
         reached = value >= level
         if not reached.any():
             break
@@ -226,7 +231,7 @@ def _count_peaks(x: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, level: tor
         line_y = (iy[:, None] + t * (jy - iy)[:, None]).round().long()
         dip = x[maps, line_y, line_x].amin(dim=1) <= (1 - PEAK_DIP) * value
         count += (reached & dip).long()
-        taken |= square(jx, jy) & reached.view(n, 1, 1)
+        take(jx, jy, reached)
     return count
 
 
