@@ -110,14 +110,14 @@ def legend_lines(names: Sequence[str], true: np.ndarray | None = None, errors_mm
     elif true is not None:
         lines.append(("truth -> prediction", LINK, "line"))
     if any(flags):
-        lines.append(("flagged: do not trust", FLAG, "flag"))
+        lines.append(("! flagged: do not trust", FLAG, "flag"))
     lines.append(("", WHITE, None))
     for k, name in enumerate(names):
         text, colour = f"{k + 1:>2}  {str(name).replace('_', ' ')}", WHITE
         if errors_mm is not None and np.isfinite(errors_mm[k]):
             text, colour = f"{text}  {errors_mm[k]:.1f} mm", error_colour(errors_mm[k])
         if flags[k]:
-            text, colour = f"{text}  ({flags[k][:28]})", FLAG
+            text, colour = f"{text} !", FLAG  # the reason is in the CSV and JSON; the panel keeps its width
         lines.append((text, colour, None))
     return lines
 
