@@ -91,7 +91,7 @@ def test_the_legend_lists_every_name_with_its_number_error_and_flag():
     assert colour[next(t for t in texts if "sella" in t)] == GOOD  # 0.5 mm
     assert colour[next(t for t in texts if "articulare" in t)] == POOR  # 6 mm
     assert colour[next(t for t in texts if "pogonion" in t and t.endswith(" !"))] == FLAG
-    assert {"truth", "prediction", "error < 2 mm", "error 2-4 mm", "error > 4 mm", "flagged: do not trust"} <= set(texts)
+    assert {"truth", "prediction", "error < 2 mm", "error 2-4 mm", "error > 4 mm", "! flagged: do not trust"} <= set(texts)
 
 
 def test_a_full_size_overlay_keeps_the_x_ray_whole_and_puts_the_legend_beside_or_in_a_clear_corner():
