@@ -3,7 +3,8 @@
     python -m benchmarks.predict_checks --ckpt <run>/checkpoints/best.ckpt \
         --input ../shared/data/isbi2015/RawImage/Test1Data [--repeats 3] [--runtime auto]
 
-The checks: each image's header (pixel limit, minimum side), its pixel rows and finiteness (`read_grey`), the
+Also times the checks themselves inside a run (so their cost is told apart from what their results change, e.g.
+flagged landmarks drawn on the overlays). The checks: each image's header (pixel limit, minimum side), its pixel rows and finiteness (`read_grey`), the
 heatmap flags of every landmark (`heatmap.quality.heatmap_flags`), the output folder's lock, earlier-results scan
 and input-overwrite test. "Without" replaces the per-image ones by no-ops. Prints the median wall time of each
 and their ratio; the machine is noisy, so the two alternate and the medians are compared.
@@ -53,14 +54,46 @@ def checks_off() -> Iterator[None]:
         predictor_module.heatmap_flags = flags
 
 
+SPENT: dict[str, float] = {}  # seconds inside each check during the last run with checks on
+
+
+@contextlib.contextmanager
+def timed_checks() -> Iterator[None]:
+    """The checks wrapped in timers (adding to SPENT): what they cost, apart from what their results change."""
+    SPENT.clear()
+
+    def timer(name: str, fn):
+        def wrapped(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                SPENT[name] = SPENT.get(name, 0.0) + time.perf_counter() - start
+        return wrapped
+
+    saved = {("images", n): getattr(images, n) for n in ("_check_size", "_check_finite") if hasattr(images, n)}
+    flags = predictor_module.heatmap_flags
+    try:
+        for (_, n), fn in saved.items():
+            setattr(images, n, timer("image checks", fn))
+        predictor_module.heatmap_flags = timer("heatmap flags", flags)
+        yield
+    finally:
+        for (_, n), fn in saved.items():
+            setattr(images, n, fn)
+        predictor_module.heatmap_flags = flags
+
+
 def one_run(predictor, files: list[Path], checks: bool) -> float:
     with tempfile.TemporaryDirectory(prefix="predict_checks_") as tmp:
         out = Path(tmp)
         start = time.perf_counter()
-        with contextlib.nullcontext() if checks else checks_off():
+        with timed_checks() if checks else checks_off():
             if checks:
+                folder = time.perf_counter()
                 refuse_overwriting_inputs([p for i in unique_ids(files) for p in image_outputs(out, i)], files)
                 earlier_results(out)
+                SPENT["output folder"] = time.perf_counter() - folder
             with run_lock(out) if checks else contextlib.nullcontext():
                 results, failures = run_predictions(predictor, files, out, (0.1, 0.1), batch_size=8, overlay=True)
         wall = time.perf_counter() - start
@@ -87,7 +120,10 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
           f"{len(files)} images, {predictor.backend}")
     print(f"median wall: checks on {on:.2f} s, off {off:.2f} s; ratio on/off {on / off:.4f} "
-          f"({100 * (on / off - 1):+.2f} %)")
+          f"({100 * (on / off - 1):+.2f} %; includes what the flags change in the outputs)")
+    inside = sum(SPENT.values())
+    print("time inside the checks in the last run with them on: " + ", ".join(f"{k} {v:.3f} s" for k, v in SPENT.items())
+          + f"; {inside:.3f} s in all, {100 * inside / walls[True][-1]:.2f} % of that run's {walls[True][-1]:.2f} s")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ def run_info() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]),
         "typed_command": os.environ.get("LANDMARK_EXP_TYPED_COMMAND"),  # differs after resume= (landmark_exp/resume.py)
         "cwd": os.getcwd(),
