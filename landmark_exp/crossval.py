@@ -8,9 +8,8 @@ ISBI 2015 instead of one 22-image split, which is what choosing between settings
 
 Runs are found under the given folders (any depth) by their metrics.json, and grouped
 into candidates by their overrides with the fold (and checkpoint paths) left out; runs
-with the same overrides whose saved configs differ (a config file changed between them)
-are told apart by the differing keys, never pooled. With
-two or more candidates, each is compared with the first on the images both scored:
+with the same overrides whose saved configs differ (a config file changed between them) are told apart
+by the differing keys, never pooled. With two or more candidates, each is compared with the first on the images both scored:
 the paired per-image difference of the mean radial error, with its 95 % interval, and
 the difference per landmark. When both used the same folds, also each fold's difference
 and a t interval over the folds, which carries the run-to-run training noise as well.
@@ -37,8 +36,9 @@ from rich.table import Table
 from scipy.stats import t as student_t
 
 from landmark_exp.data.records import DataError
+from landmark_exp.files import write_csv, write_json
 from landmark_exp.metrics import summarize
-from landmark_exp.reports import console, write_csv, write_json
+from landmark_exp.reports import console
 
 # settings that say where or which fold, not what was done: left out of a candidate's name (as overrides)
 # and of a run's settings (as config keys); each covers its subtree

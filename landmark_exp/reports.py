@@ -18,12 +18,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from landmark_exp.files import atomic_open, atomic_write_bytes, atomic_write_text, write_csv, write_json
+from landmark_exp.files import atomic_write_bytes, write_csv, write_json
 from landmark_exp.metrics import THRESHOLDS_MM
-from landmark_exp.pictures import draw_overlay
-
-# kept importable here (draw_overlay lives in landmark_exp/pictures/, with the other pictures)
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "draw_overlay", "write_csv", "write_json"]
 
 # wide enough for the per-landmark table when piped to a file or CI log
 console = Console(width=None if sys.stdout.isatty() else 150)

@@ -14,14 +14,15 @@ import torch
 from conftest import ROOT, compose
 
 from landmark_exp.checkpoints import AtomicCheckpointIO
-from landmark_exp.reports import write_json, write_results
+from landmark_exp.files import write_json
+from landmark_exp.reports import write_results
 from landmark_exp.training import build_trainer
 
 WRITER = """
 import sys, torch
 from pathlib import Path
 from landmark_exp.checkpoints import AtomicCheckpointIO
-from landmark_exp.reports import write_json
+from landmark_exp.files import write_json
 out, io = Path(sys.argv[1]), AtomicCheckpointIO()
 versions = [(v, torch.full((300_000,), float(v))) for v in (1, 2)]  # 1.2 MB each
 i = 0

@@ -17,7 +17,7 @@ from PIL import Image, ImageFile
 from landmark_exp.data import images
 from landmark_exp.data.images import MAX_PIXELS, MIN_SIDE, read_ahead, read_grey
 from landmark_exp.data.records import DataError
-from landmark_exp.reports import write_json
+from landmark_exp.files import write_json
 
 
 def _refusal(path: Path, **kwargs) -> str:
