@@ -188,10 +188,7 @@ class LandmarkModule(L.LightningModule):
         if not summary:
             return
         self._log_summary("test", summary)
-        baseline = to_original(self.mean_shape.cpu().numpy()[None], res["geometry"])
-        res["baseline_errors"] = radial_errors_mm(baseline, res["true"], res["spacing"])
-        self.test_results = {**res, "summary": summary, "baseline": summarize(res["baseline_errors"], self.landmark_names),
-                             "baseline_name": "patch centres" if res["geometry"].ndim == 3 else "mean-shape baseline"}
+        self.test_results = {**res, "summary": summary}  # training.test_scores makes the report's Scores of it
 
     def _log_images(self) -> None:
         every = self.hparams.log_images_every_n_epochs
