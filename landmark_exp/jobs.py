@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.tree import Tree
@@ -248,6 +249,9 @@ def _user_error(e: BaseException) -> DataError | NonFiniteError | None:
     while e is not None:
         if isinstance(e, DataError | NonFiniteError):
             return e
+        if isinstance(e, MissingMandatoryValue):  # a `???` in the config the command line did not set
+            key = getattr(e, "full_key", "") or "a required setting"
+            return DataError(f"{key} is required: give {key}=... on the command line (--help lists the options)")
         e = e.__cause__
     return None
 

@@ -963,3 +963,17 @@ def test_resume_of_a_run_whose_recorded_value_hides_a_target_in_an_interpolation
             train(cfg)
     finally:
         _sentinel_intact(sentinel)
+
+
+@pytest.mark.parametrize("command, overrides, missing", [
+    ("predict", ["input={png}"], "ckpt_path"),
+    ("predict", ["ckpt_path=x.ckpt"], "input"),
+    ("evaluate", [], "ckpt_path"),
+    ("export", [], "ckpt_path"),
+])
+def test_a_required_setting_left_unset_is_one_line_naming_it(command, overrides, missing, tmp_path, capsys):
+    job = {"predict": predict, "evaluate": evaluate, "export": export}[command]
+    png = _png(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as excinfo:
+        job(compose(command, [o.format(png=png) for o in overrides], tmp_path / "out"))
+    _refused(capsys, excinfo, f"{missing} is required")
