@@ -63,7 +63,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     write_run_info(out_dir)
     predictor = load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
                                args["runtime"], plain(cfg.get("refine_landmarks")),
-                               decoding_overrides(cfg.get("heatmap")), decoding_overrides(cfg.get("refine_heatmap")),
+                               decoding_overrides(cfg.get("heatmap")), decoding_overrides(cfg.get("refine_heatmap"), "refine_heatmap"),
                                args["tta_shifts"], args["refine_shifts"], args["refine_blend"], args["refine_views"])
     stored = cfg.get("data") or (OmegaConf.create(predictor.data) if predictor.data else None)
     if stored is None:

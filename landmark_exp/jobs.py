@@ -31,6 +31,7 @@ from rich.tree import Tree
 from landmark_exp.data.records import DataError
 from landmark_exp.files import atomic_write_text
 from landmark_exp.guards import NonFiniteError
+from landmark_exp.heatmap.decoder import METHODS
 from landmark_exp.reports import console
 
 LOCK_NAME = ".landmark_exp.lock"
@@ -186,9 +187,19 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
 
 
-def decoding_overrides(node: Any) -> dict:
-    """The set keys of a `heatmap:` override block of evaluate/predict (null keeps the checkpoint's setting)."""
-    return {k: v for k, v in (plain(node) or {}).items() if v is not None}
+def decoding_overrides(node: Any, what: str = "heatmap") -> dict:
+    """The set keys of a `heatmap:` override block of evaluate/predict (null keeps the checkpoint's setting),
+    checked here so that a bad value is named as the argument it is, not as the checkpoint's config."""
+    given = {k: v for k, v in (plain(node) or {}).items() if v is not None}
+    if "decoder" in given and given["decoder"] not in METHODS:
+        raise DataError(f"{what}.decoder={given['decoder']!r}: choose one of {', '.join(METHODS)}")
+    window = given.get("window", 0)
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= 16:
+        raise DataError(f"{what}.window={window!r}: a whole number 0-16")
+    sigma = given.get("prior_sigma", 0)
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 <= sigma < 10:
+        raise DataError(f"{what}.prior_sigma={sigma!r}: a fraction of the input diagonal such as 0.1, or 0 for none")
+    return given
 
 
 def _in_multirun() -> bool:

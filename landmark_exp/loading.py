@@ -154,6 +154,9 @@ def load_module(path: CheckpointPaths | Sequence[Member], map_location: str | to
         module.net = MeanOfNets([m.net for m in modules]).eval()
         module.mean_shape.copy_(torch.stack([m.mean_shape for m in modules]).mean(0))
     if tta_shifts:
+        if max(abs(int(v)) for pair in tta_shifts for v in pair) >= min(module.input_size):
+            raise CheckpointError(f"tta_shifts={[list(p) for p in tta_shifts]}: shifts must stay within the network "
+                                  f"input {list(module.input_size)} (a few pixels, e.g. [[0,0],[0,4],[4,0]])")
         if (module.hparams.get("data") or {}).get("patch"):
             raise CheckpointError(f"{members[0][0]}: test-time shifts are for whole-image models, not a second stage")
         module.net = ShiftedMean(module.net, tta_shifts).eval()

@@ -1,16 +1,14 @@
 """What predict.py does: new images -> landmarks (px and mm), confidences, measurements, overlays.
 
-Input is one image, a folder (its image files, DICOM without extension included)
-or a glob pattern, or a list of those. Each image gets `<id>.csv` and `<id>.json`
-(landmarks in pixels and millimetres with peak confidence and spread; for the 19
-ISBI landmarks also the cephalometric measurements and their classes) and
-`<id>_overlay.png`; the folder gets `predictions.csv`, `measurements.csv`,
-`failures.csv` and `summary.json`. A file that cannot be read is listed with its
-reason and the others are still processed; every file is written atomically.
+Input is one image, a folder (its image files, DICOM without extension included) or a glob pattern, or a list
+of those. Each image gets `<id>.csv` and `<id>.json` (landmarks in pixels and millimetres with peak confidence,
+spread and flag; for the 19 ISBI landmarks also the cephalometric measurements and their classes) and
+`<id>_overlay.png`; the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`.
+A file that cannot be read is listed with its reason and the others are still processed; every file is
+written atomically.
 
-Millimetres use the image's own spacing where it has one (DICOM PixelSpacing, then
-ImagerPixelSpacing), else `spacing=` from the config, else the model's training
-data spacing; a DICOM without spacing gets a warning.
+Millimetres use the image's own spacing where it has one (DICOM PixelSpacing, then ImagerPixelSpacing), else
+`spacing=` from the config, else the model's training data spacing; a DICOM without spacing gets a warning.
 """
 
 from __future__ import annotations
@@ -74,6 +72,8 @@ def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
     extension and the DICOM magic. A name that matches nothing is a one-line error.
     """
     specs = [spec] if isinstance(spec, str | Path) else list(spec)
+    if not specs:
+        raise DataError("input=[]: give an image, a folder or a glob pattern")
     files: list[Path] = []
     for s in specs:
         p = Path(str(s)).expanduser()
@@ -304,7 +304,7 @@ def predict(cfg: DictConfig) -> dict:
         predictor = load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
                                    pick_runtime(args["runtime"], args["device"], len(files)),
                                    cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
-                                   decoding_overrides(cfg.get("refine_heatmap")), args["tta_shifts"],
+                                   decoding_overrides(cfg.get("refine_heatmap"), "refine_heatmap"), args["tta_shifts"],
                                    args["refine_shifts"], args["refine_blend"], args["refine_views"])
         spacing = args["spacing"] or predictor.info.spacing
         done = finished(out_dir, files, ids, _models(predictor)["model"]) if args["resume"] else {}
