@@ -4,8 +4,11 @@ whose one line names the argument, the value and what is expected (the entry poi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views, whole_number
 from landmark_exp.data.records import DataError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -89,3 +92,22 @@ def flag(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise DataError(f"{what}={value!r}: true or false")
     return value
+
+
+def cascade_arguments(cfg: Mapping, runtimes: Sequence[str], runtime: str) -> dict:
+    """What evaluate and predict both take, checked once: device, runtime, test-time shifts and the second
+    stage's shifts, views, blend and iterations (None where not given: the model's or detector's own)."""
+    def given(key: str) -> object:
+        value = cfg.get(key)
+        return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
+
+    shifts, views, blend, iterations = (given(k) for k in ("refine_shifts", "refine_views", "refine_blend",
+                                                           "refine_iterations"))
+    patch_shifts(shifts)  # each raises a one-line DataError naming its setting
+    patch_views(views)
+    return {"device": checked_device(cfg.get("device", "auto")),
+            "runtime": one_of(cfg.get("runtime", runtime), runtimes, "runtime"),
+            "tta_shifts": int_pairs(given("tta_shifts"), "tta_shifts"),
+            "refine_shifts": shifts, "refine_views": views,
+            "refine_blend": None if blend is None else patch_blend(blend),
+            "refine_iterations": None if iterations is None else whole_number(iterations, "refine_iterations")}

@@ -11,16 +11,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.progress import track
 
-from landmark_exp.arguments import checked_device, flag, int_pairs, one_of
-from landmark_exp.cascade import CascadePredictor, load_predictor, refine_iterations
+from landmark_exp.arguments import cascade_arguments, flag
+from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.geometry import to_original
 from landmark_exp.data.images import read_ahead
-from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
-from landmark_exp.data.records import CheckpointError, DataError, Record
+from landmark_exp.data.records import DataError, Record
 from landmark_exp.guards import check_finite_metrics
 from landmark_exp.isbi import isbi_extras
 from landmark_exp.jobs import decoding_overrides, guard, plain, run_lock, show_config, writable_dir
+from landmark_exp.loading import check_matches_data
 from landmark_exp.predictor import RUNTIMES, Predictor
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build
@@ -43,14 +43,7 @@ def _arguments(cfg: DictConfig) -> dict:
     overlays = cfg.get("overlays", 8)
     if isinstance(overlays, bool) or not isinstance(overlays, int) or overlays < 0:
         raise DataError(f"overlays={overlays!r}: how many overlay images to write, a whole number >= 0")
-    return {"tta_shifts": int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"),
-            "refine_shifts": plain(cfg.get("refine_shifts")), "refine_views": plain(cfg.get("refine_views")),
-            "refine_blend": cfg.get("refine_blend"), "device": checked_device(cfg.get("device", "auto")),
-            "refine_iterations": None if cfg.get("refine_iterations") is None
-            else refine_iterations(cfg.get("refine_iterations")),
-            "runtime": one_of(cfg.get("runtime", "tuned"), RUNTIMES, "runtime"), "overlays": overlays,
-            "checks": [patch_shifts(plain(cfg.get("refine_shifts"))), patch_views(plain(cfg.get("refine_views"))),
-                       patch_blend(cfg.get("refine_blend"))],
+    return {**cascade_arguments(cfg, RUNTIMES, "tuned"), "overlays": overlays,
             "overwrite": flag(cfg.get("overwrite", False), "overwrite")}
 
 
@@ -72,7 +65,9 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     with open_dict(cfg):
         cfg.split = split
     dm: LandmarkDataModule = build(data_cfg, "data")
-    _check_matches_data(predictor, cfg.ckpt_path, dm)
+    # before decoding any image: a mismatch is known from the configs alone (a second stage's data: its patches)
+    check_matches_data(predictor.info, cfg.ckpt_path, dm.num_landmarks, dm.landmark_names,
+                       predictor.info.input_size if dm.patch else dm.model_input_size)
     _warn_if_members_saw_split(predictor, split, dm)
     dm.prepare_data()
     records = dm.split_records()[split]
@@ -114,10 +109,10 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
         else:
             final, firsts = predictor.predict(ims, prepared), None
         preds += final
-        refs += firsts if firsts is not None else [_mean_shape(predictor, p) for p in final]
+        refs += [f.xy for f in firsts] if firsts is not None else [_mean_shape(predictor, p) for p in final]
     name = "first stage" if isinstance(predictor, CascadePredictor) else "mean-shape baseline"
     return Scores(list(records), list(names), np.stack([p.xy for p in preds]), np.stack([p.confidence for p in preds]),
-                  np.stack([p.xy if not isinstance(p, np.ndarray) else p for p in refs]), name)
+                  np.stack(refs), name)
 
 
 def _mean_shape(predictor: Predictor, pred) -> np.ndarray:
@@ -143,20 +138,6 @@ def scored_split(cfg: DictConfig, data_cfg: DictConfig | dict) -> tuple[DictConf
     if split == "test" and data_cfg.get("random_split") is None and data_cfg.get("test_split"):
         return data_cfg, split, str(data_cfg.test_split)
     return data_cfg, split, split
-
-
-def _check_matches_data(predictor: Predictor | CascadePredictor, where: object, dm: LandmarkDataModule) -> None:
-    """A model used on data it was not trained for is refused with one line saying what differs."""
-    names, info = list(dm.landmark_names), predictor.info
-    if info.num_landmarks != dm.num_landmarks:
-        raise CheckpointError(f"{where}: checkpoint predicts {info.num_landmarks} landmarks, the data has {dm.num_landmarks}")
-    if not dm.patch and tuple(info.input_size) != tuple(dm.model_input_size):
-        raise CheckpointError(f"{where}: checkpoint input size {list(info.input_size)} != data input size "
-                              f"{list(dm.model_input_size)}")
-    if list(info.landmark_names) != names:
-        i = next(i for i, (a, b) in enumerate(zip(info.landmark_names, names, strict=True)) if a != b)
-        raise CheckpointError(f"{where}: landmark names differ from the data's, first at landmark {i + 1}: "
-                              f"checkpoint {info.landmark_names[i]!r}, data {names[i]!r}")
 
 
 def _warn_if_members_saw_split(predictor: Predictor | CascadePredictor, split: str, dm: LandmarkDataModule) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from landmark_exp.arguments import checked_device, flag, int_pairs, one_of, positive_int, spacing_pair
-from landmark_exp.cascade import CascadePredictor, load_predictor, refine_iterations
+from landmark_exp.arguments import cascade_arguments, flag, positive_int, spacing_pair
+from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
-from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
 from landmark_exp.files import write_csv, write_json
@@ -251,14 +250,8 @@ def _arguments(cfg: DictConfig) -> dict:
     return {
         "batch_size": positive_int(cfg.get("batch_size", 8), "batch_size"),
         "read_workers": None if workers is None else positive_int(workers, "read_workers"),
-        "device": checked_device(cfg.get("device", "auto")),
-        "runtime": one_of(cfg.get("runtime", "auto"), RUNTIMES, "runtime"),
+        **cascade_arguments(cfg, RUNTIMES, "auto"),
         "spacing": spacing_pair(plain(cfg.get("spacing"))),
-        "tta_shifts": int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"),
-        "refine_shifts": _checked(patch_shifts, plain(cfg.get("refine_shifts"))),
-        "refine_views": _checked(patch_views, plain(cfg.get("refine_views"))),
-        "refine_blend": None if cfg.get("refine_blend") is None else patch_blend(cfg.get("refine_blend")),
-        "refine_iterations": refine_iterations(cfg.get("refine_iterations", 1)),
         "max_pixels": int(positive_int(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
         "min_side": positive_int(cfg.get("min_side", 32), "min_side"),
         "overwrite": flag(cfg.get("overwrite", False), "overwrite"),
@@ -266,12 +259,6 @@ def _arguments(cfg: DictConfig) -> dict:
         "show": positive_int(cfg.get("show", 20), "show"),
         "resume": flag(cfg.get("resume", False), "resume"),
     }
-
-
-def _checked(check: Callable[[object], object], value: object) -> object:
-    """`value` as given, once `check` (which raises a one-line DataError) accepts it."""
-    check(value)
-    return value
 
 
 def _prepare_output_dir(cfg: DictConfig, args: dict, files: Sequence[Path], ids: Sequence[str]) -> Path:
