@@ -56,13 +56,17 @@ def is_dicom(path: Path | str) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+NORMALIZATIONS = ("dtype", "minmax", "percentile")
+
+
 def read_grey(path: Path | str, normalize: str = "dtype", *, max_pixels: int | None = None,
               min_side: int | None = None) -> np.ndarray:
     """Read any common greyscale storage (8/16-bit, RGB with R=G=B, palette) as float32 in [0, 1].
 
     normalize="dtype" divides by the storage's maximum (255 or 65535) so that all
     images of one dataset share one scale; "minmax" stretches each image to [0, 1]
-    (useful for 16-bit detectors that fill only 12 bits).
+    (useful for 16-bit detectors that fill only 12 bits); "percentile" maps each image's
+    1st..99th percentile to [0, 1] (robust to another site's exposure).
     A file over `max_pixels` (None: MAX_PIXELS) or with a side under `min_side` (None: MIN_SIDE) is
     refused from its header, before decoding; so are pixel data that ends early and NaN/inf pixels.
     Every refusal is a one-line DataError "<path>: <reason>".
@@ -76,8 +80,13 @@ def read_grey(path: Path | str, normalize: str = "dtype", *, max_pixels: int | N
     if normalize == "minmax":
         lo, hi = float(arr.min()), float(arr.max())
         return ((arr - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+    if normalize == "percentile":
+        # 1st..99th percentile to [0, 1]: another scanner's exposure and contrast land on the same scale,
+        # and a few saturated pixels (a metal ruler, ear rods) do not decide it as they would for minmax
+        lo, hi = (float(v) for v in np.percentile(arr[::4, ::4], (1, 99)))
+        return np.clip((arr - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0).astype(np.float32)
     if normalize != "dtype":
-        raise ValueError(f"unknown normalize={normalize!r} (expected 'dtype' or 'minmax')")
+        raise ValueError(f"unknown normalize={normalize!r} (expected one of {', '.join(NORMALIZATIONS)})")
     return arr
 
 
