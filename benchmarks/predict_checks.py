@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import landmark_exp.cascade as cascade
-import landmark_exp.data.images as images
+import landmark_exp.data.decoding as images  # where the per-image checks live
 import landmark_exp.predictor as predictor_module
 from landmark_exp.heatmap.quality import HeatmapFlags
 from landmark_exp.jobs import refuse_overwriting_inputs, run_lock

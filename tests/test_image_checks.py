@@ -14,8 +14,9 @@ import pytest
 from conftest import write_dicom
 from PIL import Image, ImageFile
 
-from landmark_exp.data import images
-from landmark_exp.data.images import MAX_PIXELS, MIN_SIDE, read_ahead, read_grey
+from landmark_exp.data import decoding
+from landmark_exp.data.decoding import MAX_PIXELS, MIN_SIDE
+from landmark_exp.data.images import read_ahead, read_grey
 from landmark_exp.data.records import DataError
 from landmark_exp.files import write_json
 
@@ -169,7 +170,7 @@ def test_an_interlaced_png_missing_its_last_pass_is_refused_and_a_complete_one_r
 
 def test_a_png_whose_last_row_happens_to_equal_the_fill_value_still_reads(tmp_path):
     """The fill-value test for missing rows must not refuse a real row of that value (nor of the second one)."""
-    for fill in images._row_fills("L"):
+    for fill in decoding._row_fills("L"):
         a = _grey(40, 48)
         a[-1] = fill
         (tmp_path / "a.png").write_bytes(_png_bytes(a))

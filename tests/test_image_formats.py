@@ -5,7 +5,8 @@ import pytest
 from conftest import write_dicom
 from PIL import Image
 
-from landmark_exp.data.images import _has_neutral_chroma, dicom_spacing, image_size, is_dicom, read_grey
+from landmark_exp.data.decoding import _has_neutral_chroma, dicom_spacing, image_size, is_dicom
+from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import DataError
 
 

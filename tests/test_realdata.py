@@ -137,7 +137,8 @@ def test_isbi_jpegs_read_bit_for_bit_as_their_full_rgb_decode() -> None:
     """The luma-only decoding of grey-as-RGB JPEGs changes no pixel; 300.jpg (real colour) takes the full path."""
     from PIL import Image
 
-    from landmark_exp.data.images import _has_neutral_chroma, read_grey
+    from landmark_exp.data.decoding import _has_neutral_chroma
+    from landmark_exp.data.images import read_grey
 
     folder = ISBI / "RawImage" / "Test1Data"
     for name in ("151.jpg", "152.jpg", "226.jpg", "300.jpg"):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landmark_exp.data.images import image_size
+from landmark_exp.data.decoding import image_size
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError, Record
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".dcm", ".dicom")
