@@ -36,8 +36,9 @@ def _crossvalidate(sweep_dir: str) -> None:
     """Pool the sweep's fold runs, if it has any; a problem with them is said, and does not undo the sweep."""
     from pathlib import Path
 
-    from landmark_exp.crossval import crossvalidate, find_runs
+    from landmark_exp.crossval import crossvalidate
     from landmark_exp.data.records import DataError
+    from landmark_exp.fold_runs import find_runs
     from landmark_exp.reports import console
 
     try:

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from conftest import ROOT, TINY, compose, write_isbi_fixture
 
-from landmark_exp.crossval import candidate_name, crossvalidate
+from landmark_exp.crossval import crossvalidate
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.records import DataError
 from landmark_exp.data.sources import ISBI2015Source
+from landmark_exp.fold_runs import candidate_name
 
 
 def _val_ids(root: Path, folds: int, fold: int, seed: int = 42) -> tuple[list[str], list[str]]:
