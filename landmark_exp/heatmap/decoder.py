@@ -1,12 +1,6 @@
-"""Heatmaps -> sub-pixel coordinates (and a confidence per landmark).
-
-At 256x256 one input pixel of an ISBI image is ~0.76 x 0.94 mm, so a plain
-argmax throws away ~0.3 mm. `decode` refines the argmax by a fit around it:
-`quadratic` (log-quadratic Taylor step on 3x3), `lsq` (weighted least squares on
-log p: exact for Gaussian peaks, as MSE-trained networks draw) or `logit_lsq`
-(the same on logit p: exact for the saturated sigmoid blobs dice-trained networks
-draw); where a fit fails it falls back to a local centroid.
-"""
+"""Heatmaps -> sub-pixel coordinates (and a confidence per landmark), as one model's `Decoding` says: the peak
+of each landmark's map, chosen under an optional shape prior, or the blobs of one all-landmark mask matched to
+the mean shape; then refined to sub-pixel by `peaks.refine`."""
 
 from __future__ import annotations
 
@@ -18,151 +12,18 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-METHODS = ("argmax", "quadratic", "lsq", "logit_lsq", "soft_argmax")
-
-
-def argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integer (ix, iy) of the maximum of each map in (..., H, W), and the peak value."""
-    h, w = heatmaps.shape[-2:]
-    peak, idx = heatmaps.flatten(-2).max(dim=-1)
-    return idx % w, torch.div(idx, w, rounding_mode="floor"), peak
-
-
-def _patches(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 2r+1, 2r+1) float64 windows of (N, H, W) maps centred at (ix, iy), zero outside; and an inside mask.
-
-    Gathers only the windows (no padded or float64 copy of the whole maps: for 32 x 19 maps of 256x256
-    that copy cost 20x the decoding itself)."""
-    n, h, w = maps.shape
-    d = torch.arange(-r, r + 1, device=maps.device)
-    rows = iy.view(n, 1, 1) + d.view(1, -1, 1)
-    cols = ix.view(n, 1, 1) + d.view(1, 1, -1)
-    inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).to(torch.float64)
-    ni = torch.arange(n, device=maps.device).view(n, 1, 1)
-    values = maps[ni, rows.clamp(0, h - 1), cols.clamp(0, w - 1)].to(torch.float64)
-    return values * inside, inside
-
-
-def refine(
-    maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, method: str = "quadratic", window: int = 2
-) -> torch.Tensor:
-    """Sub-pixel (x, y) near integer peaks (ix, iy) of (N, H, W) maps -> (N, 2) float64."""
-    base = torch.stack([ix, iy], dim=-1).to(torch.float64)
-    if method == "argmax":
-        return base
-    centroid = _local_centroid(maps, ix, iy, window)
-    if method == "soft_argmax":
-        return base + centroid
-    if method not in ("quadratic", "lsq", "logit_lsq"):
-        raise ValueError(f"unknown decoding method {method!r} (choose from {METHODS})")
-    p, inside = _patches(maps, ix, iy, 1)
-    logp = torch.log(p.clamp_min(1e-10))
-    gx = 0.5 * (logp[:, 1, 2] - logp[:, 1, 0])
-    gy = 0.5 * (logp[:, 2, 1] - logp[:, 0, 1])
-    hxx = logp[:, 1, 2] - 2 * logp[:, 1, 1] + logp[:, 1, 0]
-    hyy = logp[:, 2, 1] - 2 * logp[:, 1, 1] + logp[:, 0, 1]
-    hxy = 0.25 * (logp[:, 2, 2] - logp[:, 2, 0] - logp[:, 0, 2] + logp[:, 0, 0])
-    det = hxx * hyy - hxy**2
-    # Newton step -H^-1 g; valid only at a strict maximum (H negative definite) away from borders.
-    # and only where the whole 3x3 carries signal: log of ~0 neighbours would fit noise, not a peak
-    ok = (hxx < -1e-6) & (det > 1e-12) & (inside.amin(dim=(1, 2)) > 0) & (p[:, 1, 1] > 1e-6)
-    ok = ok & (p.amin(dim=(1, 2)) > 1e-3 * p[:, 1, 1])
-    safe_det = torch.where(ok, det, torch.ones_like(det))
-    dx = -(hyy * gx - hxy * gy) / safe_det
-    dy = -(hxx * gy - hxy * gx) / safe_det
-    step = torch.stack([dx, dy], dim=-1)
-    ok = ok & (step.abs() <= 1.0).all(dim=-1)
-    # flat tops fall back to the local centroid; a peak on the image border keeps its pixel
-    # (a truncated blob's centroid is biased inwards)
-    interior = inside.amin(dim=(1, 2)) > 0
-    fallback = torch.where(interior[:, None], centroid, torch.zeros_like(centroid))
-    quad = torch.where(ok[:, None], step, fallback)
-    if method == "lsq" and window > 1:
-        fit, fit_ok = _log_gaussian_lsq(maps, ix, iy, window)
-        quad = torch.where(fit_ok[:, None], fit, quad)
-    if method == "logit_lsq" and window > 1:
-        fit, fit_ok = _log_gaussian_lsq(maps, ix, iy, window, logit=True, max_step=window)
-        # Re-centre once: the window moves to the pixel nearest the fitted peak and fits again, so starting
-        # anywhere on a flat top (where float rounding decides the argmax) ends at the same window
-        h, w = maps.shape[-2:]
-        jx = (ix + torch.where(fit_ok, fit[:, 0].round(), 0).long()).clamp(0, w - 1)
-        jy = (iy + torch.where(fit_ok, fit[:, 1].round(), 0).long()).clamp(0, h - 1)
-        refit, refit_ok = _log_gaussian_lsq(maps, jx, jy, window, logit=True)
-        moved = torch.stack([jx - ix, jy - iy], dim=-1).to(torch.float64)
-        fit = torch.where(refit_ok[:, None], moved + refit, fit)
-        fit_ok = refit_ok | (fit_ok & (fit.abs() <= 1.0).all(dim=-1))
-        quad = torch.where(fit_ok[:, None], fit, quad)
-    return base + quad
-
-
-def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int,
-                      logit: bool = False, max_step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offset of the peak of a Gaussian fitted to the (2r+1)^2 window by weighted least squares on log values.
-
-    The 3x3 Taylor fit is exact for a clean Gaussian but reads only 5 pixels, so noise in a network's
-    output moves it; fitting log p = c0 + c1 x + c2 y + c3 x^2 + c4 xy + c5 y^2 to all pixels of the
-    window, weighted by p^2 (log p's noise variance goes as 1/p^2), is just as exact on a clean peak and
-    averages the noise out. Returns (N, 2) offsets and where the fit is a proper maximum inside the window.
-
-    logit=True fits the quadratic to logit p instead, weighted by (p (1 - p))^2: a sigmoid network's
-    saturated peak (a flat top at 0.9997, as dice loss trains) is sigmoid(quadratic), so the fit reads the
-    blob's shape, not a plateau of log 1 = 0, and does not depend on which plateau pixel it starts from.
-    For a small peak (p << 1) it is the log fit.
-    """
-    p, inside = _patches(maps, ix, iy, r)
-    n = p.shape[0]
-    d = torch.arange(-r, r + 1, device=maps.device, dtype=torch.float64)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    basis = torch.stack([torch.ones_like(dx), dx, dy, dx * dx, dx * dy, dy * dy], dim=-1).reshape(-1, 6)  # (M, 6)
-    centre = p[:, r, r].clamp_min(1e-12)
-    flat = p.reshape(n, -1)
-    # pixels at or below 1e-3 of the peak carry no shape, only the log of noise
-    keep = inside.reshape(n, -1) * (flat > 1e-3 * centre[:, None])
-    if logit:
-        q = flat.clamp(1e-12, 1 - 1e-7)
-        wgt = (q * (1 - q)) ** 2 * keep
-        z = torch.log(q) - torch.log1p(-q)
-    else:
-        wgt = (flat.clamp_min(0) ** 2) * keep
-        z = torch.log(flat.clamp_min(1e-12))
-    ata = torch.einsum("nm,mi,mj->nij", wgt, basis, basis)
-    atz = torch.einsum("nm,mi,nm->ni", wgt, basis, z)
-    ata = ata + 1e-9 * torch.eye(6, device=maps.device, dtype=torch.float64)
-    c = torch.linalg.solve(ata, atz[..., None])[..., 0]
-    hxx, hxy, hyy = 2 * c[:, 3], c[:, 4], 2 * c[:, 5]
-    det = hxx * hyy - hxy**2
-    ok = (hxx < -1e-9) & (det > 1e-12) & ((wgt > 0).sum(dim=1) >= 6)
-    safe = torch.where(ok, det, torch.ones_like(det))
-    ox = -(hyy * c[:, 1] - hxy * c[:, 2]) / safe
-    oy = -(hxx * c[:, 2] - hxy * c[:, 1]) / safe
-    step = torch.stack([ox, oy], dim=-1)
-    ok = ok & (step.abs() <= max_step).all(dim=-1) & torch.isfinite(step).all(dim=-1)
-    return torch.where(ok[:, None], step, torch.zeros_like(step)), ok
-
-
-def _local_centroid(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> torch.Tensor:
-    """Offset of the centre of mass of the (2r+1)^2 window around the peak (a local soft-argmax)."""
-    p, inside = _patches(maps, ix, iy, r)
-    # subtract the window's floor so a broad background does not pull the centroid to the window centre
-    floor = p.masked_fill(inside == 0, float("inf")).amin(dim=(1, 2), keepdim=True)
-    wgt = (p - floor).clamp_min(0) * inside
-    d = torch.arange(-r, r + 1, device=maps.device, dtype=torch.float64)
-    total = wgt.sum(dim=(1, 2)).clamp_min(1e-12)
-    ox = (wgt * d.view(1, 1, -1)).sum(dim=(1, 2)) / total
-    oy = (wgt * d.view(1, -1, 1)).sum(dim=(1, 2)) / total
-    return torch.stack([ox, oy], dim=-1)
+from landmark_exp.heatmap.peaks import METHODS, argmax_2d, peak_spread, refine
 
 
 def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int = 2, max_steps: int = 1,
            weight: torch.Tensor | None = None, rtol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each integer peak to the raw maps' maximum within +/- r pixels (`max_steps` times).
 
-    The prior-weighted argmax picks the right blob but sits off its top, towards the prior (the
-    prior tilts it); the sub-pixel fit must start from the raw top, or the prior biases the answer.
-    One step: on ISBI validation (docs/results.md) climbing further walked into neighbouring
-    blobs more often than it helped. Pixels within `rtol` of the window's maximum count as tied and
-    the tie goes to the highest `weight` (the prior), so float rounding (ONNX vs PyTorch, a
-    saturated sigmoid's flat top) cannot flip the choice between equally high pixels."""
+    The prior-weighted argmax picks the right blob but sits off its top, towards the prior (the prior tilts it);
+    the sub-pixel fit must start from the raw top, or the prior biases the answer. One step: on ISBI validation
+    (docs/results.md) climbing further walked into neighbouring blobs more often than it helped. Pixels within
+    `rtol` of the window's maximum count as tied and the tie goes to the highest `weight` (the prior), so float
+    rounding (ONNX vs PyTorch, a saturated sigmoid's flat top) cannot flip the choice between equal pixels."""
     n, h, w = maps.shape
     d = torch.arange(-r, r + 1, device=maps.device)
     m = torch.arange(n, device=maps.device)
@@ -182,18 +43,12 @@ def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int = 2, m
     return ix, iy
 
 
-def decode(
-    heatmaps: torch.Tensor,
-    method: str = "quadratic",
-    window: int = 2,
-    prior: torch.Tensor | None = None,
-    prior_sigma: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(heatmaps: torch.Tensor, method: str = "quadratic", window: int = 2, prior: torch.Tensor | None = None,
+           prior_sigma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, K, H, W) heatmaps -> (B, K, 2) float64 model-pixel coordinates and (B, K) peak values.
 
-    With `prior` (K, 2) model-pixel positions (the mean training shape) and
-    `prior_sigma` (pixels), the peak is *chosen* on the heatmap times a broad
-    Gaussian around the prior, which discards far-away false maxima; the
+    With `prior` (K, 2) model-pixel positions (the mean training shape) and `prior_sigma` (pixels), the peak is
+    *chosen* on the heatmap times a broad Gaussian around the prior, which discards far-away false maxima; the
     sub-pixel position is then refined on the raw heatmap, so the prior adds no bias.
     """
     b, k, h, w = heatmaps.shape
@@ -212,21 +67,14 @@ def decode(
     return xy.view(b, k, 2), peak.view(b, k)
 
 
-def decode_single_channel(
-    heatmap: torch.Tensor,
-    mean_shape: torch.Tensor,
-    method: str = "quadratic",
-    window: int = 2,
-    nms_radius: int = 2,
-    max_distance: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_single_channel(heatmap: torch.Tensor, mean_shape: torch.Tensor, method: str = "quadratic",
+                          window: int = 2, nms_radius: int = 2, max_distance: float | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """One mask with all landmarks, (B, 1, H, W) -> identified (B, K, 2) coordinates and (B, K) peaks.
 
-    Blob centres (local maxima after non-maximum suppression) are matched to the
-    mean shape (K, 2) by an optimal assignment, after aligning the mean shape to
-    the blobs by a robust translation; a landmark with no blob within
-    `max_distance` pixels (default 10% of the image diagonal) gets the aligned
-    mean-shape position and peak 0.
+    Blob centres (local maxima after non-maximum suppression) are matched to the mean shape (K, 2) by an optimal
+    assignment, after aligning the mean shape to the blobs by a robust translation; a landmark with no blob within
+    `max_distance` pixels (default 10% of the image diagonal) gets the aligned mean-shape position and peak 0.
     """
     b, _, h, w = heatmap.shape
     k = mean_shape.shape[0]
@@ -273,34 +121,6 @@ def _match(shape: np.ndarray, cand: np.ndarray, max_distance: float) -> tuple[di
     return assigned, shift
 
 
-def peak_spread(heatmaps: torch.Tensor, xy: torch.Tensor, radius: int) -> torch.Tensor:
-    """Spread of each map around its decoded position: (B, K or 1, H, W), (B, K, 2) -> (B, K, 2) std in pixels.
-
-    The weighted standard deviation per axis of the (non-negative) heatmap in a
-    (2r+1)^2 window around the position: about the training sigma for a clean peak,
-    larger for a blurred or split one, so it says how sure the model is beyond the
-    peak height. A single-mask model's one map serves all its landmarks.
-    """
-    b, k = xy.shape[:2]
-    maps = heatmaps.detach()  # windows are gathered (and made float64) by _patches
-    if maps.shape[1] == 1 and k > 1:
-        maps = maps.expand(b, k, *maps.shape[-2:])
-    h, w = maps.shape[-2:]
-    maps = maps.reshape(b * k, h, w)
-    pos = xy.detach().to(maps.device, torch.float64).reshape(b * k, 2)
-    ix = pos[:, 0].round().clamp(0, w - 1).long()
-    iy = pos[:, 1].round().clamp(0, h - 1).long()
-    p, inside = _patches(maps, ix, iy, radius)
-    wgt = p.clamp_min(0) * inside
-    d = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
-    dx = d.view(1, 1, -1) + (ix - pos[:, 0]).view(-1, 1, 1)  # offsets from the sub-pixel position
-    dy = d.view(1, -1, 1) + (iy - pos[:, 1]).view(-1, 1, 1)
-    total = wgt.sum(dim=(1, 2)).clamp_min(1e-12)
-    var_x = (wgt * dx**2).sum(dim=(1, 2)) / total
-    var_y = (wgt * dy**2).sum(dim=(1, 2)) / total
-    return torch.stack([var_x, var_y], dim=-1).sqrt().view(b, k, 2)
-
-
 def prior_sigma_pixels(fraction: float | None, input_size: tuple[int, int]) -> float | None:
     """The peak-choice prior's width in pixels: configured as a fraction of the input diagonal (0 / None: off)."""
     return float(fraction) * float(math.hypot(*input_size)) if fraction else None
@@ -308,11 +128,8 @@ def prior_sigma_pixels(fraction: float | None, input_size: tuple[int, int]) -> f
 
 @dataclass(eq=False)
 class Decoding:
-    """Everything that turns one model's heatmaps into coordinates, in one object.
-
-    A `LandmarkModule` builds it from its config and mean shape; an exported model
-    carries it as metadata (`to_dict`/`from_dict`), so both decode identically.
-    """
+    """Everything that turns one model's heatmaps into coordinates: a `LandmarkModule` builds it from its config
+    and mean shape, an exported model carries it as metadata (`to_dict`/`from_dict`), so both decode identically."""
 
     method: str = "quadratic"
     window: int = 2
