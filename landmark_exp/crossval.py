@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +35,23 @@ from landmark_exp.fold_runs import FoldRun, find_runs, pool, split_by_settings
 from landmark_exp.reports import console
 
 
-def _t_half_width(values: np.ndarray) -> float:
-    """Half width of the 95 % t interval of the mean of `values` (one per fold: few degrees of freedom)."""
-    return float(student_t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+def _over_folds(delta: dict[int, float]) -> dict:
+    """Each fold's difference, how many folds got better, and their mean with a 95 % t interval (few degrees of
+    freedom): every fold is another pair of trainings, so this interval also carries the run-to-run noise."""
+    out: dict = {"fold_delta": delta, "folds_better": sum(d < 0 for d in delta.values())}
+    if delta:
+        values = np.array(list(delta.values()))
+        out["fold_delta_mean"] = float(values.mean())
+        if len(values) > 1:
+            out["fold_ci95"] = float(student_t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1)
+                                     / math.sqrt(len(values)))
+    return out
 
 
 def paired_difference(base: pd.DataFrame, other: pd.DataFrame, fold_of: dict[str, int] | None = None) -> dict:
     """`other` minus `base` on the images both scored: per-image mean error difference (mm), its mean with a
-    95 % normal interval, how many images got better / worse, and the mean difference per landmark.
-
-    The per-image interval sees only the images' noise. With `fold_of` (image -> fold, when both candidates
-    used the same folds) each fold's mean difference is also given: every fold is another pair of trainings,
-    so the t interval over folds (wider, few degrees of freedom) also carries the run-to-run noise."""
+    95 % normal interval (the images' noise only), how many images got better / worse, the mean difference per
+    landmark, and with `fold_of` (image -> fold, when both used the same folds) `_over_folds`."""
     common = base.index.intersection(other.index)
     if len(common) < 2:
         return {"n_images": int(len(common))}
@@ -58,11 +64,7 @@ def paired_difference(base: pd.DataFrame, other: pd.DataFrame, fold_of: dict[str
     if fold_of is not None:
         # the mean error of a fold is over all its landmark errors, like the pooled MRE
         by_fold = per_image.groupby(per_image.index.map(fold_of)).mean()
-        out["fold_delta"] = {int(f): float(v) for f, v in by_fold.items()}
-        out["folds_better"] = int((by_fold < 0).sum())
-        out["fold_delta_mean"] = float(by_fold.mean())
-        if len(by_fold) > 1:
-            out["fold_ci95"] = _t_half_width(by_fold.to_numpy())
+        out |= _over_folds({int(f): float(v) for f, v in by_fold.items()})
     return out
 
 
@@ -80,23 +82,17 @@ def read_recorded(path: Path, index: int = -1) -> dict:
 
 
 def recorded_difference(recorded: dict, result: dict) -> dict:
-    """`result` minus a `recorded` candidate (read_recorded) on the folds both scored: each fold's MRE
-    difference with a t interval over folds, and, when both scored the same folds, the pooled MRE and
-    per-landmark differences. Refuses other folds: fold i of another split holds other images."""
+    """`result` minus a `recorded` candidate (read_recorded) on the folds both scored (`_over_folds` of their
+    MREs), and, when both scored the same folds, the pooled MRE and per-landmark differences. Refuses other
+    folds: fold i of another split holds other images."""
     if (result["folds"], result["data_seed"]) != (recorded["folds"], recorded["data_seed"]):
         raise DataError(f"{recorded['path']}: {recorded['folds']} folds with data seed {recorded['data_seed']}, but "
                         f"{result['candidate']} used {result['folds']} with data seed {result['data_seed']}: "
                         "its folds hold other images")
     mine = dict(zip(result["folds_scored"], result["fold_mre"], strict=True))
     theirs = dict(zip(recorded["folds_scored"], recorded["fold_mre"], strict=True))
-    delta = {f: mine[f] - theirs[f] for f in sorted(mine.keys() & theirs.keys())}
-    out: dict = {"against": f"{recorded['path']} [{recorded['index']}]: {recorded['candidate']}",
-                 "fold_delta": delta, "folds_better": sum(d < 0 for d in delta.values())}
-    if delta:
-        values = np.array(list(delta.values()))
-        out["fold_delta_mean"] = float(values.mean())
-        if len(values) > 1:
-            out["fold_ci95"] = _t_half_width(values)
+    out = {"against": f"{recorded['path']} [{recorded['index']}]: {recorded['candidate']}",
+           **_over_folds({f: mine[f] - theirs[f] for f in sorted(mine.keys() & theirs.keys())})}
     if sorted(mine) == sorted(theirs):
         base = {row["name"]: row["mre"] for row in recorded["summary"]["per_landmark"]}
         out["delta_mre"] = float(result["summary"]["mre"] - recorded["summary"]["mre"])
@@ -173,16 +169,9 @@ def _print(results: list[dict]) -> None:
                           f"not scored, so {r['summary']['n_images']} images are pooled, not the whole pool",
                           soft_wrap=True)
     if len(results) > 1:
-        lm = Table(title="per landmark: MRE of the first candidate, and each other's difference (mm)")
-        lm.add_column("landmark")
-        lm.add_column("first")
-        for i in range(1, len(results)):
-            lm.add_column(f"#{i + 1}")
-        for row in results[0]["summary"]["per_landmark"]:
-            deltas = [r.get("vs_first", {}).get("per_landmark", {}).get(row["name"]) for r in results[1:]]
-            lm.add_row(f"{row['landmark']} {row['name']}", f"{row['mre']:.3f}",
-                       *["" if d is None else f"{d:+.3f}" for d in deltas])
-        console.print(lm)
+        _print_landmarks("per landmark: MRE of the first candidate, and each other's difference (mm)",
+                         ["first", *(f"#{i + 1}" for i in range(1, len(results)))], results,
+                         lambda row: [f"{row['mre']:.3f}", *_signed(results[1:], "vs_first", row["name"])])
     if results[0].get("vs_recorded"):
         _print_recorded(names, results)
 
@@ -201,14 +190,23 @@ def _print_recorded(names: list[str], results: list[dict]) -> None:
         table.add_row(name, folds, mean, f"{v['delta_mre']:+.3f}" if "delta_mre" in v else "other folds scored")
     console.print(table)
     if "per_landmark" in results[0]["vs_recorded"]:
-        lm = Table(title="per landmark: pooled MRE difference to the recorded candidate (mm)")
-        lm.add_column("landmark")
-        for name in names:
-            lm.add_column(name)
-        for row in results[0]["summary"]["per_landmark"]:
-            cells = [r["vs_recorded"].get("per_landmark", {}).get(row["name"]) for r in results]
-            lm.add_row(f"{row['landmark']} {row['name']}", *["" if c is None else f"{c:+.3f}" for c in cells])
-        console.print(lm)
+        _print_landmarks("per landmark: pooled MRE difference to the recorded candidate (mm)", names, results,
+                         lambda row: _signed(results, "vs_recorded", row["name"]))
+
+
+def _signed(results: list[dict], against: str, landmark: str) -> list[str]:
+    """Each result's per-landmark difference under `against` ("" where it has none)."""
+    deltas = [r.get(against, {}).get("per_landmark", {}).get(landmark) for r in results]
+    return ["" if d is None else f"{d:+.3f}" for d in deltas]
+
+
+def _print_landmarks(title: str, columns: list[str], results: list[dict], cells: Callable[[dict], list[str]]) -> None:
+    table = Table(title=title)
+    for c in ("landmark", *columns):
+        table.add_column(c)
+    for row in results[0]["summary"]["per_landmark"]:
+        table.add_row(f"{row['landmark']} {row['name']}", *cells(row))
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,14 +161,12 @@ def pool(runs: list[FoldRun]) -> dict:
             if image in seen:
                 raise DataError(f"{r.path}: image {image} is also in the validation fold of {seen[image]}")
             seen[image] = r.path
-    errors = pd.concat([by_fold[f].errors for f in sorted(by_fold)]).sort_index()
-    summary = summarize(errors.to_numpy(), list(errors.columns))
-    fold_mre = [float(by_fold[f].errors.to_numpy().mean()) for f in sorted(by_fold)]
-    return {
-        "candidate": first.candidate, "folds": first.folds, "data_seed": first.data_seed,
-        "folds_scored": sorted(by_fold), "missing_folds": sorted(set(range(first.folds)) - set(by_fold)),
-        "runs": [str(by_fold[f].path) for f in sorted(by_fold)],
-        "fold_mre": fold_mre, "fold_mre_sd": float(np.std(fold_mre, ddof=1)) if len(fold_mre) > 1 else 0.0,
-        "summary": summary, "errors": errors,
-        "fold_of": {image: f for f in sorted(by_fold) for image in by_fold[f].errors.index},
-    }
+    ordered = [by_fold[f] for f in sorted(by_fold)]
+    errors = pd.concat([r.errors for r in ordered]).sort_index()
+    fold_mre = [float(r.errors.to_numpy().mean()) for r in ordered]
+    return {"candidate": first.candidate, "folds": first.folds, "data_seed": first.data_seed,
+            "folds_scored": sorted(by_fold), "missing_folds": sorted(set(range(first.folds)) - set(by_fold)),
+            "runs": [str(r.path) for r in ordered], "fold_mre": fold_mre,
+            "fold_mre_sd": float(np.std(fold_mre, ddof=1)) if len(fold_mre) > 1 else 0.0,
+            "summary": summarize(errors.to_numpy(), list(errors.columns)), "errors": errors,
+            "fold_of": {image: r.fold for r in ordered for image in r.errors.index}}
