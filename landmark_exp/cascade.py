@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from landmark_exp.artifact import Detector, is_detector, read_detector
+from landmark_exp.backends import RUNTIMES, onnx_predictor, pick_runtime, torch_predictor
 from landmark_exp.data.geometry import Geometry
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views, whole_number
 from landmark_exp.data.records import CheckpointError, landmark_index
-from landmark_exp.detector import Detector, is_detector, read_detector
 from landmark_exp.export import export_onnx
 from landmark_exp.loading import (
     CheckpointPaths,
@@ -27,14 +28,8 @@ from landmark_exp.loading import (
     read_members,
 )
 from landmark_exp.module import LandmarkModule
-from landmark_exp.predictor import (
-    RUNTIMES,
-    LandmarkPrediction,
-    Predictor,
-    onnx_predictor,
-    pick_runtime,
-    torch_predictor,
-)
+from landmark_exp.predictor import LandmarkPrediction, Predictor
+from landmark_exp.reliability import Reliability
 
 
 def refine_repeatedly(second: Predictor, working: tuple[np.ndarray, Geometry], centres: np.ndarray, iterations: int,
@@ -96,6 +91,7 @@ class CascadePredictor:
         k = len(first.info.landmark_names)
         self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
         self.info, self.data, self.member_splits = first.info, first.data, first.member_splits
+        self.reliability: Reliability | None = None  # a detector's calibration of the final estimates
         self.backend, self.device = first.backend, first.device
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
@@ -115,8 +111,14 @@ class CascadePredictor:
         final = [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
                                     confidence=np.where(r, p.confidence, f.confidence),
                                     spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
-                                    flags=f.flags)  # refined from a first estimate that cannot be trusted: neither
+                                    flags=list(f.flags))  # refined from a first estimate that cannot be trusted: neither
                  for p, f in zip(preds, firsts, strict=True)]
+        for out, p, f in zip(final, preds, firsts, strict=True):
+            out.signals = {"passes": np.where(r, p.signals.get("passes", 0.0), 0.0),
+                           "stages": np.linalg.norm(f.geometry.to_model(out.xy) - f.geometry.to_model(f.xy), axis=-1)}
+            if self.first.shape is not None:
+                out.signals["shape"] = self.first.shape.check(out.xy).z
+            out.assess(self.reliability)
         return final, firsts
 
 
@@ -162,13 +164,17 @@ def detector_predictor(det: Detector, device: str = "auto", runtime: str = "tune
     """A detector's stages with its own settings, each overridden by a given one (None keeps the detector's)."""
     first = _stage(det.first, device, runtime, {**det.heatmap, **(heatmap or {})},
                    det.tta_shifts if tta_shifts is None else tta_shifts)
+    first.shape, first.repair_z = det.shape, det.repair_z
     if det.refine is None:
+        first.reliability = det.reliability
         return first
     landmarks = det.refine_landmarks if refine_landmarks is None else refine_landmarks
     second = _stage(det.refine, device, runtime, {**det.refine_heatmap, **(refine_heatmap or {})}, None)
-    return CascadePredictor(first, second, refine_iterations or det.refine_iterations,
-                            refine_selection(landmarks, first.info.landmark_names), refine_shifts, refine_blend,
-                            refine_views)
+    cascade = CascadePredictor(first, second, refine_iterations or det.refine_iterations,
+                               refine_selection(landmarks, first.info.landmark_names), refine_shifts, refine_blend,
+                               refine_views)
+    cascade.reliability = det.reliability
+    return cascade
 
 
 def _stage(source: list[Path] | list[Member], device: str, runtime: str, heatmap: dict | None,

@@ -1,131 +1,46 @@
-"""A detector: everything from image to landmarks in one versioned file, to evaluate, predict with or pass on.
+"""`python -m landmark_exp.detector first=<ckpt(s)> [refine=<ckpt(s)>] output=detector.pt`: checkpoints -> one detector.
 
-    python -m landmark_exp.detector 'first=[a/best.ckpt,b/best.ckpt]' refine=c/best.ckpt output=detector.pt
-    python evaluate.py ckpt_path=detector.pt        # and predict.py, the export: as they take a checkpoint
-
-It holds its stages (a whole-image stage and, optionally, a patch stage that refines it; each one model or an
-ensemble), the decoding and test-time settings each stage was chosen with, the landmark names, the training
-spacing and input geometry (inside each member's stored config) and a format version. It is a `torch.save`
-file of tensors and plain values only, read weights-only like a checkpoint: nothing in it is ever called.
-Settings given on the command line when it is used still override its own.
+Besides the stages and the settings they were chosen with (`artifact.py` is the file format), it fits the shape
+model on the first stage's training landmarks and calibrates the reliability score on its validation images,
+the split the first stage was chosen on, never its test split (`data_root=` where the data moved since
+training). `calibrate=false` writes a detector without them: its flags then come from the heatmaps alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from landmark_exp.arguments import flag, int_pairs
-from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
-from landmark_exp.data.records import CheckpointError, DataError
+from landmark_exp.arguments import checked_device, flag, int_pairs
+from landmark_exp.artifact import Detector, with_patch_settings
+from landmark_exp.cascade import detector_predictor
+from landmark_exp.data.records import DataError
+from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open
 from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
-from landmark_exp.loading import Member, checked_checkpoint, load_module, read_file, read_members
-
-FORMAT = "landmark_exp.detector"
-VERSION = 1
-
-
-@dataclass
-class Detector:
-    """What a detector file holds, checked. `refine_*` are None without a second stage."""
-
-    first: list[Member]
-    heatmap: dict = field(default_factory=dict)  # the first stage's decoding overrides (decoder, window, prior_sigma)
-    tta_shifts: list[list[int]] | None = None
-    refine: list[Member] | None = None
-    refine_heatmap: dict = field(default_factory=dict)
-    refine_iterations: int = 1
-    refine_landmarks: list[int | str] | None = None  # None: all
-    name: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        def members(ms: list[Member] | None) -> list[dict] | None:
-            return None if ms is None else [{"name": Path(n).name, "checkpoint": c} for n, c in ms]
-
-        return {"format": FORMAT, "version": VERSION, "name": self.name, "first": members(self.first),
-                "heatmap": self.heatmap, "tta_shifts": self.tta_shifts, "refine": members(self.refine),
-                "refine_heatmap": self.refine_heatmap, "refine_iterations": self.refine_iterations,
-                "refine_landmarks": self.refine_landmarks}
-
-
-def is_detector(data: dict) -> bool:
-    return data.get("format") == FORMAT
-
-
-def migrate(data: dict, where: str) -> dict:
-    """A detector's contents in the current version's layout (each version's change is one step here)."""
-    version = data.get("version")
-    if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise CheckpointError(f"{where}: detector format version {version!r} is not one this version reads "
-                              f"(1-{VERSION}); update landmark_exp")
-    return data
-
-
-def read_detector(data: dict, where: str) -> Detector:
-    """A detector's file contents, migrated and checked (each member as a checkpoint is)."""
-    data = migrate(data, where)
-
-    def members(key: str) -> list[Member] | None:
-        items = data.get(key)
-        if items is None:
-            return None
-        if not isinstance(items, list) or not items or not all(isinstance(m, dict) for m in items):
-            raise CheckpointError(f"{where}: '{key}' is not a list of checkpoints")
-        return [(f"{where}:{key}[{i}]({m.get('name')})", checked_checkpoint(m.get("checkpoint") or {}, f"{where}:{key}[{i}]"))
-                for i, m in enumerate(items)]
-
-    first = members("first")
-    if first is None:
-        raise CheckpointError(f"{where}: a detector without a first stage")
-    try:
-        return Detector(first=first, heatmap=dict(data.get("heatmap") or {}),
-                        tta_shifts=int_pairs(data.get("tta_shifts"), "tta_shifts"), refine=members("refine"),
-                        refine_heatmap=dict(data.get("refine_heatmap") or {}),
-                        refine_iterations=int(data.get("refine_iterations", 1)),
-                        refine_landmarks=data.get("refine_landmarks"), name=str(data.get("name", "")))
-    except (DataError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{where}: {e}") from None
-
-
-def load(path: str | Path) -> Detector:
-    """A detector file, or a checkpoint (then a one-stage detector with its own settings)."""
-    data = read_file(path)
-    if is_detector(data):
-        return read_detector(data, str(path))
-    return Detector(first=read_members(path))
-
-
-def with_patch_settings(members: list[Member], shifts: object, views: object, blend: object) -> list[Member]:
-    """A second stage's members with the test-time shifts, views and blend written into their stored patch config,
-    where every consumer (evaluate, predict, the export's metadata) reads a second stage's own settings."""
-    out = []
-    for name, ckpt in members:
-        hp = dict(ckpt["hyper_parameters"])
-        data = dict(hp.get("data") or {})
-        patch = dict(data.get("patch") or {})
-        if not patch:
-            raise CheckpointError(f"{name}: not a second-stage (patch) checkpoint; it cannot refine")
-        patch.update(shifts=[list(s) for s in patch_shifts(shifts, patch.get("shifts"))],
-                     views=[list(v) for v in patch_views(views, patch.get("views"))],
-                     blend=patch_blend(blend, patch.get("blend")))
-        out.append((name, {**ckpt, "hyper_parameters": {**hp, "data": {**data, "patch": patch}}}))
-    return out
+from landmark_exp.loading import load_module, read_members
+from landmark_exp.registry import build as build_object
+from landmark_exp.reliability import Reliability
+from landmark_exp.reports import console
+from landmark_exp.shape import ShapeModel
 
 
 @guard
 def build(cfg: DictConfig) -> dict:
-    """The Hydra job behind `python -m landmark_exp.detector`: checkpoints and settings -> one detector file."""
+    """The Hydra job: checkpoints and settings -> one detector file (calibrated unless calibrate=false)."""
     output = Path(str(cfg.output))
     sources = [Path(str(p)) for key in ("first", "refine") for p in _list(cfg.get(key))]
     refuse_overwriting_inputs([output], sources, "output")
     if output.exists() and not flag(cfg.get("overwrite", False), "overwrite"):
         raise DataError(f"output={output}: exists; overwrite=true replaces it")
     writable_dir(output.parent, "output")
+    calibrate = flag(cfg.get("calibrate", True), "calibrate")
+    target, repair_z = _share(cfg.get("flag_share", 0.03)), _positive(cfg.get("repair_z"), "repair_z")
+    device = checked_device(cfg.get("device", "cpu"))
     heatmap = {k: v for k, v in (plain(cfg.get("heatmap")) or {}).items() if v is not None}
     refine_heatmap = {k: v for k, v in (plain(cfg.get("refine_heatmap")) or {}).items() if v is not None}
     first = read_members(_list(cfg.first))
@@ -139,11 +54,52 @@ def build(cfg: DictConfig) -> dict:
     load_module(first, heatmap=heatmap, tta_shifts=det.tta_shifts)  # each stage built once before anything is written
     if refine is not None:
         load_module(refine, heatmap=refine_heatmap)
+    if calibrate:
+        calibrated(det, cfg.get("data_root"), target, repair_z, device)
     with atomic_open(output) as fh:
         torch.save(det.to_dict(), fh)
     stages = f"{len(first)} first-stage model(s)" + (f" + {len(refine)} second-stage model(s)" if refine else "")
-    print(f"detector {output} ({output.stat().st_size / 1e6:.1f} MB): {stages}")
+    console.print(f"detector {output} ({output.stat().st_size / 1e6:.1f} MB): {stages}", highlight=False)
     return {"output": str(output), "bytes": output.stat().st_size}
+
+
+def calibrated(det: Detector, data_root: str | None, target: float, repair_z: float | None, device: str) -> Detector:
+    """`det` with a shape model fitted on its first stage's training landmarks (in mm) and a reliability score
+    calibrated to flag `target` of the landmarks of its validation images."""
+    data_cfg = OmegaConf.create(det.first[0][1]["hyper_parameters"].get("data") or {})
+    if data_root:
+        data_cfg.source.root = str(data_root)
+    dm = build_object(data_cfg, "data")
+    dm.prepare_data()
+    records = dm.split_records()
+    train, val = records.get("train") or [], records.get("val") or []
+    if len(train) < 3 or not val:
+        raise DataError(f"{det.first[0][0]}: its data give {len(train)} training and {len(val)} validation images; "
+                        "calibration needs both (calibrate=false writes the detector without it)")
+    det.shape = ShapeModel.fit(np.stack([r.landmarks * np.asarray(r.spacing) for r in train]))
+    det.repair_z, det.reliability = repair_z, None
+    scores = score(detector_predictor(det, device), val, list(dm.landmark_names))
+    signals = {s: v for s, v in scores.signals.items() if s != "peak" or det.refine is None}
+    det.reliability = Reliability.calibrate(signals, target, f"val ({len(val)} images)")
+    thresholds = ", ".join(f"{s} {t:.3g}" for s, t in det.reliability.thresholds.items())
+    console.print(f"shape model from {len(train)} training images; reliability calibrated on {len(val)} validation "
+                  f"images to flag {100 * target:g} % of their landmarks (thresholds: {thresholds}); "
+                  f"validation MRE {scores.summary['mre']:.3f} mm", highlight=False, soft_wrap=True)
+    return det
+
+
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.5:
+        raise DataError(f"flag_share={value!r}: the share of validation landmarks to flag, a number in (0, 0.5)")
+    return float(value)
+
+
+def _positive(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise DataError(f"{name}={value!r}: a positive number, or null")
+    return float(value)
 
 
 def _list(value: Any) -> list:

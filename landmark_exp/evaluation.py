@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.progress import track
 
 from landmark_exp.arguments import cascade_arguments, flag
+from landmark_exp.backends import RUNTIMES
 from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.geometry import to_original
@@ -21,7 +22,7 @@ from landmark_exp.guards import check_finite_metrics
 from landmark_exp.isbi import isbi_extras
 from landmark_exp.jobs import decoding_overrides, guard, plain, run_lock, show_config, writable_dir
 from landmark_exp.loading import check_matches_data
-from landmark_exp.predictor import RUNTIMES, Predictor
+from landmark_exp.predictor import Predictor
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build
 from landmark_exp.reports import console
@@ -111,8 +112,12 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
         preds += final
         refs += [f.xy for f in firsts] if firsts is not None else [_mean_shape(predictor, p) for p in final]
     name = "first stage" if isinstance(predictor, CascadePredictor) else "mean-shape baseline"
-    return Scores(list(records), list(names), np.stack([p.xy for p in preds]), np.stack([p.confidence for p in preds]),
-                  np.stack(refs), name)
+    calibrated = all(p.reliability is not None for p in preds)
+    return Scores(list(records), list(names), np.stack([p.xy for p in preds]),
+                  np.stack([p.confidence for p in preds]), np.stack(refs), name,
+                  reliability=np.stack([p.reliability for p in preds]) if calibrated else None,
+                  flagged=np.array([[bool(f) for f in (p.flags or [""] * len(names))] for p in preds]),
+                  signals={s: np.stack([p.signals[s] for p in preds]) for s in preds[0].signals} if preds else {})
 
 
 def _mean_shape(predictor: Predictor, pred) -> np.ndarray:

@@ -25,12 +25,13 @@ import torch
 from omegaconf import DictConfig
 
 from landmark_exp.arguments import flag, int_pairs, positive_int
+from landmark_exp.backends import onnx_predictor, torch_predictor
 from landmark_exp.data.records import DataError
 from landmark_exp.files import atomic_write_bytes, write_json
 from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
 from landmark_exp.loading import checkpoint_paths, load_module
 from landmark_exp.module import LandmarkModule
-from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo, onnx_predictor, torch_predictor
+from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo
 from landmark_exp.reports import console
 
 FORMATS = ("onnx",)

@@ -32,6 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from landmark_exp.arguments import cascade_arguments, flag, positive_int, spacing_pair
+from landmark_exp.backends import RUNTIMES, pick_runtime
 from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
@@ -50,7 +51,7 @@ from landmark_exp.jobs import (
 )
 from landmark_exp.pictures import draw_overlay
 from landmark_exp.prediction_files import RUN_FILES, clear_earlier, finished, image_outputs, write_summary
-from landmark_exp.predictor import RUNTIMES, LandmarkPrediction, Predictor, pick_runtime
+from landmark_exp.predictor import LandmarkPrediction, Predictor
 from landmark_exp.reports import console, save_png
 
 WARN_IMAGES = 5  # flagged images warned about one by one; the rest are counted at the end (and in summary.json)

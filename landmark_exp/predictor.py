@@ -11,9 +11,6 @@ export agree to float rounding. A second-stage model re-locates landmarks on pat
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +33,11 @@ from landmark_exp.data.patches import (
     view_points,
 )
 from landmark_exp.data.records import CheckpointError
-from landmark_exp.heatmap.decoder import Decoding
+from landmark_exp.heatmap.decoder import Decoding, decode
 from landmark_exp.heatmap.quality import describe_flags, heatmap_flags
 from landmark_exp.module import LandmarkModule
-from landmark_exp.performance import for_inference
+from landmark_exp.reliability import Reliability
+from landmark_exp.shape import ShapeModel
 
 ONNX_METADATA_KEY = "landmark_exp"
 
@@ -127,8 +125,22 @@ class LandmarkPrediction:
     confidence: np.ndarray  # (K,) heatmap value at the peak (1 = a confident sigmoid peak)
     spread: np.ndarray  # (K, 2) heatmap standard deviation around the peak, per axis, in original pixels
     geometry: Geometry
-    # (K,) why a landmark's heatmap cannot be trusted ("flat heatmap", "2 equal peaks", ...; "" when it can)
+    # (K,) why a landmark cannot be trusted ("flat heatmap", "off the shape of the others", ...; "" when it can)
     flags: list[str] = field(default_factory=list)
+    # (K,) each reliability signal (reliability.SIGNALS) measured on this image
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    # (K,) a calibrated detector's reliability score: over 1 the landmark is flagged (None: not calibrated)
+    reliability: np.ndarray | None = None
+
+    def assess(self, reliability: Reliability | None) -> None:
+        """Score the signals with a calibration and flag (with its reason) every landmark over 1."""
+        self.signals.setdefault("peak", 1.0 - np.asarray(self.confidence, dtype=np.float64))
+        if reliability is None:
+            return
+        self.reliability = reliability.score(self.signals)
+        reasons = reliability.reasons(self.signals)
+        flags = self.flags or [""] * len(self.xy)
+        self.flags = [f or r for f, r in zip(flags, reasons or [""] * len(flags), strict=True)]
 
 
 class Predictor:
@@ -141,6 +153,9 @@ class Predictor:
         # second-stage patches per forward pass: few for PyTorch on a CPU (cache-sized activations), else many
         # (ONNX Runtime on a CPU times the same from 38 to 475; a GPU wants large batches)
         self.patch_batch = 64 if str(device).startswith("cpu") and backend.startswith("pytorch") else 1024
+        self.shape: ShapeModel | None = None  # a detector's shape model: checks (and repairs) whole-image estimates
+        self.repair_z: float | None = None  # shape z over which a placement is searched again near the expected one
+        self.reliability: Reliability | None = None  # a detector's calibration (a cascade's lives on the cascade)
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """A decoded image -> the (1, h, w) float32 network input and its original->model map."""
@@ -178,13 +193,39 @@ class Predictor:
         out = []
         for i, (_, geom) in enumerate(prepared):
             g = geom.as_array()
-            out.append(LandmarkPrediction(
+            pred = LandmarkPrediction(
                 xy=to_original(xy[i].detach().cpu().double().numpy(), g),
                 confidence=peak[i].detach().cpu().double().numpy(),
                 spread=spread[i].detach().cpu().double().numpy() / g[None, 0:2],
                 geometry=geom, flags=flags[i],
-            ))
+            )
+            if self.shape is not None:
+                self._check_shape(pred, heat[i])
+            pred.assess(self.reliability)
+            out.append(pred)
         return out
+
+    def _check_shape(self, pred: LandmarkPrediction, heat: torch.Tensor) -> None:
+        """The shape model's z per landmark (signal "shape"); over `repair_z`, the landmark is searched again on its
+        heatmap near where the others put it, and placed there outright when its heatmap has nothing plausible."""
+        check = self.shape.check(pred.xy)
+        bad = np.flatnonzero(check.z > self.repair_z) if self.repair_z and not self.info.decoding.single_channel else []
+        if len(bad):
+            g = pred.geometry.as_array()
+            scale = float(np.mean(g[0:2]))
+            for j in bad:
+                centre = torch.as_tensor(pred.geometry.to_model(check.expected[j][None]), dtype=torch.float32)
+                found, _ = decode(heat[None, j:j + 1], self.info.decoding.method, self.info.decoding.window,
+                                  centre, max(3.0 * check.sd[j] * scale, 1.0))
+                pred.xy[j] = to_original(found[0].detach().cpu().double().numpy(), g)[0]
+            again = self.shape.check(pred.xy)
+            for j in bad:
+                if again.z[j] > self.repair_z:
+                    pred.xy[j] = again.expected[j]
+                pred.flags = list(pred.flags or [""] * len(pred.xy))
+                pred.flags[j] = pred.flags[j] or "re-placed from the other landmarks"
+            check = self.shape.check(pred.xy)
+        pred.signals["shape"] = check.z
 
     def working_input(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """A second-stage model's view of a decoded image: resized to the working resolution its patches are cut
@@ -228,97 +269,8 @@ class Predictor:
         seen = xy.detach().cpu().double().numpy() + np.stack([o for o, _ in passes])  # (P, K, 2), as each view saw them
         working_xy = np.stack([view_points(p, patch_centres(o, size), v, inverse=True)
                                for p, (o, v) in zip(seen, passes, strict=True)])
-        return LandmarkPrediction(xy=to_original(working_xy.mean(axis=0), g),
-                                  confidence=peak.detach().cpu().double().numpy().mean(axis=0),
-                                  spread=spread / g[None, 0:2], geometry=geom)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def torch_predictor(module: LandmarkModule, device: str = "auto", source: str | Path = "",
-                    runtime: str = "tuned") -> Predictor:
-    """PyTorch forward pass; `runtime` as `performance.for_inference` (tuned: batch norm folded, NHWC)."""
-    device = resolve_device(device)
-    info = ModelInfo.from_module(module, source)  # before tuning: the decoding reads the module's buffers
-    net = for_inference(module.net, device, runtime)
-
-    def forward(batch: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            return net(torch.from_numpy(batch).to(device))
-
-    return Predictor(info, forward, f"pytorch-{runtime}", device)
-
-
-def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None = None) -> Predictor:
-    """An exported model (see `landmark_exp.export`): ONNX Runtime on CUDA when asked for and available, else CPU.
-
-    Decoding is not in the graph but in its metadata, so `heatmap` overrides (decoder, window, prior_sigma)
-    apply to an export as they do to its checkpoint."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX model not found")
-    device = resolve_device(device)
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        else:
-            warnings.warn("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running on CPU", stacklevel=2)
-            device = "cpu"
-    try:
-        options = ort.SessionOptions()
-        # no busy-waiting between operators: the cores are shared with the threads that decode the next
-        # images (predict.py read_workers), and a spinning pool takes their time (1.48x -> 1.76x end to end
-        # on 2 cores in one A/B pair, docs/results.md "Inference")
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise CheckpointError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
-    meta = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-    if meta is None:
-        raise CheckpointError(f"{path}: no {ONNX_METADATA_KEY!r} metadata: export it with python -m landmark_exp.export")
-    try:
-        info = ModelInfo.from_dict(json.loads(meta))
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise CheckpointError(f"{path}: its {ONNX_METADATA_KEY!r} metadata is not valid ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]})") from None
-    if heatmap:
-        try:
-            info.decoding = info.decoding.overridden(heatmap, info.input_size)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
-    if list(inp.shape[1:]) != [info.input_channels, *info.input_size]:
-        raise CheckpointError(f"{path}: graph input {inp.shape} does not match the metadata's input "
-                              f"{[info.input_channels, *info.input_size]} (channels, height, width)")
-    if out.shape[1] not in (info.num_landmarks, 1):
-        raise CheckpointError(f"{path}: graph output has {out.shape[1]} channels, metadata says {info.num_landmarks} landmarks")
-
-    def forward(batch: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(session.run([out.name], {inp.name: batch})[0])
-
-    return Predictor(info, forward, "onnxruntime", device)
-
-
-RUNTIMES = ("auto", "tuned", "eager", "onnxruntime")
-
-
-AUTO_ONNX_MIN_IMAGES = 8  # the on-the-fly export takes 0.3 s (CPU model) to 5 s (spec U-Net): worth it from here
-
-
-def pick_runtime(runtime: str, device: str, images: int | None = None) -> str:
-    """`auto`: ONNX Runtime on a CPU when it is installed and there are at least AUTO_ONNX_MIN_IMAGES images
-    (or an unknown number), the fastest there (docs/results.md "Inference"); else the tuned PyTorch
-    graph (GPUs, a few images, or no onnxruntime)."""
-    if runtime != "auto":
-        return runtime
-    on_cpu = resolve_device(device) == "cpu"
-    enough = images is None or images >= AUTO_ONNX_MIN_IMAGES
-    return "onnxruntime" if on_cpu and enough and importlib.util.find_spec("onnxruntime") is not None else "tuned"
+        centre = working_xy.mean(axis=0)
+        # RMS distance of the passes' estimates from their mean (working pixels): where the views disagree
+        passes = np.sqrt(((working_xy - centre) ** 2).sum(axis=-1).mean(axis=0))
+        return LandmarkPrediction(xy=to_original(centre, g), confidence=peak.detach().cpu().double().numpy().mean(axis=0),
+                                  spread=spread / g[None, 0:2], geometry=geom, signals={"passes": passes})

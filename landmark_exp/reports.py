@@ -134,6 +134,8 @@ def predictions_frame(ids: Sequence[str], results: dict, names: Sequence[str]) -
             "true_y_mm": (true[..., 1] * sp[:, None, 1]).ravel(),
             "error_mm": err.ravel(),
             "confidence": results["peak"].ravel(),
+            **({"flagged": results["flagged"].ravel()} if "flagged" in results else {}),
+            **({"reliability": results["reliability"].ravel()} if "reliability" in results else {}),
         }
     )
 

@@ -19,6 +19,7 @@ from landmark_exp.data.images import read_grey
 from landmark_exp.data.records import Record
 from landmark_exp.metrics import radial_errors_mm, summarize
 from landmark_exp.pictures import draw_overlay, write_report_plots
+from landmark_exp.reliability import separation
 from landmark_exp.reports import (
     console,
     outlier_landmarks,
@@ -41,6 +42,10 @@ class Scores:
     peak: np.ndarray
     reference_pred: np.ndarray  # what the report compares with: the mean training shape, or a cascade's first stage
     reference_name: str
+    # (N, K) a calibrated detector's reliability score, else None; and which landmarks were flagged (any reason)
+    reliability: np.ndarray | None = None
+    flagged: np.ndarray | None = None
+    signals: dict[str, np.ndarray] = field(default_factory=dict)  # (N, K) each reliability signal (reliability.py)
     true: np.ndarray = field(init=False)
     spacing: np.ndarray = field(init=False)
     errors: np.ndarray = field(init=False)
@@ -63,7 +68,20 @@ class Scores:
 
     def as_results(self) -> dict[str, np.ndarray]:
         """The arrays `reports.predictions_frame` writes."""
-        return {"pred": self.pred, "true": self.true, "spacing": self.spacing, "errors": self.errors, "peak": self.peak}
+        out = {"pred": self.pred, "true": self.true, "spacing": self.spacing, "errors": self.errors, "peak": self.peak}
+        if self.flagged is not None:
+            out["flagged"] = self.flagged
+        if self.reliability is not None:
+            out["reliability"] = self.reliability
+        return out
+
+    def separation(self) -> dict | None:
+        """How well the flags and the reliability score (else 1 - the heatmap peak) pick out errors over 5 mm."""
+        if self.flagged is None:
+            return None
+        score = self.reliability if self.reliability is not None else 1.0 - np.asarray(self.peak, dtype=np.float64)
+        return {"score": "reliability" if self.reliability is not None else "1 - heatmap peak",
+                **separation(score, self.flagged, self.errors)}
 
 
 def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: str = "", overlays: int = 0,
@@ -82,6 +100,10 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
     if outliers:
         warn_outliers(outliers, split)
         extra["outlier_landmarks"] = outliers
+    sep = scores.separation()
+    if sep is not None:
+        extra["reliability"] = sep
+        print_separation(sep)
     write_results(out_dir, summary, extra, scores.ids, scores.as_results(), names)
     for j, rec in enumerate(scores.records[:overlays]):
         overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, scores.pred[j], numbers=True, names=names,
@@ -89,6 +111,15 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
         save_png(out_dir / "overlays" / f"{rec.id}.png", overlay)
     write_report_plots(out_dir, summary, scores.errors, scores.reference_errors, scores.reference_name)
     console.print(f"results written to {out_dir}")
+
+
+def print_separation(sep: dict) -> None:
+    """One line: how many landmarks are flagged and how many of the gross errors they catch."""
+    auroc = "n/a" if sep["auroc"] is None else f"{sep['auroc']:.3f}"
+    caught = ("no errors over" if sep["gross_flagged_share"] is None
+              else f"{100 * sep['gross_flagged_share']:.0f} % of the {sep['gross_errors']} errors over")
+    console.print(f"flags: {100 * sep['flagged_share']:.1f} % of landmarks flagged, {caught} {sep['gross_mm']:g} mm; "
+                  f"AUROC of the {sep['score']} for those errors {auroc}", soft_wrap=True, highlight=False)
 
 
 def same_image_note(scores: Scores, same: list[tuple[str, str]], named: str) -> dict[str, Any]:

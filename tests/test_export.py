@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from conftest import compose
 
+from landmark_exp.backends import onnx_predictor
 from landmark_exp.cascade import load_predictor
 from landmark_exp.data.images import read_grey
 from landmark_exp.data.patches import patch_origins
@@ -14,7 +15,7 @@ from landmark_exp.data.records import CheckpointError
 from landmark_exp.export import export, export_onnx, parity
 from landmark_exp.loading import load_module
 from landmark_exp.predict import predict
-from landmark_exp.predictor import Predictor, onnx_predictor
+from landmark_exp.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def test_a_checkpoint_runs_on_onnx_runtime_without_a_separate_export(tiny_run):
 def test_auto_runtime_is_onnx_runtime_on_a_cpu_when_installed_and_tuned_without_it(tiny_run, monkeypatch):
     import importlib.util
 
-    from landmark_exp.predictor import pick_runtime
+    from landmark_exp.backends import pick_runtime
 
     assert load_predictor(tiny_run["ckpt"], "cpu", runtime="auto").backend == "onnxruntime"
     assert pick_runtime("eager", "cpu") == "eager"

@@ -1,0 +1,114 @@
+"""The detector file: built from checkpoints with a shape model and a calibrated reliability score, read back
+checked, older versions migrated, and scored by evaluate exactly as its checkpoints are."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose
+
+from landmark_exp.artifact import VERSION, read_detector
+from landmark_exp.data.records import CheckpointError
+from landmark_exp.detector import build
+from landmark_exp.evaluation import evaluate
+from landmark_exp.reliability import Reliability, separation
+from landmark_exp.shape import ShapeModel
+
+
+def _shapes(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n noisy copies of a 10-point base shape, each scaled, rotated and moved at random."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 100, size=(10, 2))
+    out = []
+    for _ in range(n):
+        a, s, t = rng.uniform(-0.3, 0.3), rng.uniform(0.8, 1.2), rng.uniform(-50, 50, 2)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        out.append(s * (base + rng.normal(0, 1.5, base.shape)) @ rot.T + t)
+    return np.stack(out), base
+
+
+def test_shape_model_scores_normal_shapes_low_whatever_their_pose():
+    shapes, base = _shapes()
+    model = ShapeModel.fit(shapes[:50])
+    z = np.stack([model.check(s).z for s in shapes[50:]])
+    assert np.median(z) < 2 and z.max() < 4.5
+    turned = 2.0 * base @ np.array([[0.0, -1.0], [1.0, 0.0]]).T + 300  # twice the size, a quarter turn
+    assert model.check(turned).z.max() < 4
+
+
+def test_shape_model_sets_aside_a_misplaced_landmark_and_says_where_it_belongs():
+    shapes, _ = _shapes()
+    model = ShapeModel.fit(shapes[:50])
+    moved = shapes[55].copy()
+    moved[3] += [40.0, -30.0]
+    check = model.check(moved)
+    assert check.outlier[3] and check.z[3] > 10
+    assert np.delete(check.z, 3).max() < 4.5  # one gross error does not drag the others' scores
+    assert np.linalg.norm(check.expected[3] - shapes[55][3]) < 8
+
+
+def test_shape_model_refuses_a_stored_covariance_that_is_not_positive_definite():
+    model = ShapeModel.fit(_shapes()[0])
+    stored = model.to_dict()
+    assert np.allclose(ShapeModel.from_dict(stored, "x").cov, model.cov)
+    with pytest.raises(CheckpointError, match="positive definite"):
+        ShapeModel.from_dict({**stored, "cov": (-np.eye(20)).tolist()}, "x")
+    with pytest.raises(CheckpointError, match="expected"):
+        ShapeModel.from_dict({**stored, "mean": [[1.0, 2.0]]}, "x")
+
+
+def test_reliability_calibration_flags_the_target_share_of_its_own_landmarks():
+    rng = np.random.default_rng(1)
+    signals = {"shape": rng.gamma(2, 1, (40, 19)), "stages": rng.gamma(1, 2, (40, 19))}
+    rel = Reliability.calibrate(signals, 0.05, "test")
+    share = (rel.score(signals) > 1).mean()
+    assert 0.04 <= share <= 0.06
+    assert set(rel.reasons({s: v[0] for s, v in signals.items()})) <= {"", "off the shape of the others", "stages disagree"}
+    with pytest.raises(CheckpointError, match="known signals"):
+        Reliability.from_dict({"thresholds": {"magic": 1.0}}, "x")
+
+
+def test_separation_reports_auroc_and_the_share_of_gross_errors_flagged():
+    errors = np.array([0.5, 1.0, 6.0, 8.0, 1.2, 0.7])
+    score = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.95])
+    sep = separation(score, score > 0.85, errors)
+    assert sep["gross_errors"] == 2 and sep["auroc"] == pytest.approx(0.75)
+    assert sep["gross_flagged_share"] == 0.5 and sep["flagged_share"] == pytest.approx(2 / 6)
+
+
+def test_detector_is_built_calibrated_and_scored_by_evaluate_alone(tiny_run, tiny_refine, tmp_path, capsys):
+    out = tmp_path / "det.pt"
+    build(compose("detector", [f"first={tiny_run['ckpt']}", f"refine={tiny_refine}", f"output={out}",
+                               "repair_z=6"], tmp_path / "build"))
+    stored = torch.load(out, weights_only=True)
+    assert stored["version"] == VERSION and stored["shape"] is not None and stored["reliability"]["thresholds"]
+    assert "reliability calibrated on" in capsys.readouterr().out
+    evaluate(compose("evaluate", [f"ckpt_path={out}", "split=test1", "overlays=0"], tmp_path / "ev"))
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["reliability"]["score"] == "reliability" and 0 <= metrics["reliability"]["flagged_share"] <= 1
+    assert "flags:" in capsys.readouterr().out
+
+
+def test_detector_without_calibration_gives_its_checkpoints_landmarks_exactly(tiny_run, tiny_refine, tmp_path):
+    out = tmp_path / "det.pt"
+    build(compose("detector", [f"first={tiny_run['ckpt']}", f"refine={tiny_refine}", f"output={out}",
+                               "calibrate=false"], tmp_path / "build"))
+    evaluate(compose("evaluate", [f"ckpt_path={out}", "split=test1", "overlays=0"], tmp_path / "a"))
+    evaluate(compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", f"refine_ckpt={tiny_refine}", "split=test1",
+                                  "overlays=0"], tmp_path / "b"))
+    a, b = (np.loadtxt(tmp_path / d / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4)) for d in "ab")
+    assert np.abs(a - b).max() <= 1e-6
+
+
+def test_version_1_detector_is_read_as_one_without_shape_model(tiny_run, tmp_path):
+    out = tmp_path / "det.pt"
+    build(compose("detector", [f"first={tiny_run['ckpt']}", f"output={out}", "calibrate=false"], tmp_path / "b"))
+    old = torch.load(out, weights_only=True)
+    old = {k: v for k, v in old.items() if k not in ("shape", "repair_z", "reliability")} | {"version": 1}
+    det = read_detector(old, "old.pt")
+    assert det.shape is None and det.reliability is None
+    with pytest.raises(CheckpointError, match="version 99"):
+        read_detector({**old, "version": 99}, "new.pt")
