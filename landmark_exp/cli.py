@@ -1,5 +1,5 @@
 """Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`, `landmark-detector`,
-`landmark-datacheck`).
+`landmark-adapt`, `landmark-datacheck`).
 
 Each composes the package's Hydra configs (landmark_exp/conf, installed with it) exactly as the top-level
 scripts do (`python predict.py ...` == `landmark-predict ...`); outputs go under the current directory.
@@ -47,6 +47,12 @@ def detector() -> None:
     from landmark_exp.detector import build as job
 
     run_command("detector", job)
+
+
+def adapt() -> None:
+    from landmark_exp.adapt import adapt as job
+
+    run_command("adapt", job)
 
 
 def datacheck() -> None:

@@ -29,6 +29,7 @@ from landmark_exp.reports import console
 from landmark_exp.scores import Scores, report, same_image_note
 
 DATAMODULE_SPLITS = ("train", "val", "test")
+MODEL_VIEW = ("input_size", "letterbox", "normalize", "patch")  # data settings a model was trained with
 
 
 @guard
@@ -60,6 +61,8 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
                                decoding_overrides(cfg.get("heatmap")), decoding_overrides(cfg.get("refine_heatmap"), "refine_heatmap"),
                                args["tta_shifts"], args["refine_shifts"], args["refine_blend"], args["refine_views"])
     stored = cfg.get("data") or (OmegaConf.create(predictor.data) if predictor.data else None)
+    if cfg.get("data") and predictor.data:  # data=... says where the images are; the model, how it sees them
+        stored = OmegaConf.merge(stored, {k: predictor.data[k] for k in MODEL_VIEW if k in predictor.data})
     if stored is None:
         raise DataError(f"ckpt_path={cfg.ckpt_path}: an export carries no data config; give data=... (and its root)")
     data_cfg, split, scored = scored_split(cfg, stored)
@@ -139,6 +142,8 @@ def scored_split(cfg: DictConfig, data_cfg: DictConfig | dict) -> tuple[DictConf
     split = str(cfg.split)
     if split not in DATAMODULE_SPLITS:
         data_cfg.test_split, data_cfg.random_split = split, None  # the whole source split, not a carved one
+        if not data_cfg.get("train_splits"):  # nothing trains here: scoring a site's one CSV needs no other split
+            data_cfg.train_splits, data_cfg.val_split, data_cfg.folds = [split], split, None
         return data_cfg, "test", split
     if split == "test" and data_cfg.get("random_split") is None and data_cfg.get("test_split"):
         return data_cfg, split, str(data_cfg.test_split)

@@ -68,6 +68,20 @@ class ShapeModel:
         cov = (1 - SHRINKAGE) * cov + SHRINKAGE * target * np.eye(len(cov))
         return cls(mean=mean, cov=cov, count=len(shapes))
 
+    def updated(self, shapes: np.ndarray) -> ShapeModel:
+        """This model with a new site's (N, K, 2) shapes (mm) taken in: aligned to its mean, then mean and covariance
+        pooled as a mixture in which the site weighs half once it has 10 shapes (less with fewer): its own
+        population and conventions, too few shapes to stand alone for 2K coordinates."""
+        aligned = np.stack([_apply(similarity(s, self.mean), s) for s in np.asarray(shapes, dtype=np.float64)])
+        n = len(aligned)
+        w = 0.5 * min(1.0, n / 10)
+        site_mean = aligned.mean(0)
+        site_cov = np.cov(aligned.reshape(n, -1), rowvar=False) if n > 1 else np.zeros_like(self.cov)
+        mean = (1 - w) * self.mean + w * site_mean
+        d0, d1 = (self.mean - mean).ravel(), (site_mean - mean).ravel()
+        cov = (1 - w) * (self.cov + np.outer(d0, d0)) + w * (site_cov + np.outer(d1, d1))
+        return ShapeModel(mean=mean - mean.mean(0), cov=cov, count=self.count + n)
+
     def check(self, xy: np.ndarray, z_limit: float = 4.0, max_outliers: int = 4) -> ShapeCheck:
         """Check a (K, 2) configuration (any pixel grid: the similarity alignment absorbs scale and rotation)."""
         xy = np.asarray(xy, dtype=np.float64)

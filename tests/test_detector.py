@@ -112,3 +112,37 @@ def test_version_1_detector_is_read_as_one_without_shape_model(tiny_run, tmp_pat
     assert det.shape is None and det.reliability is None
     with pytest.raises(CheckpointError, match="version 99"):
         read_detector({**old, "version": 99}, "new.pt")
+
+
+def _site_csv(root, out):
+    """The ISBI-layout fixture's images as a new site's images + CSV (senior doctor's points)."""
+    rows = []
+    for f in sorted((root / "RawImage").rglob("*.*")):
+        pts = np.loadtxt(root / "AnnotationsByMD" / "400_senior" / (f.stem + ".txt"), delimiter=",", max_rows=19)
+        rows.append(",".join([str(f.resolve())] + [f"{v:.1f}" for v in pts.ravel()]))
+    out.mkdir(parents=True)
+    header = "image_path," + ",".join(f"{j}_{a}" for j in range(1, 20) for a in "xy")
+    (out / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    return out
+
+
+def test_adapt_cross_validates_on_the_site_and_writes_a_detector_evaluate_reads(tiny_run, tiny_refine, tmp_path):
+    from landmark_exp.adapt import adapt
+
+    det = tmp_path / "det.pt"
+    build(compose("detector", [f"first={tiny_run['ckpt']}", f"refine={tiny_refine}", f"output={det}"], tmp_path / "b"))
+    site = _site_csv(tiny_run["root"], tmp_path / "site")
+    out = tmp_path / "site.pt"
+    summary = adapt(compose("adapt", [f"detector={det}", f"site.root={site}", "site.spacing=0.12", f"output={out}",
+                                      "folds=2", "sizes=[3]", "steps=2", f"paths.cache_dir={tmp_path}/cache"],
+                            tmp_path / "run"))
+    curve = summary["cross_validation"]
+    assert [r["training_images"] for r in curve] == [0, 3, 7]
+    assert all(r["images_scored"] == 14 and np.isfinite(r["mre_mm"]) for r in curve)
+    assert (tmp_path / "run" / "learning_curve.csv").is_file()
+    stored = read_detector(torch.load(out, weights_only=True), str(out))
+    assert stored.shape.count == torch.load(det, weights_only=True)["shape"]["count"] + 14
+    evaluate(compose("evaluate", [f"ckpt_path={out}", "data=csv", f"data.source.root={site}", "data.source.csv=labels.csv",
+                                  "data.source.splits=null", "data.source.spacing=0.12", "data.train_splits=[]",
+                                  "data.test_split=all", "split=all", "overlays=0"], tmp_path / "ev"))
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_images"] == 14
