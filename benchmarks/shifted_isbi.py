@@ -11,11 +11,11 @@ every copy a deterministic function of (seed, image id, variant), each combining
   about its centre (the rotation is taken before the crop; where a window corner would leave the image its border
   pixels are repeated), resized to a width of 1100-1600 px (aspect kept). Landmarks follow exactly; the spacing of
   each copy is 0.1 * crop width / new width mm/px (column `spacing`);
-- intensity: gamma 0.6-1.6, contrast x0.75-1.3 and brightness -0.1..0.1 of the range, an S-shaped tone curve
+- intensity: gamma 0.7-1.4, contrast x0.75-1.3 and brightness -0.1..0.1 of the range, an S-shaped tone curve
   (half the copies), a linear brightness ramp (soft-tissue filter) of 0-25 % of the range, mostly brighter towards
   the face;
 - hardware in view, drawn on the 8-bit image: a bright vertical ruler with millimetre ticks in front of the face
-  (the nasion relator) and a bright ring of radius 12-18 mm whose centre is 5-15 mm from porion (an ear rod),
+  (the nasion relator) and a bright ring of radius 4-7 mm whose centre is 5-15 mm from porion (an ear rod),
   neither within 2 mm of a landmark;
 - detector: Gaussian blur sigma 0-1.5 px, Gaussian noise of 0-4 % of the range, JPEG quality 85-95.
 
@@ -67,7 +67,7 @@ class ShiftConfig:
     margin: float = 0.03  # landmarks at least this fraction of the window from its edges
     rotation_deg: float = 6.0
     out_width: tuple[int, int] = (1100, 1600)
-    gamma: tuple[float, float] = (0.6, 1.6)
+    gamma: tuple[float, float] = (0.7, 1.4)
     contrast: tuple[float, float] = (0.75, 1.3)
     brightness: float = 0.1
     s_curve_probability: float = 0.5
@@ -75,7 +75,7 @@ class ShiftConfig:
     blur_sigma: tuple[float, float] = (0.0, 1.5)
     noise: tuple[float, float] = (0.0, 0.04)
     jpeg_quality: tuple[int, int] = (85, 95)
-    ring_radius_mm: tuple[float, float] = (12.0, 18.0)
+    ring_radius_mm: tuple[float, float] = (4.0, 7.0)  # cephalostat ear rods: ~5 mm on the second site, ~6 on ISBI
     ring_offset_mm: tuple[float, float] = (5.0, 15.0)
     ruler_width_mm: tuple[float, float] = (4.0, 7.0)
     clearance_mm: float = 2.0  # hardware stays this far from every landmark
@@ -261,7 +261,7 @@ def draw_ruler(canvas: np.ndarray, landmarks: np.ndarray, spacing: float, cfg: S
 
 def draw_ring(canvas: np.ndarray, landmarks: np.ndarray, spacing: float, cfg: ShiftConfig,
               rng: np.random.Generator, tries: int = 200) -> dict:
-    """An ear rod: a bright ring of radius 12-18 mm centred 5-15 mm from porion, `clearance_mm` from every
+    """An ear rod: a bright ring of radius 4-7 mm centred 5-15 mm from porion, `clearance_mm` from every
     landmark ({} when no draw keeps that clearance)."""
     if len(landmarks) <= PORION:
         return {}
