@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from landmark_exp.arguments import checked_device, flag, positive_int
-from landmark_exp.artifact import Detector, load
+from landmark_exp.artifact import Detector, load, pretrained_path
 from landmark_exp.cascade import detector_predictor
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.evaluation import score
@@ -49,15 +49,15 @@ SOURCE = "landmark_exp.data.sources.CSVSource"
 @guard
 def adapt(cfg: DictConfig) -> dict:
     out_dir = writable_dir(Path(cfg.paths.output_dir), "hydra.run.dir", create_parents=True)
-    output = Path(str(cfg.output))
-    refuse_overwriting_inputs([output], [Path(str(cfg.detector))], "output")
+    output, source = Path(str(cfg.output)), str(pretrained_path(str(cfg.detector)))
+    refuse_overwriting_inputs([output], [Path(source)], "output")
     if output.exists() and not flag(cfg.get("overwrite", False), "overwrite"):
         raise DataError(f"output={output}: exists; overwrite=true replaces it")
     writable_dir(output.parent, "output")
     folds = int(cfg.get("folds") or 0)
     steps = positive_int(cfg.get("steps", 150), "steps")
     device = checked_device(cfg.get("device", "cpu"))
-    det = load(str(cfg.detector))
+    det = load(source)
     site = build({"_target_": SOURCE, **plain(cfg.site), "splits": None,
                   "num_landmarks": len(_names(det)), "landmark_names": _names(det)}, "site")
     records = site.load("all")

@@ -22,6 +22,15 @@ from landmark_exp.reliability import Reliability
 from landmark_exp.shape import ShapeModel
 
 FORMAT = "landmark_exp.detector"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # detectors shipped with the package: ckpt_path=pretrained
+PRETRAINED = {"pretrained": "isbi2015_robust.pt"}
+
+
+def pretrained_path(path: object) -> object:
+    """`pretrained` (the name, not a file) -> the detector shipped with the package; anything else unchanged."""
+    if isinstance(path, str) and path in PRETRAINED and not Path(path).exists():
+        return str(PRETRAINED_DIR / PRETRAINED[path])
+    return path
 VERSION = 2  # 2: shape model, repair_z and reliability calibration (absent in 1: none)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landmark_exp.artifact import Detector, is_detector, read_detector
+from landmark_exp.artifact import Detector, is_detector, pretrained_path, read_detector
 from landmark_exp.backends import RUNTIMES, onnx_predictor, pick_runtime, torch_predictor
 from landmark_exp.data.geometry import Geometry
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views, whole_number
@@ -140,7 +140,7 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: Checkpoi
     set how the second stage looks. Each given setting overrides a detector's own."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
-    paths = checkpoint_paths(path)
+    paths = checkpoint_paths(pretrained_path(path))
     if len(paths) == 1 and paths[0].suffix.lower() != ".onnx" and paths[0].is_file():
         data = read_file(paths[0])
         if is_detector(data):

@@ -22,7 +22,7 @@ from landmark_exp.data.records import DataError
 from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open
 from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
-from landmark_exp.loading import load_module, read_members
+from landmark_exp.loading import Member, load_module, read_members
 from landmark_exp.registry import build as build_object
 from landmark_exp.reliability import Reliability
 from landmark_exp.reports import console
@@ -56,6 +56,9 @@ def build(cfg: DictConfig) -> dict:
         load_module(refine, heatmap=refine_heatmap)
     if calibrate:
         calibrated(det, cfg.get("data_root"), target, repair_z, device)
+    if flag(cfg.get("half", False), "half"):  # weights stored in float16 (half the file), computed in float32
+        det.first = half_precision(det.first)
+        det.refine = None if det.refine is None else half_precision(det.refine)
     with atomic_open(output) as fh:
         torch.save(det.to_dict(), fh)
     stages = f"{len(first)} first-stage model(s)" + (f" + {len(refine)} second-stage model(s)" if refine else "")
@@ -86,6 +89,12 @@ def calibrated(det: Detector, data_root: str | None, target: float, repair_z: fl
                   f"images to flag {100 * target:g} % of their landmarks (thresholds: {thresholds}); "
                   f"validation MRE {scores.summary['mre']:.3f} mm", highlight=False, soft_wrap=True)
     return det
+
+
+def half_precision(members: list[Member]) -> list[Member]:
+    """Members with their floating-point weights stored as float16; loading copies them back into float32."""
+    return [(name, {**ckpt, "state_dict": {k: v.half() if v.is_floating_point() else v
+                                           for k, v in ckpt["state_dict"].items()}}) for name, ckpt in members]
 
 
 def _share(value: Any) -> float:

@@ -133,7 +133,9 @@ def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], name
         "landmark": np.arange(1, len(names) + 1), "name": list(names),
         "x_px": pred.xy[:, 0], "y_px": pred.xy[:, 1], "x_mm": pred.xy[:, 0] * sx, "y_mm": pred.xy[:, 1] * sy,
         "confidence": pred.confidence, "spread_mm": spread_mm,
-        "flag": pred.flags or [""] * len(names),  # why the heatmap cannot be trusted; empty when it can
+        # a calibrated detector's reliability score: over 1 the landmark is flagged (NaN: not calibrated)
+        "reliability": pred.reliability if pred.reliability is not None else np.full(len(names), np.nan),
+        "flag": pred.flags or [""] * len(names),  # why the landmark cannot be trusted; empty when it can
     })
 
 

@@ -146,3 +146,26 @@ def test_adapt_cross_validates_on_the_site_and_writes_a_detector_evaluate_reads(
                                   "data.source.splits=null", "data.source.spacing=0.12", "data.train_splits=[]",
                                   "data.test_split=all", "split=all", "overlays=0"], tmp_path / "ev"))
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_images"] == 14
+
+
+def test_half_precision_detector_stores_half_the_weight_bytes_and_predicts_alike(tiny_run, tmp_path):
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    for out, extra in ((full, []), (half, ["half=true"])):
+        build(compose("detector", [f"first={tiny_run['ckpt']}", f"output={out}", "calibrate=false", *extra],
+                      tmp_path / out.stem))
+    weights = torch.load(half, weights_only=True)["first"][0]["checkpoint"]["state_dict"]
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    full_weights = torch.load(full, weights_only=True)["first"][0]["checkpoint"]["state_dict"]
+    assert sum(v.nbytes for v in weights.values()) < 0.55 * sum(v.nbytes for v in full_weights.values())
+    for out in (full, half):
+        evaluate(compose("evaluate", [f"ckpt_path={out}", "split=test1", "overlays=0"], tmp_path / f"ev_{out.stem}"))
+    a, b = (np.loadtxt(tmp_path / f"ev_{n}" / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4))
+            for n in ("full", "half"))
+    assert np.abs(a - b).max() < 0.5  # tiny fixture images: 0.5 px of an 80 px image
+
+
+def test_pretrained_names_the_detector_shipped_inside_the_package():
+    from landmark_exp.artifact import PRETRAINED_DIR, pretrained_path
+
+    assert pretrained_path("pretrained") == str(PRETRAINED_DIR / "isbi2015_robust.pt")
+    assert pretrained_path("other.pt") == "other.pt"
