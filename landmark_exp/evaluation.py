@@ -81,7 +81,8 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if isinstance(predictor, CascadePredictor):
         extra.update(refine_shifts=predictor.shifts, refine_views=predictor.views, refine_blend=predictor.blend)
         _say_where_refining_hurt(scores, predictor.refined, split)
-    extra.update(same_image_note(scores, dm.same_images_as_training(split), scored))
+    if list(data_cfg.get("train_splits") or []) != [scored]:  # else no training split (scored_split): none to match
+        extra.update(same_image_note(scores, dm.same_images_as_training(split), scored))
     extra.update(isbi_extras(dm.source, scores, split, scored, out_dir, bool(cfg.get("compare_published", True))))
     skipped = getattr(dm.source, "skipped", [])
     if skipped:
