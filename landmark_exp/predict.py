@@ -3,7 +3,7 @@
 Input is one image, a folder (its image files, DICOM without extension included) or a glob pattern, or a list
 of those. Each image gets `<id>.csv` and `<id>.json` (landmarks in pixels and millimetres with peak confidence,
 spread and flag; for the 19 ISBI landmarks also the cephalometric measurements and their classes) and
-`<id>_overlay.png`; the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`.
+`<id>_overlay.jpg`; the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`.
 A file that cannot be read is listed with its reason and the others are still processed; every file is
 written atomically.
 
@@ -14,6 +14,7 @@ Millimetres use the image's own spacing where it has one (DICOM PixelSpacing, th
 from __future__ import annotations
 
 import glob
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +53,7 @@ from landmark_exp.jobs import (
 from landmark_exp.pictures import draw_overlay
 from landmark_exp.prediction_files import RUN_FILES, clear_earlier, finished, image_outputs, write_summary
 from landmark_exp.predictor import LandmarkPrediction, Predictor
-from landmark_exp.reports import console, save_png
+from landmark_exp.reports import console, save_jpeg
 
 WARN_IMAGES = 5  # flagged images warned about one by one; the rest are counted at the end (and in summary.json)
 
@@ -156,7 +157,7 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
         record["measurements"] = analyse(frame[["x_mm", "y_mm"]].to_numpy())
     write_csv(out_dir / f"{image_id}.csv", frame)
     if overlay:
-        save_png(out_dir / f"{image_id}_overlay.png", draw_overlay(image, None, pred.xy, names=names,
+        save_jpeg(out_dir / f"{image_id}_overlay.jpg", draw_overlay(image, None, pred.xy, names=names,
                                                                             flags=list(pred.flags)))
     write_json(out_dir / f"{image_id}.json", record)  # last: an image whose JSON exists is done (resume=true)
     return record
@@ -307,14 +308,17 @@ def predict(cfg: DictConfig) -> dict:
                       + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)")
                       + (" (the model's training spacing: set spacing= if your images differ)"
                          if spacing and not args["spacing"] else ""), soft_wrap=True)
+        started = time.perf_counter()  # from here: reading, predicting and writing, not the model's start-up
         results, failures = run_predictions(predictor, files, out_dir, spacing, args["batch_size"],
                                             args["overlay"], args["read_workers"], done, stop,
                                             args["max_pixels"], args["min_side"])
+        seconds = time.perf_counter() - started
+        timing = {"seconds": round(seconds, 3), "images_per_second": round(len(results) / max(seconds, 1e-9), 3)}
         interrupted = None
         if stop.requested:
             interrupted = {"by": stopped_by(stop.requested), "done": len(results) + len(failures), "of": len(files)}
         write_summary(out_dir, results, failures, {**_models(predictor), "backend": predictor.backend,
-                                                      "device": predictor.device}, interrupted)
+                                                      "device": predictor.device, **timing}, interrupted)
     if interrupted:
         console.print(f"[bold red]interrupted[/] by {interrupted['by']}: {len(results)} of {len(files)} image(s) "
                       f"predicted, {len(failures)} failed; written to {out_dir} (resume=true finishes the rest)",
@@ -331,5 +335,6 @@ def predict(cfg: DictConfig) -> dict:
         raise DataError(f"none of the {len(files)} input file(s) could be read (see {out_dir / 'failures.csv'})")
     flagged = sum(bool(r.get("flagged")) for r in results)
     doubt = f", {flagged} with landmarks that cannot be trusted (summary.json 'flagged')" if flagged else ""
-    console.print(f"{len(results)} image(s) predicted, {len(failures)} failed{doubt}; results in {out_dir}")
+    console.print(f"{len(results)} image(s) predicted in {seconds:.1f} s ({timing['images_per_second']:.1f} images/s), "
+                  f"{len(failures)} failed{doubt}; results in {out_dir}", soft_wrap=True, highlight=False)
     return {"n_images": len(results), "n_failed": len(failures), "out_dir": str(out_dir)}

@@ -17,7 +17,7 @@ RUN_FILES = ("predictions.csv", "measurements.csv", "failures.csv", "summary.jso
 
 def image_outputs(out_dir: Path, image_id: str) -> list[Path]:
     """The files predict writes for one image (the JSON last: it marks the image done)."""
-    return [out_dir / f"{image_id}.csv", out_dir / f"{image_id}_overlay.png", out_dir / f"{image_id}.json"]
+    return [out_dir / f"{image_id}.csv", out_dir / f"{image_id}_overlay.jpg", out_dir / f"{image_id}.json"]
 
 
 def read_record(path: Path) -> dict | None:

@@ -156,6 +156,14 @@ def save_png(path: Path | str, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
+def save_jpeg(path: Path | str, rgb: np.ndarray, quality: int = 92) -> None:
+    """For predict's overlays: a 2400x1935 overlay encodes in ~30 ms as JPEG against ~750 ms as PNG (2 cores)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"{path}: JPEG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
+
+
 def cephalometry_table(summary: dict, title: str) -> Table:
     """Per measurement: classification accuracy against the ground truth's class, and the value's MAE."""
     table = Table(title=title)

@@ -92,4 +92,4 @@ def test_export_module_then_predict_py_and_the_console_script_on_the_onnx_model(
     b = pd.read_csv(tmp_path / "cli" / "predictions.csv")
     assert len(a) == len(b) == 4 * 19
     assert (a[["x_px", "y_px"]] - b[["x_px", "y_px"]]).abs().to_numpy().max() < 1e-2  # ONNX vs checkpoint
-    assert (tmp_path / "py" / "011_overlay.png").is_file() and (tmp_path / "cli" / "summary.json").is_file()
+    assert (tmp_path / "py" / "011_overlay.jpg").is_file() and (tmp_path / "cli" / "summary.json").is_file()

@@ -528,7 +528,7 @@ def test_predict_refuses_an_output_dir_holding_earlier_results_and_keeps_them(tm
     out = tmp_path / "results"
     _earlier_run(out, tiny_run, tmp_path)
     before = _snapshot(out)
-    assert {"old.json", "old.csv", "old_overlay.png", "predictions.csv", "summary.json"} <= set(before)
+    assert {"old.json", "old.csv", "old_overlay.jpg", "predictions.csv", "summary.json"} <= set(before)
     capsys.readouterr()
     with pytest.raises(SystemExit) as excinfo:
         predict(_predict_cfg(tmp_path, tiny_run["ckpt"], _png(tmp_path / "new.png"), output_dir=out))
@@ -542,8 +542,8 @@ def test_predict_overwrite_removes_the_earlier_results_first_and_keeps_other_fil
     new = _png(tmp_path / "new.png", seed=6)
     predict(_predict_cfg(tmp_path, tiny_run["ckpt"], new, "runtime=eager", "overwrite=true", output_dir=out))
     left = set(os.listdir(out))
-    assert not {"old.json", "old.csv", "old_overlay.png"} & left
-    assert {"new.json", "new.csv", "new_overlay.png", "notes.txt"} <= left
+    assert not {"old.json", "old.csv", "old_overlay.jpg"} & left
+    assert {"new.json", "new.csv", "new_overlay.jpg", "notes.txt"} <= left
     assert (out / "notes.txt").read_text() == "the user's own notes\n"
     assert set(pd.read_csv(out / "predictions.csv")["image_id"]) == {"new"}
     assert pd.read_csv(out / "failures.csv").empty
@@ -558,7 +558,7 @@ def test_predict_never_writes_over_a_file_it_reads(clash, tmp_path, tiny_run, ca
     ckpt, inputs = tiny_run["ckpt"], folder
     a = _png(folder / "a.png", seed=1)
     if clash == "input-named-like-an-overlay":
-        victim = _png(folder / "a_overlay.png", seed=2)
+        victim = _png(folder / "a_overlay.jpg", seed=2)
     elif clash == "input-named-config.yaml":
         victim = folder / "config.yaml"
         Image.open(a).save(victim, format="PNG")
@@ -966,7 +966,6 @@ def test_resume_of_a_run_whose_recorded_value_hides_a_target_in_an_interpolation
 
 
 @pytest.mark.parametrize("command, overrides, missing", [
-    ("predict", ["input={png}"], "ckpt_path"),
     ("predict", ["ckpt_path=x.ckpt"], "input"),
     ("evaluate", [], "ckpt_path"),
     ("export", [], "ckpt_path"),

@@ -55,8 +55,8 @@ def test_folder_of_every_format_with_a_corrupt_file(tmp_path, tiny_run, mixed_fo
     ids = ["a_png8", "b_png16", "c_bmp", "d_tiff", "e_jpeg", "f_dicom", "g_dicom_nospacing"]
     frames = {i: pd.read_csv(out / f"{i}.csv") for i in ids}
     for i in ids:
-        assert (out / f"{i}.json").is_file() and (out / f"{i}_overlay.png").is_file()
-        assert list(frames[i].columns) == ["landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "confidence", "spread_mm", "flag"]
+        assert (out / f"{i}.json").is_file() and (out / f"{i}_overlay.jpg").is_file()
+        assert list(frames[i].columns) == ["landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "confidence", "spread_mm", "reliability", "flag"]
     # identical pixels in every lossless format, DICOM included: identical landmarks
     for i in ["b_png16", "c_bmp", "d_tiff", "f_dicom", "g_dicom_nospacing"]:
         np.testing.assert_allclose(frames[i][["x_px", "y_px"]], frames["a_png8"][["x_px", "y_px"]], atol=1e-4)
@@ -72,7 +72,7 @@ def test_folder_of_every_format_with_a_corrupt_file(tmp_path, tiny_run, mixed_fo
     assert (frames["a_png8"]["confidence"].between(0, 1)).all() and (frames["a_png8"]["spread_mm"] > 0).all()
     summary = pd.read_csv(out / "predictions.csv")
     assert len(summary) == 7 * 19 and len(pd.read_csv(out / "measurements.csv")) == 7
-    overlay = np.asarray(Image.open(out / "a_png8_overlay.png"))
+    overlay = np.asarray(Image.open(out / "a_png8_overlay.jpg"))
     assert overlay.shape == (*_fixture_image(tiny_run).shape, 3)
     assert ((overlay[..., 0] > 200) & (overlay[..., 1] < 60)).any()  # red crosses drawn
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
