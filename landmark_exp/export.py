@@ -1,6 +1,6 @@
 """Checkpoint -> ONNX model with a dynamic batch, and the proof that it predicts what PyTorch predicts.
 
-    python -m landmark_exp.export ckpt_path=<run>/checkpoints/best.ckpt [output=model.onnx] [device=cpu]
+    python -m landmark_exp.export ckpt_path=<run>/checkpoints/best.ckpt [output=model.onnx]
     python -m landmark_exp.export 'ckpt_path=[a.ckpt,b.ckpt,c.ckpt]' output=ensemble.onnx   # one graph, mean heatmaps
 
 The graph maps (B, C, h, w) images (C = 1, or 2 with a context channel) to (B, K, h, w) heatmaps; decoding stays in

@@ -93,7 +93,7 @@ class LandmarkModule(L.LightningModule):
         self.decoding()  # a decoding setting that cannot work fails here, not at the first image
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[FORMAT_KEY] = CHECKPOINT_VERSION  # loading.read_checkpoint migrates older versions by it
+        checkpoint[FORMAT_KEY] = CHECKPOINT_VERSION  # loading.checked_checkpoint reads and checks it
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)

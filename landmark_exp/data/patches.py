@@ -9,7 +9,7 @@ one image's K patches; patch k is centred on landmark k's estimate:
   (so the network learns to find the landmark anywhere near the centre),
 - validation/test after `train.py`: ground truth plus a fixed, seeded jitter,
 - cascade inference: first-stage predictions (original pixels), cut with the same
-  `cut_patches` by `inference.Predictor.refine_working`, not by this dataset.
+  `cut_patches` by `predictor.Predictor.refine_working`, not by this dataset.
 
 Each patch keeps all K landmarks as keypoints (those inside it are supervised,
 the rest masked), and carries its own geometry (B, K, 4): a crop is a translation
