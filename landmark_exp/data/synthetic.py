@@ -43,16 +43,11 @@ try:  # POSIX only; elsewhere concurrent generation is simply not guarded.
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = [
-    "GENERATOR_VERSION",
-    "SYNTHETIC_SPACING_MM",
-    "ensure_synthetic",
-    "generate",
-    "synthetic_spacing_mm",
-]
+__all__ = ["GENERATOR_VERSION", "SYNTHETIC_SPACING_MM", "ensure_synthetic", "generate", "synthetic_spacing_mm"]
 
 # Bump whenever the drawn images or annotations change, so cached datasets are regenerated.
-GENERATOR_VERSION = 1
+# 2: B point is the deepest point of a real chin concavity, the lower incisor root ends behind it.
+GENERATOR_VERSION = 2
 
 # Physical pixel spacing (mm/px) at the default 387x480 size: the real 1935x2400 frame at 0.1 mm/px,
 # downscaled 5x. Other sizes rescale the same anatomy to fit: see `synthetic_spacing_mm`.
@@ -70,8 +65,8 @@ _MEAN_SHAPE_NORM = np.array(
         [0.656, 0.513],  # 3 orbitale: lowest point of the orbital rim
         [0.313, 0.510],  # 4 porion: top of the ear canal (ear-rod ring)
         [0.719, 0.640],  # 5 subspinale (A point): deepest point of the anterior maxilla
-        [0.704, 0.769],  # 6 supramentale (B point): deepest point of the anterior symphysis
-        [0.697, 0.829],  # 7 pogonion: most anterior point of the bony chin
+        [0.686, 0.783],  # 6 supramentale (B point): deepest point of the concavity infradentale-pogonion
+        [0.697, 0.829],  # 7 pogonion: most anterior point of the bony chin, in front of B point
         [0.668, 0.854],  # 8 menton: lowest point of the symphysis
         [0.689, 0.846],  # 9 gnathion: between pogonion and menton on the chin contour
         [0.380, 0.725],  # 10 gonion: the mandibular angle
@@ -91,6 +86,9 @@ _MEAN_SHAPE = _MEAN_SHAPE_NORM * _CANON_SIZE  # canonical units
 # Landmark indices (0-based), for readability of the drawing code.
 S, N, OR, PO, A, B, POG, ME, GN, GO, LI, UI, UL, LL, SN, SP, PNS, ANS, AR = range(19)
 _MANDIBLE = [B, POG, ME, GN, GO, LI, LL, SP]
+# The lower incisor's root apex from B point (mandible frame): the root sits in the symphysis, its apex 5 mm
+# behind B, so it neither covers the cortex where B is nor ends there (B would look like the tooth's far end).
+_LI_APEX = np.array([-50.0, -15.0])
 
 # Annotation noise: per-axis SD in mm (senior, junior), scaled per landmark by how ill-defined it is.
 _SENIOR_SD_MM = 0.8
@@ -116,14 +114,8 @@ def synthetic_spacing_mm(width: int = 387, height: int = 480) -> float:
     return _CANON_MM / _fit_scale(width, height)
 
 
-def generate(
-    root: Path | str,
-    n_train: int = 60,
-    n_test1: int = 30,
-    width: int = 387,
-    height: int = 480,
-    seed: int = 0,
-) -> Path:
+def generate(root: Path | str, n_train: int = 60, n_test1: int = 30, width: int = 387, height: int = 480,
+             seed: int = 0) -> Path:
     """Write the whole synthetic dataset under `root`, atomically, and return `root`.
 
     Built in a temporary sibling directory and renamed into place, so a killed run never leaves a
@@ -245,12 +237,8 @@ def _generate_unlocked(root: Path, params: dict) -> None:
 def _write_dataset(out: Path, params: dict) -> None:
     n_train, n_test1 = params["n_train"], params["n_test1"]
     width, height, seed = params["width"], params["height"], params["seed"]
-    dirs = {
-        "train": out / "RawImage" / "TrainingData",
-        "test1": out / "RawImage" / "Test1Data",
-        "senior": out / "AnnotationsByMD" / "400_senior",
-        "junior": out / "AnnotationsByMD" / "400_junior",
-    }
+    dirs = {"train": out / "RawImage" / "TrainingData", "test1": out / "RawImage" / "Test1Data",
+            "senior": out / "AnnotationsByMD" / "400_senior", "junior": out / "AnnotationsByMD" / "400_junior"}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     for index in range(n_train + n_test1):
@@ -317,6 +305,11 @@ def _vary_shape(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     # Keep the lower incisor tip lingual to (behind) the upper one, as in a normal overjet.
     L[LI, 0] = min(L[LI, 0], L[UI, 0] - 6.0)
     L += rng.normal(0.0, 8.0, L.shape)  # ~0.8 mm per-landmark jitter
+    # B point is the deepest point of the chin's anterior concavity: keep it at least 3 mm behind the lower
+    # incisor tip - pogonion line, or the jitter flattens the concavity and B has no feature to be found by.
+    chord = L[POG] - L[LI]
+    back = np.array([-chord[1], chord[0]]) / np.linalg.norm(chord)
+    L[B] += back * max(0.0, 30.0 - float((L[B] - L[LI]) @ back))
     aux = {
         "vault": float(1.0 + rng.normal(0.0, 0.035)),
         "nose": float(np.clip(1.0 + rng.normal(0.0, 0.12), 0.75, 1.3)),
@@ -508,7 +501,7 @@ def _anatomy(L: np.ndarray, aux: dict) -> dict:
     g["sinus"] = mp(maxi, [1180.0, 1360.0])
     g["zygoma"] = mp(maxi, [[1160.0, 1290.0], [1120.0, 1420.0], [1110.0, 1520.0]])
     # Mandible: one closed contour through articulare, gonion, menton, gnathion, pogonion and B point.
-    li_apex = L[LI] + (_rot(aux["li_tilt"]) @ (mand[0] @ np.array([-55.0, 215.0])))
+    li_apex = L[B] + (_rot(aux["li_tilt"]) @ (mand[0] @ _LI_APEX))
     g["li"], g["li_crown"] = _tooth(L[LI], li_apex, 62.0)
     ld = (li_apex - L[LI]) / np.linalg.norm(li_apex - L[LI])
     llab = np.array([-ld[1], ld[0]])
@@ -543,6 +536,7 @@ def _anatomy(L: np.ndarray, aux: dict) -> dict:
     g["lower_border"] = _catmull_rom(
         [L[GO], mp(mand, [900.0, 1826.0]), mp(mand, [1180.0, 2003.0]), L[ME], L[GN], L[POG], L[B]], samples=8
     )
+    g["alveolar_cortex"] = _catmull_rom([L[POG], L[B], infradentale], samples=8)[8:]  # thin, B up to Id
     g["ramus_border"] = _catmull_rom([mp(mand, [662.0, 1272.0]), L[AR], mp(mand, [703.0, 1535.0]), L[GO]])
     g["symphysis_in"] = _catmull_rom(
         [lingual, off(mand, lingual, [-20.0, 120.0]), off(mand, L[ME], [-110.0, -55.0]), L[ME]], samples=8
@@ -728,6 +722,7 @@ def _render(g: dict, L: np.ndarray, cv: _Canvas, rng: np.random.Generator) -> np
     cv.fill(g["mandible"], 0.6)
     cv.ellipse(g["condyle"], (50.0, 40.0), 0.3, angle=30.0)
     cv.line(g["lower_border"], 34.0, 0.55)
+    cv.line(g["alveolar_cortex"], 16.0, 0.45)
     cv.line(g["ramus_border"], 22.0, 0.35)
     cv.line(g["symphysis_in"], 20.0, 0.35)
     cv.line(g["ghost"], 18.0, 0.22)
