@@ -62,7 +62,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
                                args["tta_shifts"], args["refine_shifts"], args["refine_blend"], args["refine_views"])
     stored = cfg.get("data") or (OmegaConf.create(predictor.data) if predictor.data else None)
     if cfg.get("data") and predictor.data:  # data=... says where the images are; the model, how it sees them
-        stored = OmegaConf.merge(stored, {k: predictor.data[k] for k in MODEL_VIEW if k in predictor.data})
+        stored = OmegaConf.create({**plain(stored), **{k: predictor.data[k] for k in MODEL_VIEW if k in predictor.data}})
     if stored is None:
         raise DataError(f"ckpt_path={cfg.ckpt_path}: an export carries no data config; give data=... (and its root)")
     data_cfg, split, scored = scored_split(cfg, stored)
