@@ -106,8 +106,9 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
         print_separation(sep)
     write_results(out_dir, summary, extra, scores.ids, scores.as_results(), names)
     for j, rec in enumerate(scores.records[:overlays]):
+        flags = None if scores.flagged is None else ["flagged" if f else "" for f in scores.flagged[j]]
         overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, scores.pred[j], numbers=True, names=names,
-                               errors_mm=scores.errors[j])
+                               errors_mm=scores.errors[j], flags=flags)
         save_png(out_dir / "overlays" / f"{rec.id}.png", overlay)
     write_report_plots(out_dir, summary, scores.errors, scores.reference_errors, scores.reference_name)
     console.print(f"results written to {out_dir}")
