@@ -31,11 +31,12 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
     """Commit of the code that runs, and whether tracked files differ from it (untracked files do not count)."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=20).stdout.strip()
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=20).stdout
 
     try:
-        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
-        return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        # porcelain lines are "XY path": only trailing newlines may go (a leading space is the X column)
+        changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
+        return {"commit": git("rev-parse", "HEAD").strip(), "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(),
                 "dirty": bool(changed), "changed_files": [line[3:] for line in changed]}
     except (OSError, subprocess.SubprocessError) as e:
         return {"commit": None, "dirty": None, "error": f"{type(e).__name__}: {e}".strip()}
