@@ -52,8 +52,15 @@ def test_mismatched_landmark_count_input_size_and_names(tiny_run):
         check_matches_data(module, "m.ckpt", 19, renamed, (32, 32))
 
 
+def test_evaluate_with_data_given_sees_the_images_as_the_model_was_trained_to(tmp_path, tiny_run):
+    """data=... says where the images are; input size and normalisation come from the model, whatever data says."""
+    cfg = compose("evaluate", [f"ckpt_path={tiny_run['ckpt']}", "data=isbi2015", f"data.source.root={tiny_run['root']}",
+                               f"paths.cache_dir={tmp_path}/cache", "data.input_size=[48,48]", "device=cpu", "overlays=0"],
+                  tmp_path / "eval")
+    assert evaluate(cfg)["n_images"] == 4
+
+
 @pytest.mark.parametrize("override, message", [
-    ("data.input_size=[48,48]", "input size [32, 32] != data input size [48, 48]"),
     ("data.source.num_landmarks=18", "checkpoint predicts 19 landmarks, the data has 18"),
 ])
 def test_evaluate_on_mismatched_data_stops_with_one_line(tmp_path, tiny_run, capsys, override, message):
