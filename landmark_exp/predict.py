@@ -150,6 +150,8 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
         "spacing_source": spacing_source, **_models(predictor), "backend": predictor.backend,
         "landmarks": frame.to_dict(orient="records"),
         "flagged": [{"landmark": j + 1, "name": names[j], "reason": f} for j, f in enumerate(pred.flags) if f],
+        # the image's least reliable landmark (over 1: flagged); null without a calibrated detector
+        "image_reliability": None if pred.reliability is None else float(np.max(pred.reliability)),
     }
     if list(names) == list(ISBI2015_LANDMARKS):
         from landmark_exp.cephalometry import analyse

@@ -169,3 +169,20 @@ def test_pretrained_names_the_detector_shipped_inside_the_package():
 
     assert pretrained_path("pretrained") == str(PRETRAINED_DIR / "isbi2015_robust.pt")
     assert pretrained_path("other.pt") == "other.pt"
+
+
+def test_predict_with_a_calibrated_detector_scores_every_landmark_and_image(tiny_run, tiny_refine, tmp_path):
+    from landmark_exp.predict import predict
+
+    det = tmp_path / "det.pt"
+    build(compose("detector", [f"first={tiny_run['ckpt']}", f"refine={tiny_refine}", f"output={det}"], tmp_path / "b"))
+    images = tiny_run["root"] / "RawImage" / "Test1Data"
+    predict(compose("predict", [f"ckpt_path={det}", f"input={images}", f"output_dir={tmp_path / 'out'}", "spacing=0.1"],
+                    tmp_path / "p"))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert all(isinstance(i["image_reliability"], float) for i in summary["images"])
+    first = summary["images"][0]["id"]
+    one = json.loads((tmp_path / "out" / f"{first}.json").read_text())
+    scores = [lm["reliability"] for lm in one["landmarks"]]
+    assert max(scores) == pytest.approx(one["image_reliability"])
+    assert [f["landmark"] for f in one["flagged"]] == [lm["landmark"] for lm in one["landmarks"] if lm["flag"]]
