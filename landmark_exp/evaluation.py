@@ -101,7 +101,7 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
     images = read_ahead([r.image_path for r in records], predictor.info.normalize,
                         then=lambda image: (image, predictor.prepare(image)))
     batches = range(0, len(records), batch_size)
-    for start in track(batches, description="predicting", console=console, transient=True, disable=len(batches) < 2):
+    for start in track(batches, description="predicting", console=console, transient=True, disable=len(batches) < 2 or not console.is_terminal):
         batch = []
         for _ in records[start:start + batch_size]:
             read = next(images)
