@@ -131,7 +131,9 @@ def fine_tune(member: Member, records: list[Record], settings: dict, work: Path)
     data = {**dict(hp.get("data") or {}), "train_splits": ["train"], "val_split": "train", "test_split": None,
             "random_split": None, "folds": None, "cache_dir": settings["cache_dir"], "num_workers": 0,
             "source": {"_target_": SOURCE, "root": str(work), "splits": {"train": "train.csv"}, "image_dir": "",
-                       "spacing_column": "spacing", "num_landmarks": k, "landmark_names": list(hp["landmark_names"])}}
+                       "spacing_column": "spacing", "num_landmarks": k, "landmark_names": list(hp["landmark_names"]),
+                       # the site's spacing, which predict falls back on for images that carry none
+                       "spacing": float(np.median([np.mean(r.spacing) for r in records]))}}
     data["batch_size"] = min(int(data.get("batch_size", 8)), len(records))
     L.seed_everything(settings["seed"], workers=True, verbose=False)
     dm = build(data, "data")

@@ -141,6 +141,7 @@ def test_adapt_cross_validates_on_the_site_and_writes_a_detector_evaluate_reads(
     assert all(r["images_scored"] == 14 and np.isfinite(r["mre_mm"]) for r in curve)
     assert (tmp_path / "run" / "learning_curve.csv").is_file()
     stored = read_detector(torch.load(out, weights_only=True), str(out))
+    assert stored.first[0][1]["hyper_parameters"]["data"]["source"]["spacing"] == pytest.approx(0.12)
     assert stored.shape.count == torch.load(det, weights_only=True)["shape"]["count"] + 14
     evaluate(compose("evaluate", [f"ckpt_path={out}", "data=csv", f"data.source.root={site}", "data.source.csv=labels.csv",
                                   "data.source.splits=null", "data.source.spacing=0.12", "data.train_splits=[]",
