@@ -64,6 +64,9 @@ def adapt(cfg: DictConfig) -> dict:
     if folds == 1 or folds > len(records):
         raise DataError(f"folds={folds}: 0 (no cross-validation) or 2..{len(records)} (the labelled images)")
     sizes = sorted({positive_int(s, "sizes") for s in (plain(cfg.get("sizes")) or [])})
+    if folds and sizes and sizes[-1] > len(records) - -(-len(records) // folds):  # checked before any training
+        raise DataError(f"sizes={sizes}: {sizes[-1]} is more than the {len(records) - -(-len(records) // folds)} "
+                        f"images outside the largest of {folds} folds")
     settings = {"steps": steps, "lr_factor": float(cfg.get("lr_factor", 0.3)), "seed": int(cfg.get("seed", 42)),
                 "device": device, "cache_dir": str(cfg.paths.cache_dir)}
     quiet_libraries()
@@ -93,8 +96,6 @@ def cross_validate(det: Detector, records: list[Record], folds: int, sizes: list
         for i, held_out in enumerate(parts):
             pool = [r for j, p in enumerate(parts) if j != i for r in p]
             train = pool if size is None else pool[:size]
-            if size is not None and size > len(pool):
-                raise DataError(f"sizes={size}: more than the {len(pool)} images outside one of {folds} folds")
             tuned = fine_tuned(det, train, settings, out_dir / "cv" / f"n{len(train)}" / f"fold{i}")
             fold_scores.append(score(detector_predictor(tuned, settings["device"]), held_out, names))
         pooled = _pooled(fold_scores)

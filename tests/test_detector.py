@@ -187,3 +187,14 @@ def test_predict_with_a_calibrated_detector_scores_every_landmark_and_image(tiny
     scores = [lm["reliability"] for lm in one["landmarks"]]
     assert max(scores) == pytest.approx(one["image_reliability"])
     assert [f["landmark"] for f in one["flagged"]] == [lm["landmark"] for lm in one["landmarks"] if lm["flag"]]
+
+
+def test_adapt_refuses_a_learning_curve_size_larger_than_a_fold_leaves_before_training(tiny_run, tmp_path, capsys):
+    from landmark_exp.adapt import adapt
+
+    site = _site_csv(tiny_run["root"], tmp_path / "site")
+    with pytest.raises(SystemExit):
+        adapt(compose("adapt", [f"detector={tiny_run['ckpt']}", f"site.root={site}", f"output={tmp_path / 'o.pt'}",
+                                "folds=2", "sizes=[8]", f"paths.cache_dir={tmp_path}/cache"], tmp_path / "run"))
+    assert "sizes=[8]: 8 is more than the 7 images outside the largest of 2 folds" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "cv").exists() and not (tmp_path / "o.pt").exists()
