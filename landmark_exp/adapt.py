@@ -12,6 +12,7 @@ rate; the shape model takes in the site's shapes; the reliability calibration is
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -64,9 +65,10 @@ def adapt(cfg: DictConfig) -> dict:
     if folds == 1 or folds > len(records):
         raise DataError(f"folds={folds}: 0 (no cross-validation) or 2..{len(records)} (the labelled images)")
     sizes = sorted({positive_int(s, "sizes") for s in (plain(cfg.get("sizes")) or [])})
-    if folds and sizes and sizes[-1] > len(records) - -(-len(records) // folds):  # checked before any training
-        raise DataError(f"sizes={sizes}: {sizes[-1]} is more than the {len(records) - -(-len(records) // folds)} "
-                        f"images outside the largest of {folds} folds")
+    fewest = len(records) - math.ceil(len(records) / folds) if folds else 0  # training images of the largest fold
+    if folds and sizes and sizes[-1] > fewest:  # checked before any training
+        raise DataError(f"sizes={sizes}: {sizes[-1]} is more than the {fewest} images outside the largest of "
+                        f"{folds} folds")
     settings = {"steps": steps, "lr_factor": float(cfg.get("lr_factor", 0.3)), "seed": int(cfg.get("seed", 42)),
                 "device": device, "cache_dir": str(cfg.paths.cache_dir)}
     quiet_libraries()
@@ -103,7 +105,7 @@ def cross_validate(det: Detector, records: list[Record], folds: int, sizes: list
         rows.append(_row(f"fine-tuned on {n} images", n, pooled))
         console.print(_say(rows[-1]), highlight=False)
         write_csv(out_dir / "cv" / f"predictions_n{n}.csv", predictions_frame(pooled.ids, pooled.as_results(), names))
-    write_csv(out_dir / "learning_curve.csv", _frame(rows))
+    write_csv(out_dir / "learning_curve.csv", pd.DataFrame(rows))
     return rows
 
 
@@ -178,9 +180,6 @@ def _say(row: dict) -> str:
     return (f"{row['what']}: MRE {row['mre_mm']:.2f} mm, SDR@2mm {row['sdr_2mm']:.1f} %, "
             f"{row['over_5mm_pct']:.1f} % over 5 mm ({row['images_scored']} images, out of fold)")
 
-
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
