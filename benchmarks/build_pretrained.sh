@@ -14,6 +14,6 @@ export OMP_NUM_THREADS=1
 $PY train.py experiment=isbi2015_robust data.source.root="$ROOT" seed=42 logger=none hydra.run.dir="$WORK/first"
 $PY train.py experiment=isbi2015_robust_refine data.source.root="$ROOT" seed=42 logger=none hydra.run.dir="$WORK/refine"
 $PY -m landmark_exp.detector first="$WORK/first/checkpoints/best.ckpt" refine="$WORK/refine/checkpoints/best.ckpt" \
-    'refine_views=[[0,1]]' half=true name=isbi2015_robust data_root="$ROOT" output="$WORK/isbi2015_robust.pt" \
+    'refine_shifts=[[0,0]]' 'refine_views=[[0,1]]' half=true name=isbi2015_robust data_root="$ROOT" output="$WORK/isbi2015_robust.pt" \
     overwrite=true hydra.run.dir="$WORK/detector"
 sha256sum "$WORK/isbi2015_robust.pt" landmark_exp/pretrained/isbi2015_robust.pt

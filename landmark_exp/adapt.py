@@ -7,7 +7,8 @@ fine-tuned on the other folds (and, for a learning curve, on only `sizes` of the
 pooled error is what a new image of that site can expect. Then the detector is fine-tuned on all of them and
 written to `output`. Every stage (and every member of an ensemble) is fine-tuned from its own weights with its
 own training settings (augmentation, targets), for `steps` optimizer steps at `lr_factor` times its learning
-rate; the shape model takes in the site's shapes; the reliability calibration is kept from the original.
+rate; the shape model takes in the site's shapes and the domain reference its images; the reliability calibration
+is kept from the original.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from landmark_exp.arguments import checked_device, flag, positive_int
 from landmark_exp.artifact import Detector, load, pretrained_path
 from landmark_exp.cascade import detector_predictor
 from landmark_exp.data.records import DataError, Record
+from landmark_exp.domain import describe_images
 from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open, write_csv, write_json
 from landmark_exp.jobs import (
@@ -114,10 +116,13 @@ def fine_tuned(det: Detector, records: list[Record], settings: dict, work: Path)
     first = [fine_tune(m, records, settings, work / f"first{i}") for i, m in enumerate(det.first)]
     refine = (None if det.refine is None else
               [fine_tune(m, records, settings, work / f"refine{i}") for i, m in enumerate(det.refine)])
-    shape = det.shape
+    shape, domain = det.shape, det.domain
     if shape is not None:
         shape = shape.updated(np.stack([r.landmarks * np.asarray(r.spacing) for r in records]))
-    return replace(det, first=first, refine=refine, shape=shape, name=f"{det.name}+site")
+    if domain is not None:  # the site's images are training images now: like them is not unlike the training images
+        view = detector_predictor(replace(det, refine=None), settings["device"])
+        domain = domain.with_images(describe_images([r.image_path for r in records], view.info.normalize, view.prepare))
+    return replace(det, first=first, refine=refine, shape=shape, domain=domain, name=f"{det.name}+site")
 
 
 def fine_tune(member: Member, records: list[Record], settings: dict, work: Path) -> Member:

@@ -4,7 +4,7 @@
 It holds its stages (a whole-image stage and, optionally, a patch stage that refines it; each one model or an
 ensemble), the decoding and test-time settings each stage was chosen with, the landmark names, the training
 spacing and input geometry (inside each member's stored config), the shape model and reliability calibration
-(version 2) and a format version. It is a `torch.save` file of tensors and plain values only, read weights-only
+(version 2), the training images' domain reference (version 3) and a format version. It is a `torch.save` file of tensors and plain values only, read weights-only
 like a checkpoint: nothing in it is ever called. Settings given when it is used still override its own.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from landmark_exp.arguments import int_pairs
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import CheckpointError, DataError
+from landmark_exp.domain import DomainModel
 from landmark_exp.loading import Member, checked_checkpoint, read_file, read_members
 from landmark_exp.reliability import Reliability
 from landmark_exp.shape import ShapeModel
@@ -31,7 +32,7 @@ def pretrained_path(path: object) -> object:
     if isinstance(path, str) and path in PRETRAINED and not Path(path).exists():
         return str(PRETRAINED_DIR / PRETRAINED[path])
     return path
-VERSION = 2  # 2: shape model, repair_z and reliability calibration (absent in 1: none)
+VERSION = 3  # 2: shape model, repair_z and reliability calibration (absent in 1: none); 3: domain reference
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Detector:
     shape: ShapeModel | None = None  # the training landmarks' shape model: checks and repairs placements
     repair_z: float | None = None  # shape z over which a first-stage placement is searched again (None: never)
     reliability: Reliability | None = None  # calibrated on validation images: the score that flags landmarks
+    domain: DomainModel | None = None  # the training images, to tell an image unlike all of them (domain.py)
 
     def to_dict(self) -> dict[str, Any]:
         def members(ms: list[Member] | None) -> list[dict] | None:
@@ -59,7 +61,8 @@ class Detector:
                 "refine_heatmap": self.refine_heatmap, "refine_iterations": self.refine_iterations,
                 "refine_landmarks": self.refine_landmarks,
                 "shape": None if self.shape is None else self.shape.to_dict(), "repair_z": self.repair_z,
-                "reliability": None if self.reliability is None else self.reliability.to_dict()}
+                "reliability": None if self.reliability is None else self.reliability.to_dict(),
+                "domain": None if self.domain is None else self.domain.to_dict()}
 
 
 def is_detector(data: dict) -> bool:
@@ -74,6 +77,8 @@ def migrate(data: dict, where: str) -> dict:
                               f"(1-{VERSION}); update landmark_exp")
     if version == 1:  # no shape model, no calibration: the same detector, flagging from its heatmaps only
         data = {**data, "version": 2, "shape": None, "repair_z": None, "reliability": None}
+    if data["version"] == 2:  # no domain reference: no image is told apart from the training images
+        data = {**data, "version": 3, "domain": None}
     return data
 
 
@@ -102,7 +107,8 @@ def read_detector(data: dict, where: str) -> Detector:
                         shape=None if data.get("shape") is None else ShapeModel.from_dict(data["shape"], where),
                         repair_z=None if data.get("repair_z") is None else float(data["repair_z"]),
                         reliability=(None if data.get("reliability") is None
-                                     else Reliability.from_dict(data["reliability"], where)))
+                                     else Reliability.from_dict(data["reliability"], where)),
+                        domain=None if data.get("domain") is None else DomainModel.from_dict(data["domain"], where))
     except (DataError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: {e}") from None
 

@@ -118,6 +118,8 @@ class CascadePredictor:
                            "stages": np.linalg.norm(f.geometry.to_model(out.xy) - f.geometry.to_model(f.xy), axis=-1)}
             if self.first.shape is not None:
                 out.signals["shape"] = self.first.shape.check(out.xy).z
+            if "domain" in f.signals:
+                out.signals["domain"] = f.signals["domain"]
             out.assess(self.reliability)
         return final, firsts
 
@@ -164,7 +166,7 @@ def detector_predictor(det: Detector, device: str = "auto", runtime: str = "tune
     """A detector's stages with its own settings, each overridden by a given one (None keeps the detector's)."""
     first = _stage(det.first, device, runtime, {**det.heatmap, **(heatmap or {})},
                    det.tta_shifts if tta_shifts is None else tta_shifts)
-    first.shape, first.repair_z = det.shape, det.repair_z
+    first.shape, first.repair_z, first.domain = det.shape, det.repair_z, det.domain
     if det.refine is None:
         first.reliability = det.reliability
         return first

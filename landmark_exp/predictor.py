@@ -33,6 +33,7 @@ from landmark_exp.data.patches import (
     view_points,
 )
 from landmark_exp.data.records import CheckpointError
+from landmark_exp.domain import DomainModel, descriptor
 from landmark_exp.heatmap.decoder import Decoding, decode
 from landmark_exp.heatmap.quality import describe_flags, heatmap_flags
 from landmark_exp.module import LandmarkModule
@@ -156,6 +157,7 @@ class Predictor:
         self.shape: ShapeModel | None = None  # a detector's shape model: checks (and repairs) whole-image estimates
         self.repair_z: float | None = None  # shape z over which a placement is searched again near the expected one
         self.reliability: Reliability | None = None  # a detector's calibration (a cascade's lives on the cascade)
+        self.domain: DomainModel | None = None  # a detector's training images: is an image unlike all of them?
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         """A decoded image -> the (1, h, w) float32 network input and its original->model map."""
@@ -190,6 +192,8 @@ class Predictor:
         xy, peak = self.info.decoding(heat)
         spread = self.info.decoding.spread(heat, xy)
         flags = describe_flags(heatmap_flags(heat, self.info.decoding.sigma, self.info.decoding.single_channel))
+        domain = (None if self.domain is None
+                  else self.domain.distance(np.stack([descriptor(x) for x, _ in prepared])))
         out = []
         for i, (_, geom) in enumerate(prepared):
             g = geom.as_array()
@@ -199,6 +203,8 @@ class Predictor:
                 spread=spread[i].detach().cpu().double().numpy() / g[None, 0:2],
                 geometry=geom, flags=flags[i],
             )
+            if domain is not None:
+                pred.signals["domain"] = np.full(len(pred.xy), domain[i])
             if self.shape is not None:
                 self._check_shape(pred, heat[i])
             pred.assess(self.reliability)

@@ -5,8 +5,10 @@ Signals, each per landmark and larger when the placement is more doubtful:
   stages  a cascade's second stage moved it this far from the first stage's estimate (first-stage model pixels)
   passes  the second stage's test-time patches (shifts, views) disagree this much (working pixels, RMS)
   peak    1 - the heatmap's peak value
+  domain  the whole image's distance from the training images (`domain.py`), the same for all its landmarks
 Calibration sets one threshold per signal at the same quantile of its validation values, the quantile chosen so
-that `target` of the validation landmarks are flagged. The score is the largest signal over its threshold: above
+that `target` of the validation landmarks are flagged; "domain" is its own scale (over 1: unlike every training
+image) and keeps the threshold 1. The score is the largest signal over its threshold: above
 1 the landmark is flagged; heatmaps that cannot be trusted (heatmap/quality.py) are flagged whatever the score.
 """
 
@@ -21,10 +23,11 @@ from torchmetrics.functional.classification import binary_auroc
 
 from landmark_exp.data.records import CheckpointError
 
-SIGNALS = ("shape", "stages", "passes", "peak")
+SIGNALS = ("shape", "stages", "passes", "peak", "domain")
+FIXED = {"domain": 1.0}  # signals measured against their own reference: thresholds not calibrated
 GROSS_MM = 5.0  # what "a gross error" means in the reports: the errors a flag is meant to catch
 REASONS = {"shape": "off the shape of the others", "stages": "stages disagree", "passes": "views disagree",
-           "peak": "weak heatmap peak"}
+           "peak": "weak heatmap peak", "domain": "image unlike the training images"}
 
 
 @dataclass
@@ -55,16 +58,18 @@ class Reliability:
             raise ValueError(f"reliability target {target!r}: a share of landmarks in (0, 0.5)")
         values = {s: np.asarray(v, dtype=np.float64).ravel() for s, v in signals.items() if s in SIGNALS}
         values = {s: v[np.isfinite(v)] for s, v in values.items()}
-        values = {s: v for s, v in values.items() if len(v) and np.quantile(v, 0.99) > 0}
+        values = {s: v for s, v in values.items() if s not in FIXED and len(v) and np.quantile(v, 0.99) > 0}
         if not values:
             raise ValueError("no reliability signal to calibrate")
+        fixed = {s: t for s, t in FIXED.items() if s in signals}
         lo, hi = 1.0 - 4 * target, 1.0
         for _ in range(40):
             q = (lo + hi) / 2
-            rel = cls({s: float(np.quantile(v, q)) for s, v in values.items()}, target, calibrated_on)
-            share = float((rel.score({s: np.asarray(signals[s]) for s in values}) > 1).mean())
+            rel = cls({**{s: float(np.quantile(v, q)) for s, v in values.items()}, **fixed}, target, calibrated_on)
+            share = float((rel.score({s: np.asarray(signals[s]) for s in rel.thresholds}) > 1).mean())
             lo, hi = (q, hi) if share > target else (lo, q)
-        return cls({s: max(float(np.quantile(v, hi)), 1e-9) for s, v in values.items()}, target, calibrated_on)
+        return cls({**{s: max(float(np.quantile(v, hi)), 1e-9) for s, v in values.items()}, **fixed}, target,
+                   calibrated_on)
 
     def to_dict(self) -> dict:
         return {"thresholds": self.thresholds, "target": self.target, "calibrated_on": self.calibrated_on}

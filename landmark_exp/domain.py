@@ -1,0 +1,88 @@
+"""Is this image like the ones the detector was trained on? A whole-image check, for the errors no landmark's own
+signal shows: another clinic's annotation conventions and scanner give confident, anatomically consistent
+placements that are still millimetres off (docs/results.md, "Other sites").
+
+Each image is described by its first-stage network input averaged down to GRID x GRID cells (framing, contrast,
+soft tissue, ear rods: what tells a scanner apart). The descriptor depends on the preprocessing only, never on
+the weights, so a fine-tuned detector (`adapt.py`) keeps it valid and adds its site's images to the reference.
+An image's distance is the mean distance to its K nearest reference images (features standardised on the
+reference), divided by the largest such leave-one-out distance among the reference images themselves: over 1,
+the image is further from the training images than any of them is from the others (reliability signal "domain").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landmark_exp.data.images import read_ahead
+from landmark_exp.data.records import CheckpointError, DataError
+
+GRID = 16
+NEIGHBOURS = 5
+
+
+def descriptor(network_input: np.ndarray) -> np.ndarray:
+    """(C, h, w) or (h, w) first-stage network input -> (GRID * GRID,) float32 descriptor (first channel)."""
+    x = torch.as_tensor(np.asarray(network_input, dtype=np.float32))
+    x = x.reshape(-1, *x.shape[-2:])[:1]
+    return torch.nn.functional.adaptive_avg_pool2d(x[None], GRID).flatten().numpy()
+
+
+def describe_images(paths: Sequence[Path], normalize: str, prepare: Callable) -> np.ndarray:
+    """(N, D) descriptors of image files, each as a first stage's `prepare` makes its network input."""
+    out = []
+    for read in read_ahead(list(paths), normalize, then=lambda im: prepare(im)[0]):
+        if isinstance(read, DataError):
+            raise read
+        out.append(descriptor(read))
+    return np.stack(out)
+
+
+class DomainModel:
+    """The training images' descriptors and what an image's distance from them is measured against."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        self.reference = np.asarray(reference, dtype=np.float32)
+        if self.reference.ndim != 2 or len(self.reference) <= NEIGHBOURS:
+            raise ValueError(f"a domain reference needs more than {NEIGHBOURS} images, got shape {self.reference.shape}")
+        ref = self.reference.astype(np.float64)
+        self._mean, self._sd = ref.mean(axis=0), ref.std(axis=0) + 1e-6
+        self._scale = 1.0
+        self._scale = float(self._nearest(ref, leave_one_out=True).max())
+
+    def _nearest(self, x: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float64) - self._mean) / self._sd
+        r = (self.reference.astype(np.float64) - self._mean) / self._sd
+        d = np.sqrt(np.maximum((z**2).sum(1)[:, None] + (r**2).sum(1)[None] - 2 * z @ r.T, 0.0))
+        d.sort(axis=1)
+        start = 1 if leave_one_out else 0  # an image's own entry is its nearest, at 0
+        return d[:, start:start + NEIGHBOURS].mean(axis=1) / self._scale
+
+    def distance(self, descriptors: np.ndarray) -> np.ndarray:
+        """(N, D) descriptors -> (N,) distances; over 1: unlike every training image."""
+        return self._nearest(np.atleast_2d(descriptors))
+
+    def with_images(self, descriptors: np.ndarray) -> DomainModel:
+        """The reference with a site's images added (they are training images of a fine-tuned detector)."""
+        return DomainModel(np.concatenate([self.reference, np.atleast_2d(descriptors).astype(np.float32)]))
+
+    def to_dict(self) -> dict:
+        return {"grid": GRID, "neighbours": NEIGHBOURS, "reference": torch.from_numpy(self.reference).half()}
+
+    @classmethod
+    def from_dict(cls, d: object, where: str) -> DomainModel:
+        try:
+            grid, neighbours = int(d["grid"]), int(d["neighbours"])  # type: ignore[index]
+            reference = torch.as_tensor(d["reference"]).float().numpy()  # type: ignore[index]
+            if (grid, neighbours) != (GRID, NEIGHBOURS) or reference.ndim != 2 or reference.shape[1] != GRID * GRID:
+                raise ValueError(f"grid {grid}, neighbours {neighbours}, reference {tuple(reference.shape)}; this "
+                                 f"version measures {GRID}x{GRID} cells and {NEIGHBOURS} neighbours")
+            if not np.isfinite(reference).all():
+                raise ValueError("non-finite reference values")
+            return cls(reference)
+        except (TypeError, KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{where}: domain reference is not valid ({type(e).__name__}: {e})") from None
