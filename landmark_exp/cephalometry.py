@@ -33,15 +33,13 @@ S, N, OR, PO, A, B, POG, ME, GN, GO, LIT, UIT = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 PNS, ANS = 16, 17
 
 
-def _angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Unsigned angle in degrees between vectors (..., 2); atan2 stays exact near 0 and 180 degrees."""
-    cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-    dot = (u * v).sum(-1)
-    return np.degrees(np.arctan2(np.abs(cross), dot))
-
-
 def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def _angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Unsigned angle in degrees between vectors (..., 2); atan2 stays exact near 0 and 180 degrees."""
+    return np.degrees(np.arctan2(np.abs(_cross(u, v)), (u * v).sum(-1)))
 
 
 def facing_right(mm: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,3 @@ def resize_image(image: np.ndarray, out_hw: tuple[int, int], letterbox: bool = F
     out = np.zeros((h, w), dtype=image.dtype)
     out[py : py + nh, px : px + nw] = inner
     return out
-
-
-def geometry_tensor(geoms: list[Geometry]) -> torch.Tensor:
-    return torch.tensor(np.stack([g.as_array() for g in geoms]), dtype=torch.float64)
