@@ -19,7 +19,7 @@ from landmark_exp.arguments import checked_device, flag, int_pairs
 from landmark_exp.artifact import Detector, with_patch_settings
 from landmark_exp.cascade import detector_predictor
 from landmark_exp.data.records import DataError
-from landmark_exp.domain import DomainModel, describe_images
+from landmark_exp.domain import NEIGHBOURS, DomainModel, describe_images
 from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open
 from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
@@ -83,7 +83,9 @@ def calibrated(det: Detector, data_root: str | None, target: float, repair_z: fl
     det.shape = ShapeModel.fit(np.stack([r.landmarks * np.asarray(r.spacing) for r in train]))
     det.repair_z, det.reliability, det.domain = repair_z, None, None
     predictor = detector_predictor(det, device)
-    det.domain = DomainModel(describe_images([r.image_path for r in train], predictor.info.normalize, predictor.prepare))
+    if len(train) > NEIGHBOURS:  # else too few to say what the training images are like
+        det.domain = DomainModel(describe_images([r.image_path for r in train], predictor.info.normalize,
+                                                 predictor.prepare))
     scores = score(detector_predictor(det, device), val, list(dm.landmark_names))
     signals = {s: v for s, v in scores.signals.items() if s != "peak" or det.refine is None}
     det.reliability = Reliability.calibrate(signals, target, f"val ({len(val)} images)")

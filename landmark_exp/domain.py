@@ -50,7 +50,9 @@ class DomainModel:
         if self.reference.ndim != 2 or len(self.reference) <= NEIGHBOURS:
             raise ValueError(f"a domain reference needs more than {NEIGHBOURS} images, got shape {self.reference.shape}")
         ref = self.reference.astype(np.float64)
-        self._mean, self._sd = ref.mean(axis=0), ref.std(axis=0) + 1e-6
+        sd = ref.std(axis=0)
+        # standardised per cell; a cell that never varies there (padding) gets a floor, not a division by ~0
+        self._mean, self._sd = ref.mean(axis=0), np.maximum(sd, 0.1 * float(np.median(sd)) + 1e-6)
         self._scale = 1.0
         self._scale = float(self._nearest(ref, leave_one_out=True).max())
 

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, ListConfig
 from rich.progress import (
     BarColumn,
@@ -51,7 +50,14 @@ from landmark_exp.jobs import (
     writable_dir,
 )
 from landmark_exp.pictures import draw_overlay
-from landmark_exp.prediction_files import RUN_FILES, clear_earlier, finished, image_outputs, write_summary
+from landmark_exp.prediction_files import (
+    RUN_FILES,
+    clear_earlier,
+    finished,
+    image_outputs,
+    landmarks_frame,
+    write_summary,
+)
 from landmark_exp.predictor import LandmarkPrediction, Predictor
 from landmark_exp.reports import console, save_jpeg
 
@@ -126,20 +132,6 @@ def image_spacing(path: Path, fallback: tuple[float, float] | None) -> tuple[tup
     return fallback, "config"
 
 
-def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], names: Sequence[str]) -> pd.DataFrame:
-    """One row per landmark: original pixels, millimetres, peak confidence and spread (mm, root of summed variances)."""
-    sx, sy = spacing
-    spread_mm = np.sqrt((pred.spread[:, 0] * sx) ** 2 + (pred.spread[:, 1] * sy) ** 2)
-    return pd.DataFrame({
-        "landmark": np.arange(1, len(names) + 1), "name": list(names),
-        "x_px": pred.xy[:, 0], "y_px": pred.xy[:, 1], "x_mm": pred.xy[:, 0] * sx, "y_mm": pred.xy[:, 1] * sy,
-        "confidence": pred.confidence, "spread_mm": spread_mm,
-        # a calibrated detector's reliability score: over 1 the landmark is flagged (NaN: not calibrated)
-        "reliability": pred.reliability if pred.reliability is not None else np.full(len(names), np.nan),
-        "flag": pred.flags or [""] * len(names),  # why the landmark cannot be trusted; empty when it can
-    })
-
-
 def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.ndarray, pred: LandmarkPrediction,
                          spacing: tuple[float, float], spacing_source: str, predictor: Predictor | CascadePredictor,
                          overlay: bool) -> dict:
@@ -152,6 +144,8 @@ def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.nda
         "flagged": [{"landmark": j + 1, "name": names[j], "reason": f} for j, f in enumerate(pred.flags) if f],
         # the image's least reliable landmark (over 1: flagged); null without a calibrated detector
         "image_reliability": None if pred.reliability is None else float(np.max(pred.reliability)),
+        # its distance from the detector's training images (over 1: unlike all of them); null without a reference
+        "domain_distance": float(pred.signals["domain"][0]) if "domain" in pred.signals else None,
     }
     if list(names) == list(ISBI2015_LANDMARKS):
         from landmark_exp.cephalometry import analyse
@@ -218,17 +212,22 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
             preds = predictor.predict([b[2] for b in batch], [b[3] for b in batch])
             for (path, image_id, image, _, sp, source), pred in zip(batch, preds, strict=True):
                 results.append(_write_image_outputs(out_dir, image_id, path, image, pred, sp, source, predictor, overlay))
-                warned += _warn_flagged(path, results[-1]["flagged"], warned)
+                warned += _warn_flagged(path, results[-1]["flagged"], warned, results[-1]["domain_distance"])
                 progress.advance(task)
                 if stop is not None and stop.requested:
                     break
     return results, failures
 
 
-def _warn_flagged(path: Path, flagged: list[dict], warned: int) -> int:
+def _warn_flagged(path: Path, flagged: list[dict], warned: int, domain: float | None = None) -> int:
     """One warning line for an image with landmarks that cannot be trusted, for the first WARN_IMAGES such images."""
     if not flagged or warned >= WARN_IMAGES:
         return 0
+    if domain is not None and domain > 1:
+        console.print(f"[bold yellow]warning:[/] {path}: unlike the images the detector was trained on (distance "
+                      f"{domain:.2f}, over 1): {len(flagged)} landmarks flagged; check them, or fine-tune the detector "
+                      "to your site (landmark-adapt)", soft_wrap=True, highlight=False)
+        return 1
     listed = ", ".join(f"{f['landmark']} {f['name']} ({f['reason']})" for f in flagged[:4])
     more = f" and {len(flagged) - 4} more" if len(flagged) > 4 else ""
     console.print(f"[bold yellow]warning:[/] {path}: landmarks that cannot be trusted: {listed}{more}",

@@ -7,10 +7,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from landmark_exp.data.records import DataError
 from landmark_exp.files import write_csv, write_json
+from landmark_exp.predictor import LandmarkPrediction
 
 RUN_FILES = ("predictions.csv", "measurements.csv", "failures.csv", "summary.json")
 
@@ -88,4 +90,18 @@ def write_summary(out_dir: Path, results: list[dict], failures: list[dict], mode
                    for r in results],
         "n_flagged_images": sum(bool(r.get("flagged")) for r in results),
         "flagged": [{"id": r["id"], "file": r["file"], "landmarks": r["flagged"]} for r in results if r.get("flagged")],
+    })
+
+
+def landmarks_frame(pred: LandmarkPrediction, spacing: tuple[float, float], names: Sequence[str]) -> pd.DataFrame:
+    """One row per landmark: original pixels, millimetres, peak confidence and spread (mm, root of summed variances)."""
+    sx, sy = spacing
+    spread_mm = np.sqrt((pred.spread[:, 0] * sx) ** 2 + (pred.spread[:, 1] * sy) ** 2)
+    return pd.DataFrame({
+        "landmark": np.arange(1, len(names) + 1), "name": list(names),
+        "x_px": pred.xy[:, 0], "y_px": pred.xy[:, 1], "x_mm": pred.xy[:, 0] * sx, "y_mm": pred.xy[:, 1] * sy,
+        "confidence": pred.confidence, "spread_mm": spread_mm,
+        # a calibrated detector's reliability score: over 1 the landmark is flagged (NaN: not calibrated)
+        "reliability": pred.reliability if pred.reliability is not None else np.full(len(names), np.nan),
+        "flag": pred.flags or [""] * len(names),  # why the landmark cannot be trusted; empty when it can
     })

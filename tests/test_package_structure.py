@@ -68,7 +68,7 @@ def test_no_module_imports_another_modules_private_names():
 
 
 # modules still to split (issue 29): each may not grow; any other module stays within 330 lines
-STILL_LONG = {"predict.py": 345}
+STILL_LONG = {"predict.py": 341}
 
 
 def test_no_module_of_the_package_is_much_over_300_lines_and_the_long_ones_do_not_grow():
