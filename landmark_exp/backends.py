@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landmark_exp.data.records import CheckpointError
+from landmark_exp.data.records import CheckpointError, one_line
 from landmark_exp.module import LandmarkModule
 from landmark_exp.performance import for_inference
 from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo, Predictor
@@ -71,8 +71,8 @@ def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None 
     try:
         info = ModelInfo.from_dict(json.loads(meta))
     except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise CheckpointError(f"{path}: its {ONNX_METADATA_KEY!r} metadata is not valid ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]})") from None
+        raise CheckpointError(f"{path}: its {ONNX_METADATA_KEY!r} metadata is not valid "
+                              f"({one_line(e, 200)})") from None
     if heatmap:
         try:
             info.decoding = info.decoding.overridden(heatmap, info.input_size)

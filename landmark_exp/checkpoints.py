@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from landmark_exp.data.records import CheckpointError
+from landmark_exp.data.records import CheckpointError, one_line
 from landmark_exp.files import atomic_open
 
 
@@ -54,8 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointError(f"{path}: refused to load, it holds more than weights and plain data "
                                   f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
         except (FileNotFoundError, RuntimeError, EOFError, OSError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
-                                  f"{' '.join(str(e).split())[:200]})") from None
+            raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e, 200)})") from None
 
 
 def last_write_due(now: float, written_at: float | None, write_s: float, share: float | None, final: bool) -> bool:

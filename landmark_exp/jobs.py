@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.tree import Tree
 
-from landmark_exp.data.records import DataError
+from landmark_exp.data.records import DataError, one_line
 from landmark_exp.files import atomic_write_text
 from landmark_exp.guards import NonFiniteError
 from landmark_exp.heatmap.decoder import METHODS
@@ -226,7 +226,7 @@ def guard(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
         except BaseException as e:
             if isinstance(e, SystemExit) and not isinstance(e, SIGTERMException):
                 raise  # a job that ended itself (an interrupted predict) has said why
-            message = f"{type(e).__name__}: " + " ".join(str(e).split())  # one line: the sweep table's error
+            message = one_line(e)  # the sweep table's error
             if out.is_dir():
                 atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
             if isinstance(e, SIGTERMException):

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from landmark_exp.checkpoints import ModelCheckpoint
 from landmark_exp.data.datamodule import LandmarkDataModule
-from landmark_exp.data.records import DataError
+from landmark_exp.data.records import DataError, one_line
 from landmark_exp.data.sources import CSVSource, ISBI2015Source, SyntheticSource
 from landmark_exp.losses import AdaptiveWingLoss, DiceLoss, MSELoss
 from landmark_exp.models.smp import SMPModel
@@ -101,12 +101,12 @@ def resolve(config: Any, where: str = "config") -> Any:
         try:
             config = OmegaConf.create(config)
         except Exception as e:  # OmegaConf refuses what is not config data (objects, odd keys)
-            raise RegistryError(f"{where}: not config data ({type(e).__name__}: {_one_line(e)})") from None
+            raise RegistryError(f"{where}: not config data ({one_line(e, 200)})") from None
     if isinstance(config, DictConfig | ListConfig):
         try:
             config = OmegaConf.to_container(config, resolve=True)
         except Exception as e:  # a broken or unknown interpolation
-            raise RegistryError(f"{where}: cannot resolve its values ({type(e).__name__}: {_one_line(e)})") from None
+            raise RegistryError(f"{where}: cannot resolve its values ({one_line(e, 200)})") from None
     return _walk(config, where)
 
 
@@ -126,10 +126,6 @@ def _walk(config: Any, where: str) -> Any:
     return config
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200]
-
-
 def build(config: Any, where: str = "config", **kwargs: Any) -> Any:
     """What `hydra.utils.instantiate(config, **kwargs)` builds, from registered classes only. A class that refuses
     its config (a wrong argument or value) is one line naming `where`, not a traceback."""
@@ -140,8 +136,7 @@ def build(config: Any, where: str = "config", **kwargs: Any) -> Any:
         cause = e.__cause__
         if isinstance(cause, DataError):
             raise cause from None
-        reason = _one_line(cause) if cause is not None else _one_line(e)
-        raise RegistryError(f"{where}: its config does not build ({type(cause or e).__name__}: {reason})") from e
+        raise RegistryError(f"{where}: its config does not build ({one_line(cause or e, 200)})") from e
 
 
 def check(config: Any, where: str = "config") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from landmark_exp.data.records import DataError
+from landmark_exp.data.records import DataError, one_line
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 # what pydicom and Pillow raise for a broken file or an unsupported encoding: all are the file's problem
@@ -68,7 +68,7 @@ def _read_pil(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
         raise
     except _PIL_ERRORS as e:
         what = "image data truncated, cannot read image" if "truncated" in str(e) else "cannot read image"
-        raise DataError(f"{path}: {what} ({_one_line(e)})") from None
+        raise DataError(f"{path}: {what} ({one_line(e)})") from None
 
 
 def _check_size(path: Path | str, width: int, height: int, max_pixels: int, min_side: int) -> None:
@@ -188,11 +188,6 @@ def _to_grey_array(im: Image.Image, path: Path) -> np.ndarray:
     return _unit(np.asarray(im, dtype=np.uint8), 255.0)
 
 
-def _one_line(e: BaseException) -> str:
-    """An exception as `Type: message` on one line (pydicom's messages span several)."""
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"
-
-
 def _dicom_dataset(path: Path, pixels: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -200,7 +195,7 @@ def _dicom_dataset(path: Path, pixels: bool):
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except (InvalidDicomError, *_DICOM_ERRORS) as e:
-        raise DataError(f"{path}: cannot read DICOM ({_one_line(e)})") from None
+        raise DataError(f"{path}: cannot read DICOM ({one_line(e)})") from None
 
 
 def _read_dicom(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
@@ -211,7 +206,7 @@ def _read_dicom(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
     except _DICOM_ERRORS as e:
-        raise DataError(f"{path}: cannot read DICOM ({_one_line(e)})") from None
+        raise DataError(f"{path}: cannot read DICOM ({one_line(e)})") from None
     if rows and columns:  # absent: pydicom's decode below says what is missing
         _check_size(path, columns, rows, max_pixels, min_side)
     if frames > 1:
@@ -224,7 +219,7 @@ def _read_dicom(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
         signed = int(ds.get("PixelRepresentation", 0)) == 1
     except _DICOM_ERRORS as e:
         # compressed transfer syntaxes need decoder plugins: pip install -e '.[dicom]' (pylibjpeg)
-        raise DataError(f"{path}: cannot decode DICOM pixel data ({_one_line(e)})") from None
+        raise DataError(f"{path}: cannot decode DICOM pixel data ({one_line(e)})") from None
     _check_finite(path, arr)  # Float Pixel Data can hold NaN/inf
     if samples == 3 and arr.ndim == 3:  # colour: pydicom already converted YBR to RGB
         rgb = arr.astype(np.float32)

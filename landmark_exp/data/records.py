@@ -42,6 +42,12 @@ class CheckpointError(DataError):
     """A checkpoint or exported model that cannot be used as given: one line naming the file and the reason."""
 
 
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception as `Type: message` on one line (pydicom's and YAML's messages span several), the message
+    cut at `limit` characters: the reason in parentheses of a one-line error."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:limit]}"
+
+
 @dataclass(frozen=True)
 class Record:
     """One annotated image.
