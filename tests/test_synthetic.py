@@ -11,12 +11,7 @@ import numpy as np
 import pytest
 
 from landmark_exp.data import synthetic
-from landmark_exp.data.synthetic import (
-    GENERATOR_VERSION,
-    SYNTHETIC_SPACING_MM,
-    ensure_synthetic,
-    generate,
-)
+from landmark_exp.data.synthetic import GENERATOR_VERSION, SYNTHETIC_SPACING_MM, ensure_synthetic
 
 SMALL = {"n_train": 6, "n_test1": 3}
 SELLA, UPPER_LIP, SOFT_POGONION = 0, 12, 15
@@ -45,7 +40,7 @@ def _all_bytes(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("synthetic") / "data", n_train=12, n_test1=8, seed=0)
+    return ensure_synthetic(tmp_path_factory.mktemp("synthetic") / "data", n_train=12, n_test1=8, seed=0)
 
 
 def test_generate_writes_the_isbi2015_layout_with_ids_continuing_into_test1(dataset: Path):
@@ -87,9 +82,9 @@ def test_the_face_points_right_as_in_real_cephalograms(dataset: Path):
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path):
-    a = _all_bytes(generate(tmp_path / "a", seed=3, **SMALL))
-    b = _all_bytes(generate(tmp_path / "b", seed=3, **SMALL))
-    c = _all_bytes(generate(tmp_path / "c", seed=4, **SMALL))
+    a = _all_bytes(ensure_synthetic(tmp_path / "a", seed=3, **SMALL))
+    b = _all_bytes(ensure_synthetic(tmp_path / "b", seed=3, **SMALL))
+    c = _all_bytes(ensure_synthetic(tmp_path / "c", seed=4, **SMALL))
     assert a == b
     assert a.keys() == c.keys()
     assert all(a[k] != c[k] for k in a if k.endswith(".png"))
@@ -97,8 +92,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
 
 
 def test_adding_images_does_not_change_the_existing_ones(tmp_path: Path):
-    small = generate(tmp_path / "small", n_train=3, n_test1=0)
-    large = generate(tmp_path / "large", n_train=5, n_test1=0)
+    small = ensure_synthetic(tmp_path / "small", n_train=3, n_test1=0)
+    large = ensure_synthetic(tmp_path / "large", n_train=5, n_test1=0)
     for image_id in ("001", "002", "003"):
         assert (small / "RawImage/TrainingData" / f"{image_id}.png").read_bytes() == (
             large / "RawImage/TrainingData" / f"{image_id}.png"
@@ -181,7 +176,7 @@ def test_unknown_or_invalid_params_are_rejected(tmp_path: Path):
     with pytest.raises(TypeError):
         ensure_synthetic(tmp_path / "data", n_images=5)
     with pytest.raises(ValueError):
-        generate(tmp_path / "data", n_train=0)
+        ensure_synthetic(tmp_path / "data", n_train=0)
 
 
 def _sella_and_lip_contrast(img: np.ndarray, p: np.ndarray) -> tuple[float, float]:

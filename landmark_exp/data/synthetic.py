@@ -37,7 +37,7 @@ try:  # POSIX only; elsewhere concurrent generation is simply not guarded.
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["GENERATOR_VERSION", "SYNTHETIC_SPACING_MM", "ensure_synthetic", "generate", "synthetic_spacing_mm"]
+__all__ = ["GENERATOR_VERSION", "SYNTHETIC_SPACING_MM", "ensure_synthetic", "synthetic_spacing_mm"]
 
 # Bump whenever the drawn images or annotations change, so cached datasets are regenerated.
 # 2: B point is the deepest point of a real chin concavity, the lower incisor root ends behind it.
@@ -69,24 +69,12 @@ def synthetic_spacing_mm(width: int = 387, height: int = 480) -> float:
     return CANON_MM / fit_scale(width, height)
 
 
-def generate(root: Path | str, n_train: int = 60, n_test1: int = 30, width: int = 387, height: int = 480,
-             seed: int = 0) -> Path:
-    """Write the whole synthetic dataset under `root`, atomically, and return `root`.
-
-    Built in a temporary sibling directory and renamed into place, so a killed run never leaves a
-    half-written dataset. An existing `root` is replaced only if it is empty or was generated here
-    (has `synthetic.json`), so pointing this at real data cannot destroy it.
-    """
-    root = Path(root).absolute()
-    params = _resolve_params({"n_train": n_train, "n_test1": n_test1, "width": width, "height": height,
-                              "seed": seed})
-    with _locked(root):
-        _generate_unlocked(root, params)
-    return root
-
-
 def ensure_synthetic(root: Path | str, **params) -> Path:
     """Return `root`, generating it first unless `synthetic.json` already matches params and version.
+
+    The dataset is built in a temporary sibling directory and renamed into place, so a killed run never leaves
+    a half-written dataset. An existing `root` is replaced only if it is empty or was generated here (has
+    `synthetic.json`), so pointing this at real data cannot destroy it.
 
     Safe when several processes (e.g. DDP ranks) call it at once: check and generation happen under an
     exclusive lock on a sibling lock file, so exactly one of them generates and the others reuse it.
