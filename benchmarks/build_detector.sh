@@ -1,0 +1,50 @@
+#!/bin/bash
+# One headline configuration from the ISBI 2015 data to one detector file (docs/results.md, "Headline"):
+#   bash benchmarks/build_detector.sh <configuration> <isbi2015 folder> [work folder, default outputs/detectors/<configuration>]
+# then score it:  python evaluate.py ckpt_path=<work>/<configuration>.pt data_root=<isbi2015 folder>
+#
+#   shipped   isbi2015_robust + isbi2015_robust_refine, seed 42, one centred patch, float16: the detector in
+#             landmark_exp/pretrained/ (its checksum is compared at the end). About 12 + 17 min on 2 CPU cores.
+#   cpu       isbi2015_cpu + isbi2015_cpu_refine, seed 42. About 12 + 17 min on 2 CPU cores.
+#   cpu_best  3 seeds of each stage, each three as one ensemble. About 80 min on 2 CPU cores.
+#   seed      isbi2015_seed, seed 42, first stage only (GPU).
+#   gpu_best  isbi2015_best x 3 seeds + isbi2015_refine x 2 seeds (GPU).
+# Ensemble members share the validation split of seed 42 (data.seed=42), the split the detector's reliability is
+# calibrated on, so no member trained on a calibration image. A stage whose best.ckpt exists is not trained again.
+# Bit for bit: each training runs on one thread (OMP_NUM_THREADS=1) with fixed seeds and per-sample augmentation
+# seeds, so float sums happen in one order; that reproduces the weights on the same CPU type and library
+# versions (torch 2.14.1), not across instruction sets (AVX2 vs AVX-512 kernels round differently).
+set -euo pipefail
+CONF=${1:?usage: build_detector.sh <shipped|cpu|cpu_best|seed|gpu_best> <isbi2015 folder> [work folder]}
+ROOT=${2:?usage: build_detector.sh <configuration> <isbi2015 folder> [work folder]}
+WORK=${3:-outputs/detectors/$CONF}
+PY=${PYTHON:-python}
+case $CONF in
+  shipped)  FIRST=isbi2015_robust; REFINE=isbi2015_robust_refine; FIRST_SEEDS=42; REFINE_SEEDS=42
+            EXTRA=("refine_shifts=[[0,0]]" "refine_views=[[0,1]]" half=true); NAME=isbi2015_robust ;;
+  cpu)      FIRST=isbi2015_cpu; REFINE=isbi2015_cpu_refine; FIRST_SEEDS=42; REFINE_SEEDS=42; EXTRA=(); NAME=$CONF ;;
+  cpu_best) FIRST=isbi2015_cpu; REFINE=isbi2015_cpu_refine; FIRST_SEEDS="42 1 2"; REFINE_SEEDS="42 1 2"
+            EXTRA=(); NAME=$CONF ;;
+  seed)     FIRST=isbi2015_seed; REFINE=; FIRST_SEEDS=42; REFINE_SEEDS=; EXTRA=(); NAME=$CONF ;;
+  gpu_best) FIRST=isbi2015_best; REFINE=isbi2015_refine; FIRST_SEEDS="42 1 2"; REFINE_SEEDS="42 1"
+            EXTRA=(); NAME=$CONF ;;
+  *) echo "build_detector.sh: configuration '$CONF' is not one of shipped, cpu, cpu_best, seed, gpu_best" >&2; exit 1 ;;
+esac
+export OMP_NUM_THREADS=1
+
+train() {  # experiment, seed, folder: one training unless its best checkpoint is there
+  [ -f "$3/checkpoints/best.ckpt" ] && { echo "$3: trained already"; return; }
+  $PY train.py experiment="$1" data.source.root="$ROOT" seed="$2" data.seed=42 logger=none hydra.run.dir="$3"
+}
+members() {  # stage, seeds -> "[a,b,c]" of their checkpoints
+  local out=()
+  for s in $2; do out+=("$WORK/$1_s$s/checkpoints/best.ckpt"); done
+  (IFS=,; echo "[${out[*]}]")
+}
+for s in $FIRST_SEEDS; do train "$FIRST" "$s" "$WORK/first_s$s"; done
+for s in $REFINE_SEEDS; do train "$REFINE" "$s" "$WORK/refine_s$s"; done
+ARGS=("first=$(members first "$FIRST_SEEDS")")
+[ -n "$REFINE" ] && ARGS+=("refine=$(members refine "$REFINE_SEEDS")")
+$PY -m landmark_exp.detector "${ARGS[@]}" "${EXTRA[@]}" name="$NAME" data_root="$ROOT" \
+    output="$WORK/$NAME.pt" overwrite=true hydra.run.dir="$WORK/detector"
+if [ "$CONF" = shipped ]; then sha256sum "$WORK/$NAME.pt" landmark_exp/pretrained/isbi2015_robust.pt; fi
