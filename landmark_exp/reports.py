@@ -23,30 +23,34 @@ from landmark_exp.metrics import THRESHOLDS_MM
 
 # wide enough for the per-landmark table when piped to a file or CI log
 console = Console(width=None if sys.stdout.isatty() else 150)
+
+
 def _fmt_sdr(summary: dict) -> list[str]:
     return [f"{summary[f'sdr_{t:g}']:.2f}" for t in THRESHOLDS_MM]
+
+
+def _table(title: str, columns: Sequence[str]) -> Table:
+    """A table of right-aligned (number) columns."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    return table
 
 
 def summary_table(summary: dict, title: str, baseline: dict | None = None,
                   baseline_name: str = "mean-shape baseline") -> Table:
     """One row per result (ours, and a reference when given: the mean shape, or the first stage)."""
-    table = Table(title=title)
-    for col in ["", "images", "MRE (mm)", "SD", "median"] + [f"SDR@{t:g}mm %" for t in THRESHOLDS_MM]:
-        table.add_column(col, justify="right")
+    table = _table(title, ["", "images", "MRE (mm)", "SD", "median",
+                           *(f"SDR@{t:g}mm %" for t in THRESHOLDS_MM)])
     rows = [("model", summary)] + ([(baseline_name, baseline)] if baseline else [])
     for name, s in rows:
         table.add_row(name, str(s["n_images"]), f"{s['mre']:.3f}", f"{s['sd']:.3f}", f"{s['median']:.3f}", *_fmt_sdr(s))
     return table
 
 
-def per_landmark_frame(summary: dict) -> pd.DataFrame:
-    return pd.DataFrame(summary["per_landmark"])
-
-
 def per_landmark_table(summary: dict) -> Table:
-    table = Table(title="per landmark")
-    for col in ["#", "landmark", "MRE (mm)", "SD", "median"] + [f"SDR@{t:g}" for t in THRESHOLDS_MM]:
-        table.add_column(col, justify="right")
+    table = _table("per landmark", ["#", "landmark", "MRE (mm)", "SD", "median",
+                                    *(f"SDR@{t:g}" for t in THRESHOLDS_MM)])
     for row in summary["per_landmark"]:
         table.add_row(
             str(row["landmark"]), row["name"], f"{row['mre']:.3f}", f"{row['sd']:.3f}", f"{row['median']:.3f}", *_fmt_sdr(row)
@@ -144,7 +148,7 @@ def write_results(out_dir: Path | str, summary: dict, extra: dict | None = None,
     """metrics.json, per_landmark.csv and (given predictions) predictions.csv in `out_dir`."""
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", {**summary, **(extra or {})})
-    write_csv(out_dir / "per_landmark.csv", per_landmark_frame(summary))
+    write_csv(out_dir / "per_landmark.csv", pd.DataFrame(summary["per_landmark"]))
     if results is not None:
         write_csv(out_dir / "predictions.csv", predictions_frame(ids, results, names))
 
@@ -166,9 +170,7 @@ def save_jpeg(path: Path | str, rgb: np.ndarray, quality: int = 92) -> None:
 
 def cephalometry_table(summary: dict, title: str) -> Table:
     """Per measurement: classification accuracy against the ground truth's class, and the value's MAE."""
-    table = Table(title=title)
-    for col in ["measurement", "class accuracy %", "MAE", "unit"]:
-        table.add_column(col, justify="right")
+    table = _table(title, ["measurement", "class accuracy %", "MAE", "unit"])
     for r in summary["per_measurement"]:
         table.add_row(r["measurement"], f"{r['accuracy']:.2f}", f"{r['mae']:.3f}", r["unit"])
     table.add_row("mean", f"{summary['mean_accuracy']:.2f}", "", "", style="bold")
@@ -247,9 +249,8 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
-# -- the published state of the art on ISBI 2015 Test1 (0.1 mm/px, mean of both doctors unless noted) --
-# the literature on ISBI 2015 (trained on 001-150, ground truth the mean of the two doctors, 0.1 mm/px):
-# MRE in mm and SDR at 2 / 2.5 / 3 / 4 mm in %, None where a paper gives no figure
+# -- the published state of the art on ISBI 2015 (trained on 001-150, ground truth the mean of the two doctors
+# unless noted, 0.1 mm/px): MRE in mm and SDR at 2 / 2.5 / 3 / 4 mm in %, None where a paper gives no figure
 PUBLISHED_ISBI2015: dict[str, tuple[tuple[str, float, tuple[float | None, ...]], ...]] = {
     "test1": (
         ("Lindner RFRV-CLM 2016", 1.67, (74.95, 80.28, 84.56, 89.68)),
@@ -276,9 +277,8 @@ def published_table(summary: dict, name: str = "landmark_exp (this run)", split:
     rows = [(n, m, s, False) for n, m, s in PUBLISHED_ISBI2015[which]]
     rows.append((name, summary["mre"], tuple(summary[f"sdr_{t:g}"] for t in THRESHOLDS_MM), True))
     note = f"this split is {split}" if split == which else f"comparable only when the split scored is {which.title()}"
-    table = Table(title=f"ISBI 2015 {which.title()}, published results ({note})")
-    for col in ["method", "MRE (mm)"] + [f"SDR@{t:g}mm %" for t in THRESHOLDS_MM]:
-        table.add_column(col, justify="right")
+    table = _table(f"ISBI 2015 {which.title()}, published results ({note})",
+                   ["method", "MRE (mm)"] + [f"SDR@{t:g}mm %" for t in THRESHOLDS_MM])
     for n, m, s, ours in sorted(rows, key=lambda r: -r[1]):
         style = "bold green" if ours else None
         table.add_row(n, f"{m:.2f}", *["-" if v is None else f"{v:.2f}" for v in s], style=style)
