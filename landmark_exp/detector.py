@@ -52,7 +52,11 @@ def build(cfg: DictConfig) -> dict:
     det = Detector(first=first, heatmap=heatmap, tta_shifts=int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"),
                    refine=refine, refine_heatmap=refine_heatmap, refine_iterations=int(cfg.get("refine_iterations", 1)),
                    refine_landmarks=plain(cfg.get("refine_landmarks")), name=str(cfg.get("name") or output.stem))
-    load_module(first, heatmap=heatmap, tta_shifts=det.tta_shifts)  # each stage built once before anything is written
+    module = load_module(first, heatmap=heatmap, tta_shifts=det.tta_shifts)  # each stage built before any writing
+    if calibrate and len(set(module.member_splits)) > 1:  # a member trained on another's calibration images
+        raise DataError(f"first={_list(cfg.first)}: its members carved different validation splits "
+                        f"({sorted(set(module.member_splits), key=str)}), so calibrating on one member's would score "
+                        "images the others trained on; train them with one data.seed, or calibrate=false")
     if refine is not None:
         load_module(refine, heatmap=refine_heatmap)
     if calibrate:

@@ -198,3 +198,17 @@ def test_adapt_refuses_a_learning_curve_size_larger_than_a_fold_leaves_before_tr
                                 "folds=2", "sizes=[8]", f"paths.cache_dir={tmp_path}/cache"], tmp_path / "run"))
     assert "sizes=[8]: 8 is more than the 7 images outside the largest of 2 folds" in capsys.readouterr().out
     assert not (tmp_path / "run" / "cv").exists() and not (tmp_path / "o.pt").exists()
+
+
+def test_detector_refuses_to_calibrate_an_ensemble_whose_members_chose_on_different_splits(tiny_run, tmp_path, capsys):
+    other = tmp_path / "other_seed.ckpt"
+    ckpt = torch.load(tiny_run["ckpt"], weights_only=False)
+    ckpt["hyper_parameters"]["data"]["seed"] = 7
+    torch.save(ckpt, other)
+    out = tmp_path / "det.pt"
+    with pytest.raises(SystemExit):
+        build(compose("detector", [f"first=[{tiny_run['ckpt']},{other}]", f"output={out}"], tmp_path / "b"))
+    assert "carved different validation splits" in capsys.readouterr().out and not out.exists()
+    build(compose("detector", [f"first=[{tiny_run['ckpt']},{other}]", f"output={out}", "calibrate=false"],
+                  tmp_path / "c"))
+    assert out.exists()
