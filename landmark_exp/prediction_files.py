@@ -86,7 +86,8 @@ def write_summary(out_dir: Path, results: list[dict], failures: list[dict], mode
     write_json(out_dir / "summary.json", {
         **model,
         "n_images": len(results), "n_failed": len(failures), "interrupted": interrupted, "failures": failures,
-        "images": [{k: r.get(k) for k in ("id", "file", "spacing_mm", "spacing_source", "image_reliability")}
+        "images": [{k: r.get(k) for k in ("id", "file", "spacing_mm", "spacing_source", "image_reliability",
+                                          "domain_distance")}
                    for r in results],
         "n_flagged_images": sum(bool(r.get("flagged")) for r in results),
         "flagged": [{"id": r["id"], "file": r["file"], "landmarks": r["flagged"]} for r in results if r.get("flagged")],
