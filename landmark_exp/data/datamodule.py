@@ -115,7 +115,6 @@ class LandmarkDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.source = source
-        self.input_size = (int(input_size[0]), int(input_size[1]))
         self.train_splits = [train_splits] if isinstance(train_splits, str) else list(train_splits)
         self.val_split, self.test_split = val_split, test_split
         self.val_fraction = float(val_fraction)
@@ -296,9 +295,6 @@ class LandmarkDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.dataloader("test")
 
 
 def _key(r: Record) -> str:

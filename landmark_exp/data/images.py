@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +23,7 @@ from landmark_exp.data.decoding import dicom_spacing as dicom_spacing  # re-expo
 from landmark_exp.data.decoding import is_dicom as is_dicom  # re-exported for predict
 from landmark_exp.data.geometry import Geometry, resize_image
 from landmark_exp.data.records import DataError, Record
+from landmark_exp.files import atomic_open
 
 CACHE_VERSION = 2  # 2: colour JPEGs read as their own luma (Y) channel
 NORMALIZATIONS = ("dtype", "minmax", "percentile")
@@ -170,14 +170,6 @@ class ImageCache:
             return None
 
     def _write_disk(self, k: str, value: tuple[np.ndarray, tuple[int, int]]) -> None:
-        if self.cache_dir is None:
-            return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        if self.cache_dir is not None:
+            with atomic_open(self.cache_dir / f"{k}.npz") as fh:
                 np.savez(fh, image=value[0], orig_hw=np.array(value[1]))
-            os.replace(tmp, self.cache_dir / f"{k}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
