@@ -43,8 +43,8 @@ def checked_device(value: object) -> str:
     return device
 
 
-def int_pairs(value: object, what: str, limit: int | None = None) -> list[tuple[int, int]] | None:
-    """[[dy, dx], ...] whole-number pairs (e.g. `tta_shifts`), each within +/-limit; None stays None."""
+def int_pairs(value: object, what: str) -> list[tuple[int, int]] | None:
+    """[[dy, dx], ...] whole-number pairs (e.g. `tta_shifts`); None stays None."""
     if value is None:
         return None
     example = "e.g. [[0,0],[0,8],[8,0]]"
@@ -57,8 +57,6 @@ def int_pairs(value: object, what: str, limit: int | None = None) -> list[tuple[
         pair = list(item)
         if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
             raise DataError(f"{what}={value!r}: each shift is two whole numbers [dy, dx], {example}")
-        if limit is not None and max(abs(pair[0]), abs(pair[1])) >= limit:
-            raise DataError(f"{what}={value!r}: shifts must stay within +/-{limit - 1} pixels")
         pairs.append((pair[0], pair[1]))
     if not pairs:
         raise DataError(f"{what}=[]: give at least one [dy, dx] pair, or null for none")

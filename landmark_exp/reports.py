@@ -58,10 +58,9 @@ def per_landmark_table(summary: dict) -> Table:
     return table
 
 
-def print_report(summary: dict, title: str, baseline: dict | None = None, per_landmark: bool = True,
+def print_report(summary: dict, title: str, baseline: dict | None = None,
                  baseline_name: str = "mean-shape baseline") -> None:
-    if per_landmark:
-        console.print(per_landmark_table(summary))
+    console.print(per_landmark_table(summary))
     console.print(summary_table(summary, title, baseline, baseline_name))
 
 

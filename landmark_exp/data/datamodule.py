@@ -276,14 +276,14 @@ class LandmarkDataModule(L.LightningDataModule):
             raise DataError(f"no image of {len(records)} could be decoded (first: {decoded[0]})")
         return [r for r, _ in kept], [img for _, (img, _) in kept], [self.cache.geometry(hw) for _, (_, hw) in kept]
 
-    def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
+    def dataloader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise DataError(f"no {split!r} split in this data configuration (have {sorted(self.datasets)})")
         train = split == "train"
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train if shuffle is None else shuffle,
+            shuffle=train,
             drop_last=train and len(self.datasets[split]) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -272,8 +272,8 @@ def _draw_numbers(rgb, pred, ok, flags, obstacles, st: Style) -> list[Box]:
     return boxes
 
 
-def tensorboard_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, size: int = 512,
-                        names: Sequence[str] | None = None) -> np.ndarray:
+def tensorboard_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray,
+                        size: int = 512) -> np.ndarray:
     """A model-input image (H, W) enlarged so that its shorter side is at least `size` px, with numbered truth
     and prediction drawn as `draw_overlay` does: (H', W', 3) uint8 for `add_image(..., dataformats="HWC")`."""
     grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1) if image.dtype != np.uint8 else image
@@ -283,4 +283,4 @@ def tensorboard_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.nda
     def up(xy):  # pixel centres scale about themselves
         return None if xy is None else (np.asarray(xy, dtype=float) + 0.5) * f - 0.5
 
-    return draw_overlay(big, up(true), up(pred), numbers=True, names=names)
+    return draw_overlay(big, up(true), up(pred), numbers=True)

@@ -36,7 +36,7 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return {GOOD: "#5cb85c", FAIR: "#f0ad4e", POOR: "#d9534f"}.get(rgb, "#{:02x}{:02x}{:02x}".format(*rgb))
 
 
-def error_per_landmark_plot(summary: dict, path: Path | str, title: str | None = None) -> Path:
+def error_per_landmark_plot(summary: dict, path: Path | str) -> Path:
     """Horizontal bars of the MRE per landmark (metrics.summarize's dict), coloured as the overlays' error
     lines (green < 2, yellow 2-4, red > 4 mm), with +1 SD whiskers, the median as a black diamond, the value
     written, and the 2 mm line."""
@@ -60,9 +60,9 @@ def error_per_landmark_plot(summary: dict, path: Path | str, title: str | None =
     key = [Patch(color=_hex(c), label=t) for c, t in ((GOOD, "MRE < 2 mm"), (FAIR, "2-4 mm"), (POOR, "> 4 mm"))]
     key += ax.plot([], [], "D", color="black", ms=4, label="median") + ax.plot([], [], "--", color="0.25", label="2 mm")
     fig.legend(handles=key, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
-    fig.suptitle(textwrap.fill(title or f"Error per landmark: MRE {summary['mre']:.2f} mm, SDR@2 mm "
-                               f"{summary['sdr_2']:.1f}%" + (f" ({summary['n_images']} images)" if "n_images" in summary
-                                                             else ""), 95), fontsize=10)
+    title = f"Error per landmark: MRE {summary['mre']:.2f} mm, SDR@2 mm {summary['sdr_2']:.1f}%"
+    images = f" ({summary['n_images']} images)" if "n_images" in summary else ""
+    fig.suptitle(textwrap.fill(title + images, 95), fontsize=10)
     return _save(fig, path)
 
 
