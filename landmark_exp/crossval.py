@@ -147,10 +147,9 @@ def _print(results: list[dict]) -> None:
     names, common = _shown_names(results)
     if common:
         console.print(f"shared by every candidate: {common}", soft_wrap=True)
-    table = Table(title="cross-validation: every image scored once, out of fold")
-    for c in ("candidate", "folds", "images", "MRE", "SD", "median", "SDR 2/2.5/3/4 mm (%)", "fold MREs",
-              "vs first: mean diff [95 %]"):
-        table.add_column(c)
+    table = Table("candidate", "folds", "images", "MRE", "SD", "median", "SDR 2/2.5/3/4 mm (%)",
+                  "fold MREs", "vs first: mean diff [95 %]",
+                  title="cross-validation: every image scored once, out of fold")
     for name, r in zip(names, results, strict=True):
         s, v = r["summary"], r.get("vs_first")
         sdr = " / ".join(f"{s[k]:.2f}" for k in s if k.startswith("sdr_"))
@@ -178,9 +177,9 @@ def _print(results: list[dict]) -> None:
 
 def _print_recorded(names: list[str], results: list[dict]) -> None:
     console.print(f"against the recorded {results[0]['vs_recorded']['against']}", soft_wrap=True)
-    table = Table(title="fold by fold against the recorded candidate (its per-image predictions are not kept)")
-    for c in ("candidate", "fold differences (mm)", "mean [95 %, t over folds]", "pooled MRE difference"):
-        table.add_column(c)
+    table = Table("candidate", "fold differences (mm)", "mean [95 %, t over folds]", "pooled MRE difference",
+                  title="fold by fold against the recorded candidate "
+                        "(its per-image predictions are not kept)")
     for name, r in zip(names, results, strict=True):
         v = r["vs_recorded"]
         folds = " ".join(f"{f}: {d:+.3f}" for f, d in v["fold_delta"].items())
@@ -201,9 +200,7 @@ def _signed(results: list[dict], against: str, landmark: str) -> list[str]:
 
 
 def _print_landmarks(title: str, columns: list[str], results: list[dict], cells: Callable[[dict], list[str]]) -> None:
-    table = Table(title=title)
-    for c in ("landmark", *columns):
-        table.add_column(c)
+    table = Table("landmark", *columns, title=title)
     for row in results[0]["summary"]["per_landmark"]:
         table.add_row(f"{row['landmark']} {row['name']}", *cells(row))
     console.print(table)

@@ -235,9 +235,7 @@ def write_sweep_summary(sweep_dir: Path | str) -> pd.DataFrame:
     frame = collect_sweep(sweep_dir)
     if not frame.empty:
         write_csv(Path(sweep_dir) / "sweep_summary.csv", frame)
-        table = Table(title=f"sweep {sweep_dir}")
-        for c in frame.columns:
-            table.add_column(str(c))
+        table = Table(*map(str, frame.columns), title=f"sweep {sweep_dir}")
         for _, r in frame.iterrows():
             table.add_row(*["" if _missing(v) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
         console.print(table)
