@@ -26,29 +26,26 @@ def radial_errors_mm(pred_px, true_px, spacing):
     return lib.sqrt((d**2).sum(-1))
 
 
-def _stats(e: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
+def _stats(e: np.ndarray) -> dict[str, float]:
     e = np.asarray(e, dtype=np.float64).ravel()
     out = {
         "mre": float(e.mean()),
         "sd": float(e.std(ddof=1)) if e.size > 1 else 0.0,
         "median": float(np.median(e)),
     }
-    for t in thresholds:
+    for t in THRESHOLDS_MM:
         out[f"sdr_{t:g}"] = float(100.0 * (e <= t).mean())
     return out
 
 
-def summarize(
-    errors: np.ndarray, names: Sequence[str] | None = None, thresholds: Sequence[float] = THRESHOLDS_MM
-) -> dict:
+def summarize(errors: np.ndarray, names: Sequence[str] | None = None) -> dict:
     """(N, K) mm errors -> {"n_images", "n_landmarks", "mre", "sd", "median", "sdr_2", ..., "per_landmark": [...]}."""
     errors = np.asarray(errors, dtype=np.float64)
     n, k = errors.shape
     names = list(names) if names is not None else [f"L{i + 1}" for i in range(k)]
-    summary: dict = {"n_images": int(n), "n_landmarks": int(k), **_stats(errors, thresholds)}
-    summary["per_landmark"] = [
-        {"landmark": i + 1, "name": names[i], **_stats(errors[:, i], thresholds)} for i in range(k)
-    ]
+    summary: dict = {"n_images": int(n), "n_landmarks": int(k), **_stats(errors)}
+    summary["per_landmark"] = [{"landmark": i + 1, "name": names[i], **_stats(errors[:, i])}
+                               for i in range(k)]
     return summary
 
 
@@ -61,21 +58,15 @@ class LandmarkPredictions(Metric):
     """
 
     full_state_update = False
+    FIELDS = ("index", "pred", "true", "spacing", "geometry", "peak")
 
     def __init__(self) -> None:
         super().__init__()
-        for name in ("index", "pred", "true", "spacing", "geometry", "peak"):
+        for name in self.FIELDS:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(
-        self,
-        index: torch.Tensor,
-        pred: torch.Tensor,
-        true: torch.Tensor,
-        spacing: torch.Tensor,
-        geometry: torch.Tensor,
-        peak: torch.Tensor,
-    ) -> None:
+    def update(self, index: torch.Tensor, pred: torch.Tensor, true: torch.Tensor, spacing: torch.Tensor,
+               geometry: torch.Tensor, peak: torch.Tensor) -> None:
         self.index.append(index.long())
         self.pred.append(pred.double())
         self.true.append(true.double())
@@ -89,13 +80,5 @@ class LandmarkPredictions(Metric):
 
         if isinstance(self.index, list) and not self.index:
             return {}
-        index = cat(self.index)
-        uniq, first = np.unique(index, return_index=True)
-        return {
-            "index": uniq,
-            "pred": cat(self.pred)[first],
-            "true": cat(self.true)[first],
-            "spacing": cat(self.spacing)[first],
-            "geometry": cat(self.geometry)[first],
-            "peak": cat(self.peak)[first],
-        }
+        uniq, first = np.unique(cat(self.index), return_index=True)
+        return {"index": uniq, **{name: cat(getattr(self, name))[first] for name in self.FIELDS[1:]}}
