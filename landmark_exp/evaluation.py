@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.progress import track
 
 from landmark_exp.arguments import cascade_arguments, flag
-from landmark_exp.backends import RUNTIMES
+from landmark_exp.backends import RUNTIMES, pick_runtime
 from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.geometry import to_original
@@ -45,7 +45,7 @@ def _arguments(cfg: DictConfig) -> dict:
     overlays = cfg.get("overlays", 8)
     if isinstance(overlays, bool) or not isinstance(overlays, int) or overlays < 0:
         raise DataError(f"overlays={overlays!r}: how many overlay images to write, a whole number >= 0")
-    return {**cascade_arguments(cfg, RUNTIMES, "tuned"), "overlays": overlays,
+    return {**cascade_arguments(cfg, RUNTIMES, "auto"), "overlays": overlays,
             "overwrite": flag(cfg.get("overwrite", False), "overwrite")}
 
 
@@ -56,10 +56,14 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
                         "folder or overwrite=true")
     show_config(cfg, out_dir)
     write_run_info(out_dir)
-    predictor = load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
-                               args["runtime"], plain(cfg.get("refine_landmarks")),
-                               decoding_overrides(cfg.get("heatmap")), decoding_overrides(cfg.get("refine_heatmap"), "refine_heatmap"),
-                               args["tta_shifts"], args["refine_shifts"], args["refine_blend"], args["refine_views"])
+
+    def load(runtime: str) -> Predictor | CascadePredictor:
+        return load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
+                              runtime, plain(cfg.get("refine_landmarks")), decoding_overrides(cfg.get("heatmap")),
+                              decoding_overrides(cfg.get("refine_heatmap"), "refine_heatmap"), args["tta_shifts"],
+                              args["refine_shifts"], args["refine_blend"], args["refine_views"])
+
+    predictor = load(pick_runtime(args["runtime"], args["device"]))
     stored = cfg.get("data") or (OmegaConf.create(predictor.data) if predictor.data else None)
     if cfg.get("data") and predictor.data:  # data=... says where the images are; the model, how it sees them
         stored = OmegaConf.create({**plain(stored), **{k: predictor.data[k] for k in MODEL_VIEW if k in predictor.data}})
@@ -75,6 +79,9 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     _warn_if_members_saw_split(predictor, split, dm)
     dm.prepare_data()
     records = dm.split_records()[split]
+    runtime = pick_runtime(args["runtime"], args["device"], len(records))  # predict.py's choice for as many images
+    if runtime != pick_runtime(args["runtime"], args["device"]):
+        predictor = load(runtime)
     scores = score(predictor, records, dm.landmark_names)
     check_finite_metrics(scores.summary, scored)
     extra: dict = {"source_split": scored} if scored != split else {}
