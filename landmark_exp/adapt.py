@@ -34,9 +34,9 @@ from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open, write_csv, write_json
 from landmark_exp.jobs import (
     guard,
+    output_file,
     plain,
     quiet_libraries,
-    refuse_overwriting_inputs,
     run_command,
     writable_dir,
 )
@@ -53,10 +53,7 @@ SOURCE = "landmark_exp.data.sources.CSVSource"
 def adapt(cfg: DictConfig) -> dict:
     out_dir = writable_dir(Path(cfg.paths.output_dir), "hydra.run.dir", create_parents=True)
     output, source = Path(str(cfg.output)), str(pretrained_path(str(cfg.detector)))
-    refuse_overwriting_inputs([output], [Path(source)], "output")
-    if output.exists() and not flag(cfg.get("overwrite", False), "overwrite"):
-        raise DataError(f"output={output}: exists; overwrite=true replaces it")
-    writable_dir(output.parent, "output")
+    output_file(output, [Path(source)], flag(cfg.get("overwrite", False), "overwrite"))
     folds = int(cfg.get("folds") or 0)
     steps = positive_int(cfg.get("steps", 150), "steps")
     device = checked_device(cfg.get("device", "cpu"))

@@ -22,7 +22,7 @@ from landmark_exp.data.records import DataError
 from landmark_exp.domain import NEIGHBOURS, DomainModel, describe_images
 from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open
-from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
+from landmark_exp.jobs import as_list, guard, output_file, plain, run_command
 from landmark_exp.loading import Member, load_module, read_members
 from landmark_exp.registry import build as build_object
 from landmark_exp.reliability import Reliability
@@ -34,18 +34,15 @@ from landmark_exp.shape import ShapeModel
 def build(cfg: DictConfig) -> dict:
     """The Hydra job: checkpoints and settings -> one detector file (calibrated unless calibrate=false)."""
     output = Path(str(cfg.output))
-    sources = [Path(str(p)) for key in ("first", "refine") for p in _list(cfg.get(key))]
-    refuse_overwriting_inputs([output], sources, "output")
-    if output.exists() and not flag(cfg.get("overwrite", False), "overwrite"):
-        raise DataError(f"output={output}: exists; overwrite=true replaces it")
-    writable_dir(output.parent, "output")
+    sources = [Path(str(p)) for key in ("first", "refine") for p in as_list(cfg.get(key))]
+    output_file(output, sources, flag(cfg.get("overwrite", False), "overwrite"))
     calibrate = flag(cfg.get("calibrate", True), "calibrate")
     target, repair_z = _share(cfg.get("flag_share", 0.03)), _positive(cfg.get("repair_z"), "repair_z")
     device = checked_device(cfg.get("device", "cpu"))
     heatmap = {k: v for k, v in (plain(cfg.get("heatmap")) or {}).items() if v is not None}
     refine_heatmap = {k: v for k, v in (plain(cfg.get("refine_heatmap")) or {}).items() if v is not None}
-    first = read_members(_list(cfg.first))
-    refine = read_members(_list(cfg.refine)) if cfg.get("refine") else None
+    first = read_members(as_list(cfg.first))
+    refine = read_members(as_list(cfg.refine)) if cfg.get("refine") else None
     if refine is not None:
         refine = with_patch_settings(refine, plain(cfg.get("refine_shifts")), plain(cfg.get("refine_views")),
                                      cfg.get("refine_blend"))
@@ -54,7 +51,7 @@ def build(cfg: DictConfig) -> dict:
                    refine_landmarks=plain(cfg.get("refine_landmarks")), name=str(cfg.get("name") or output.stem))
     module = load_module(first, heatmap=heatmap, tta_shifts=det.tta_shifts)  # each stage built before any writing
     if calibrate and len(set(module.member_splits)) > 1:  # a member trained on another's calibration images
-        raise DataError(f"first={_list(cfg.first)}: its members carved different validation splits "
+        raise DataError(f"first={as_list(cfg.first)}: its members carved different validation splits "
                         f"({sorted(set(module.member_splits), key=str)}), so calibrating on one member's would score "
                         "images the others trained on; train them with one data.seed, or calibrate=false")
     if refine is not None:
@@ -118,11 +115,6 @@ def _positive(value: Any, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise DataError(f"{name}={value!r}: a positive number, or null")
     return float(value)
-
-
-def _list(value: Any) -> list:
-    value = plain(value)
-    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from landmark_exp.arguments import flag, int_pairs, positive_int
 from landmark_exp.backends import onnx_predictor, torch_predictor
 from landmark_exp.data.records import DataError
 from landmark_exp.files import atomic_write_bytes, write_json
-from landmark_exp.jobs import guard, plain, refuse_overwriting_inputs, run_command, writable_dir
+from landmark_exp.jobs import guard, output_file, plain, refuse_overwriting_inputs, run_command
 from landmark_exp.loading import checkpoint_paths, load_module
 from landmark_exp.module import LandmarkModule
 from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo
@@ -111,15 +111,10 @@ def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarra
 def _check_output(out: Path, inputs: list[Path], overwrite: object) -> None:
     """Before any work: never the file read (whatever overwrite says), an existing file only with overwrite=true,
     a folder that exists and is writable."""
-    overwrite = flag(overwrite, "overwrite")
-    refuse_overwriting_inputs([out], inputs, "output")
-    if out.suffix.lower() != ".onnx":
+    refuse_overwriting_inputs([out], inputs, "output")  # said first, whatever else is wrong with the name
+    if out.suffix.lower() != ".onnx" and not out.is_dir():
         raise DataError(f"output={out}: an ONNX model's file name ends in .onnx")
-    if out.is_dir():
-        raise DataError(f"output={out}: is a folder; give a file name ending in .onnx")
-    if out.exists() and not overwrite:
-        raise DataError(f"output={out}: exists; overwrite=true replaces it")
-    writable_dir(out.parent, "output", create_parents=False)
+    output_file(out, inputs, flag(overwrite, "overwrite"))
 
 
 @guard

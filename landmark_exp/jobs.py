@@ -62,6 +62,18 @@ def refuse_overwriting_inputs(outputs: Iterable[Path], inputs: Iterable[Path], w
             raise DataError(f"{what}={out}: is one of this command's inputs; it would be overwritten")
 
 
+def output_file(out: Path, inputs: Iterable[Path], overwrite: bool) -> Path:
+    """The file a command will write, checked before any work: never one it reads (whatever `overwrite` says),
+    an existing file only with overwrite=true, in a folder that exists and is writable."""
+    refuse_overwriting_inputs([out], inputs, "output")
+    if out.is_dir():
+        raise DataError(f"output={out}: is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise DataError(f"output={out}: exists; overwrite=true replaces it")
+    writable_dir(out.parent, "output")
+    return out
+
+
 def _identity(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_dev, st.st_ino
@@ -180,6 +192,12 @@ def quiet_libraries() -> None:
         lg.propagate = True
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=Warning)
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")  # small data: fewer points, no error
+
+
+def as_list(value: Any) -> list:
+    """A config value that may be one item or a list (ckpt paths, inputs) as a list; null as []."""
+    value = plain(value)
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 def plain(node: Any) -> Any:

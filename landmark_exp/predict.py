@@ -40,6 +40,7 @@ from landmark_exp.data.sources import IMAGE_EXTENSIONS
 from landmark_exp.files import write_csv, write_json
 from landmark_exp.jobs import (
     StopRequests,
+    as_list,
     decoding_overrides,
     guard,
     plain,
@@ -274,14 +275,9 @@ def _prepare_output_dir(cfg: DictConfig, args: dict, files: Sequence[Path], ids:
                            create_parents=not given)
     planned = [out_dir / name for name in (*RUN_FILES, "config.yaml")]
     planned += [p for i in ids for p in image_outputs(out_dir, i)]
-    models = [Path(str(p)) for key in ("ckpt_path", "refine_ckpt") for p in _as_list(cfg.get(key))]
+    models = [Path(str(p)) for key in ("ckpt_path", "refine_ckpt") for p in as_list(cfg.get(key))]
     refuse_overwriting_inputs(planned, [*files, *models], "output_dir")
     return out_dir
-
-
-def _as_list(value: object) -> list:
-    value = plain(value)
-    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 @guard
