@@ -2,13 +2,15 @@
 landmark with a kept predictions.csv (docs/results.md keeps one per headline row):
 
     python -m benchmarks.reproduce --ckpt <detector.pt | best.ckpt | '[a.ckpt,b.ckpt]'> [--refine <ckpt>] \
-        --root ../shared/data/isbi2015 --stored benchmarks/results/<row>/predictions.csv [--split test1]
+        --root ../shared/data/isbi2015 --stored benchmarks/results/<row>/predictions.csv [--split test1] \
+        [--runtime tuned]
 
 Runs the two documented commands as a user would (subprocesses, one thread each), then prints the largest
 difference in original-image pixels between evaluate and the stored file, and between predict and evaluate, for
 every landmark of every image; exits 1 when either is over --tolerance (1e-6 px by default: the same code and
 weights on the same CPU give the same floats, which the CSVs' 6 significant digits print identically; another
-instruction set may round the last digits differently).
+instruction set may round the last digits differently). --runtime is given to both commands (default: their own
+default, auto); a file stored by another runtime reproduces only with that one.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def main() -> None:
     parser.add_argument("--stored", required=True, type=Path, help="a kept evaluate predictions.csv")
     parser.add_argument("--split", default="test1", choices=sorted(SPLIT_FOLDERS))
     parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--runtime", default=None, help="auto | tuned | eager | onnxruntime, for both commands")
     a = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    refine = [f"refine_ckpt={a.refine}"] if a.refine else []
+    refine = ([f"refine_ckpt={a.refine}"] if a.refine else []) + ([f"runtime={a.runtime}"] if a.runtime else [])
     with tempfile.TemporaryDirectory(prefix="reproduce_") as tmp:
         _run(["evaluate.py", f"ckpt_path={a.ckpt}", *refine, f"data_root={a.root}", f"split={a.split}", "overlays=0",
               f"hydra.run.dir={tmp}/evaluate"], env)
