@@ -57,11 +57,11 @@ def main() -> None:
     parser.add_argument("--runtime", default=None, help="auto | tuned | eager | onnxruntime, for both commands")
     a = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    refine = ([f"refine_ckpt={a.refine}"] if a.refine else []) + ([f"runtime={a.runtime}"] if a.runtime else [])
+    common = ([f"refine_ckpt={a.refine}"] if a.refine else []) + ([f"runtime={a.runtime}"] if a.runtime else [])
     with tempfile.TemporaryDirectory(prefix="reproduce_") as tmp:
-        _run(["evaluate.py", f"ckpt_path={a.ckpt}", *refine, f"data_root={a.root}", f"split={a.split}", "overlays=0",
+        _run(["evaluate.py", f"ckpt_path={a.ckpt}", *common, f"data_root={a.root}", f"split={a.split}", "overlays=0",
               f"hydra.run.dir={tmp}/evaluate"], env)
-        _run(["predict.py", f"ckpt_path={a.ckpt}", *refine, f"input={Path(a.root) / 'RawImage' / SPLIT_FOLDERS[a.split]}",
+        _run(["predict.py", f"ckpt_path={a.ckpt}", *common, f"input={Path(a.root) / 'RawImage' / SPLIT_FOLDERS[a.split]}",
               "overlay=false", f"output_dir={tmp}/predict", f"hydra.run.dir={tmp}/predict_run"], env)
         evaluated = _points(Path(tmp) / "evaluate" / "predictions.csv", "pred_x_px", "pred_y_px")
         predicted = _points(Path(tmp) / "predict" / "predictions.csv", "x_px", "y_px")
