@@ -455,6 +455,17 @@ def test_missing_spacing_column_is_fatal_naming_the_header(csv_root: Path) -> No
     assert_one_line_naming(err.value, f"{CSV_SPLITS['train']}:1", "no spacing column 'mm_per_px'")
 
 
+def test_a_spacing_column_the_configuration_does_not_read_is_refused_not_ignored(csv_root: Path) -> None:
+    path = csv_root / CSV_SPLITS["train"]
+    _add_spacing_column(path, lambda name: "0.2")
+    path.write_text(path.read_text().replace(",mm_per_px", ",spacing"))
+    with pytest.raises(DataError) as err:
+        CSVSource(csv_root, splits=CSV_SPLITS, spacing=0.1).load("train")
+    assert_one_line_naming(err.value, f"{CSV_SPLITS['train']}:1", "data.source.spacing_column=spacing uses it")
+    records = CSVSource(csv_root, splits=CSV_SPLITS, spacing=0.1, spacing_column="spacing").load("train")
+    assert {r.spacing for r in records} == {(0.2, 0.2)}
+
+
 def test_csv_image_path_may_be_relative_to_image_dir_or_root_or_absolute(csv_root: Path) -> None:
     lay = Layout("csv", csv_root)
     lay.edit_row("001", lambda row: row.__setitem__(0, "images/001.png"))

@@ -155,6 +155,9 @@ class CSVSource(Source):
                             f"{self.num_landmarks}")
         if self.spacing_column is not None and self.spacing_column not in names:
             raise DataError(f"{path}:1: no spacing column {self.spacing_column!r} in the header")
+        if self.spacing_column is None and "spacing" in names:  # else its values would be silently ignored
+            raise DataError(f"{path}:1: a 'spacing' column, which this configuration does not read: "
+                            "data.source.spacing_column=spacing uses it (per-row mm/px), or rename the column")
         return {"image": names.index(self.IMAGE_COLUMN), "xy": [(found[(n, "x")], found[(n, "y")]) for n in range(1, k + 1)],
                 "spacing": None if self.spacing_column is None else names.index(self.spacing_column)}
 
