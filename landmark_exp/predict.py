@@ -34,7 +34,8 @@ from rich.table import Table
 from landmark_exp.arguments import cascade_arguments, flag, positive_int, spacing_pair
 from landmark_exp.backends import RUNTIMES, pick_runtime
 from landmark_exp.cascade import CascadePredictor, load_predictor
-from landmark_exp.data.images import dicom_spacing, is_dicom, read_ahead
+from landmark_exp.data.decoding import dicom_spacing, is_dicom
+from landmark_exp.data.images import read_ahead
 from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
 from landmark_exp.data.sources import IMAGE_EXTENSIONS
 from landmark_exp.files import write_csv, write_json

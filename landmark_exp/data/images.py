@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 
 from landmark_exp.data.decoding import decode
-from landmark_exp.data.decoding import dicom_spacing as dicom_spacing  # re-exported for predict
-from landmark_exp.data.decoding import is_dicom as is_dicom  # re-exported for predict
 from landmark_exp.data.geometry import Geometry, resize_image
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.files import atomic_open
