@@ -80,8 +80,11 @@ class Scores:
         if self.flagged is None:
             return None
         score = self.reliability if self.reliability is not None else 1.0 - np.asarray(self.peak, dtype=np.float64)
-        return {"score": "reliability" if self.reliability is not None else "1 - heatmap peak",
-                **separation(score, self.flagged, self.errors)}
+        out = {"score": "reliability" if self.reliability is not None else "1 - heatmap peak",
+               **separation(score, self.flagged, self.errors)}
+        if "domain" in self.signals:  # images further from the training images than any of them (domain.py)
+            out["unlike_training_images"] = int((self.signals["domain"][:, 0] > 1).sum())
+        return out
 
 
 def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: str = "", overlays: int = 0,
@@ -119,8 +122,11 @@ def print_separation(sep: dict) -> None:
     auroc = "n/a" if sep["auroc"] is None else f"{sep['auroc']:.3f}"
     caught = ("no errors over" if sep["gross_flagged_share"] is None
               else f"{100 * sep['gross_flagged_share']:.0f} % of the {sep['gross_errors']} errors over")
-    console.print(f"flags: {100 * sep['flagged_share']:.1f} % of landmarks flagged, {caught} {sep['gross_mm']:g} mm; "
-                  f"AUROC of the {sep['score']} for those errors {auroc}", soft_wrap=True, highlight=False)
+    unlike = sep.get("unlike_training_images")
+    whole = f" ({unlike} image(s) unlike the training images, flagged whole)" if unlike else ""
+    console.print(f"flags: {100 * sep['flagged_share']:.1f} % of landmarks flagged{whole}, {caught} "
+                  f"{sep['gross_mm']:g} mm; AUROC of the {sep['score']} for those errors {auroc}",
+                  soft_wrap=True, highlight=False)
 
 
 def same_image_note(scores: Scores, same: list[tuple[str, str]], named: str) -> dict[str, Any]:

@@ -89,6 +89,7 @@ def test_detector_is_built_calibrated_and_scored_by_evaluate_alone(tiny_run, tin
     evaluate(compose("evaluate", [f"ckpt_path={out}", "split=test1", "overlays=0"], tmp_path / "ev"))
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["reliability"]["score"] == "reliability" and 0 <= metrics["reliability"]["flagged_share"] <= 1
+    assert 0 <= metrics["reliability"]["unlike_training_images"] <= metrics["n_images"]
     assert "flags:" in capsys.readouterr().out
 
 
