@@ -128,6 +128,7 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
                   np.stack([p.confidence for p in preds]), np.stack(refs), name,
                   reliability=np.stack([p.reliability for p in preds]) if calibrated else None,
                   flagged=np.array([[bool(f) for f in (p.flags or [""] * len(names))] for p in preds]),
+                  reasons=[list(p.flags or [""] * len(names)) for p in preds],
                   signals={s: np.stack([p.signals[s] for p in preds]) for s in preds[0].signals} if preds else {})
 
 

@@ -45,6 +45,7 @@ class Scores:
     # (N, K) a calibrated detector's reliability score, else None; and which landmarks were flagged (any reason)
     reliability: np.ndarray | None = None
     flagged: np.ndarray | None = None
+    reasons: list[list[str]] | None = None  # (N, K) why each flagged landmark is ("" when it is not)
     signals: dict[str, np.ndarray] = field(default_factory=dict)  # (N, K) each reliability signal (reliability.py)
     true: np.ndarray = field(init=False)
     spacing: np.ndarray = field(init=False)
@@ -109,7 +110,8 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
         print_separation(sep)
     write_results(out_dir, summary, extra, scores.ids, scores.as_results(), names)
     for j, rec in enumerate(scores.records[:overlays]):
-        flags = None if scores.flagged is None else ["flagged" if f else "" for f in scores.flagged[j]]
+        flags = (scores.reasons[j] if scores.reasons is not None
+                 else None if scores.flagged is None else ["flagged" if f else "" for f in scores.flagged[j]])
         overlay = draw_overlay(read_grey(rec.image_path), rec.landmarks, scores.pred[j], numbers=True, names=names,
                                errors_mm=scores.errors[j], flags=flags)
         save_png(out_dir / "overlays" / f"{rec.id}.png", overlay)
