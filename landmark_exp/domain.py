@@ -46,7 +46,8 @@ class DomainModel:
     """The training images' descriptors and what an image's distance from them is measured against."""
 
     def __init__(self, reference: np.ndarray) -> None:
-        self.reference = np.asarray(reference, dtype=np.float32)
+        # float16 as stored in a detector file: a model built in memory measures as the one read back does
+        self.reference = np.asarray(reference, dtype=np.float16).astype(np.float32)
         if self.reference.ndim != 2 or len(self.reference) <= NEIGHBOURS:
             raise ValueError(f"a domain reference needs more than {NEIGHBOURS} images, got shape {self.reference.shape}")
         ref = self.reference.astype(np.float64)
