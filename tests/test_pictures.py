@@ -90,7 +90,9 @@ def test_the_legend_lists_every_name_with_its_number_error_and_flag():
     colour = {t: c for t, c, _ in lines}
     assert colour[next(t for t in texts if "sella" in t)] == GOOD  # 0.5 mm
     assert colour[next(t for t in texts if "articulare" in t)] == POOR  # 6 mm
-    assert colour[next(t for t in texts if "pogonion" in t and t.endswith(" !"))] == FLAG
+    assert colour[next(t for t in texts if "pogonion" in t and t.endswith(" !"))] == FAIR  # flagged, 2.3 mm
+    no_truth = {t: c for t, c, _ in legend_lines(NAMES, None, None, flags)}
+    assert no_truth[next(t for t in no_truth if "pogonion" in t)] == FLAG  # no error to show: magenta
     assert {"truth", "prediction", "error < 2 mm", "error 2-4 mm", "error > 4 mm", "! flagged: do not trust"} <= set(texts)
 
 

@@ -103,7 +103,8 @@ def place_labels(points: np.ndarray, sizes: Sequence[tuple[float, float]], obsta
 def legend_lines(names: Sequence[str], true: np.ndarray | None = None, errors_mm: np.ndarray | None = None,
                  flags: Sequence[str] | None = None) -> list[tuple[str, tuple, str | None]]:
     """(text, RGB colour, symbol) per legend line: the key to the symbols drawn, then "number  name [error]
-    [(flag)]" per landmark, coloured by its error or magenta when flagged."""
+    [!]" per landmark, coloured by its error (flagged or not: a whole image flagged keeps its errors readable), else
+    magenta when flagged."""
     flags = list(flags) if flags is not None else [""] * len(names)
     lines: list[tuple[str, tuple, str | None]] = []
     if true is not None:
@@ -121,8 +122,8 @@ def legend_lines(names: Sequence[str], true: np.ndarray | None = None, errors_mm
         text, colour = f"{k + 1:>2}  {str(name).replace('_', ' ')}", WHITE
         if errors_mm is not None and np.isfinite(errors_mm[k]):
             text, colour = f"{text}  {errors_mm[k]:.1f} mm", error_colour(errors_mm[k])
-        if flags[k]:
-            text, colour = f"{text} !", FLAG  # the reason is in the CSV and JSON; the panel keeps its width
+        if flags[k]:  # the reason is in the CSV and JSON (the panel keeps its width); a known error keeps its colour
+            text, colour = f"{text} !", FLAG if colour == WHITE else colour
         lines.append((text, colour, None))
     return lines
 
