@@ -117,8 +117,8 @@ def fine_tuned(det: Detector, records: list[Record], settings: dict, work: Path)
     if shape is not None:
         shape = shape.updated(np.stack([r.landmarks * np.asarray(r.spacing) for r in records]))
     if domain is not None:  # the site's images are training images now: like them is not unlike the training images
-        view = detector_predictor(replace(det, refine=None), settings["device"])
-        domain = domain.with_images(describe_images([r.image_path for r in records], view.info.normalize, view.prepare))
+        first_stage = detector_predictor(replace(det, refine=None), settings["device"])
+        domain = domain.with_images(describe_images([r.image_path for r in records], first_stage))
     return replace(det, first=first, refine=refine, shape=shape, domain=domain, name=f"{det.name}+site")
 
 

@@ -4,8 +4,8 @@
 It holds its stages (a whole-image stage and, optionally, a patch stage that refines it; each one model or an
 ensemble), the decoding and test-time settings each stage was chosen with, the landmark names, the training
 spacing and input geometry (inside each member's stored config), the shape model and reliability calibration
-(version 2), the training images' domain reference (version 3) and a format version. It is a `torch.save` file of tensors and plain values only, read weights-only
-like a checkpoint: nothing in it is ever called. Settings given when it is used still override its own.
+(version 2), the training images' domain reference (version 3) and a format version. It is a `torch.save` file
+of tensors and plain values only, read weights-only like a checkpoint: nothing in it is ever called. Settings given when it is used still override its own.
 """
 
 from __future__ import annotations

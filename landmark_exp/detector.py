@@ -1,9 +1,9 @@
 """`python -m landmark_exp.detector first=<ckpt(s)> [refine=<ckpt(s)>] output=detector.pt`: checkpoints -> one detector.
 
 Besides the stages and the settings they were chosen with (`artifact.py` is the file format), it fits the shape
-model on the first stage's training landmarks, keeps those images' domain descriptors (`domain.py`) and calibrates the reliability score on its validation images,
-the split the first stage was chosen on, never its test split (`data_root=` where the data moved since
-training). `calibrate=false` writes a detector without them: its flags then come from the heatmaps alone.
+model on the first stage's training landmarks, keeps those images' domain descriptors (`domain.py`) and
+calibrates the reliability score on its validation images, the split the first stage was chosen on, never its
+test split (`data_root=` where the data moved since training). `calibrate=false` writes a detector without them: its flags then come from the heatmaps alone.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from landmark_exp.arguments import checked_device, flag, int_pairs
 from landmark_exp.artifact import Detector, with_patch_settings
-from landmark_exp.cascade import detector_predictor
+from landmark_exp.cascade import CascadePredictor, detector_predictor
 from landmark_exp.data.records import DataError
 from landmark_exp.domain import NEIGHBOURS, DomainModel, describe_images
 from landmark_exp.evaluation import score
@@ -85,14 +85,14 @@ def calibrated(det: Detector, data_root: str | None, target: float, repair_z: fl
     det.repair_z, det.reliability, det.domain = repair_z, None, None
     predictor = detector_predictor(det, device)
     if len(train) > NEIGHBOURS:  # else too few to say what the training images are like
-        det.domain = DomainModel(describe_images([r.image_path for r in train], predictor.info.normalize,
-                                                 predictor.prepare))
-    scores = score(detector_predictor(det, device), val, list(dm.landmark_names))
+        stage = predictor.first if isinstance(predictor, CascadePredictor) else predictor
+        stage.domain = det.domain = DomainModel(describe_images([r.image_path for r in train], stage))
+    scores = score(predictor, val, list(dm.landmark_names))
     signals = {s: v for s, v in scores.signals.items() if s != "peak" or det.refine is None}
     det.reliability = Reliability.calibrate(signals, target, f"val ({len(val)} images)")
     thresholds = ", ".join(f"{s} {t:.3g}" for s, t in det.reliability.thresholds.items())
-    console.print(f"shape model and domain reference from {len(train)} training images; reliability calibrated on {len(val)} validation "
-                  f"images to flag {100 * target:g} % of their landmarks (thresholds: {thresholds}); "
+    console.print(f"shape model and domain reference from {len(train)} training images; reliability calibrated "
+                  f"on {len(val)} validation images to flag {100 * target:g} % of their landmarks (thresholds: {thresholds}); "
                   f"validation MRE {scores.summary['mre']:.3f} mm", highlight=False, soft_wrap=True)
     return det
 

@@ -12,8 +12,9 @@ the image is further from the training images than any of them is from the other
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,10 +33,11 @@ def descriptor(network_input: np.ndarray) -> np.ndarray:
     return torch.nn.functional.adaptive_avg_pool2d(x[None], GRID).flatten().numpy()
 
 
-def describe_images(paths: Sequence[Path], normalize: str, prepare: Callable) -> np.ndarray:
-    """(N, D) descriptors of image files, each as a first stage's `prepare` makes its network input."""
+def describe_images(paths: Sequence[Path], stage: Any) -> np.ndarray:
+    """(N, D) descriptors of image files, each as the first-stage `predictor.Predictor` `stage` makes its network
+    input (its `info.normalize` and `prepare`; typed loosely, as predictor.py imports this module)."""
     out = []
-    for read in read_ahead(list(paths), normalize, then=lambda im: prepare(im)[0]):
+    for read in read_ahead(list(paths), stage.info.normalize, then=lambda im: stage.prepare(im)[0]):
         if isinstance(read, DataError):
             raise read
         out.append(descriptor(read))
@@ -49,21 +51,23 @@ class DomainModel:
         # float16 as stored in a detector file: a model built in memory measures as the one read back does
         self.reference = np.asarray(reference, dtype=np.float16).astype(np.float32)
         if self.reference.ndim != 2 or len(self.reference) <= NEIGHBOURS:
-            raise ValueError(f"a domain reference needs more than {NEIGHBOURS} images, got shape {self.reference.shape}")
+            raise ValueError(f"a domain reference needs more than {NEIGHBOURS} images, "
+                             f"got shape {self.reference.shape}")
         ref = self.reference.astype(np.float64)
         sd = ref.std(axis=0)
         # standardised per cell; a cell that never varies there (padding) gets a floor, not a division by ~0
         self._mean, self._sd = ref.mean(axis=0), np.maximum(sd, 0.1 * float(np.median(sd)) + 1e-6)
-        self._scale = 1.0
+        self._z = (ref - self._mean) / self._sd  # the reference as every distance measures it
+        self._z_sq = (self._z**2).sum(axis=1)
         self._scale = float(self._nearest(ref, leave_one_out=True).max())
 
     def _nearest(self, x: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+        """Mean distance to the NEIGHBOURS nearest reference images (unscaled while `_scale` is being set)."""
         z = (np.asarray(x, dtype=np.float64) - self._mean) / self._sd
-        r = (self.reference.astype(np.float64) - self._mean) / self._sd
-        d = np.sqrt(np.maximum((z**2).sum(1)[:, None] + (r**2).sum(1)[None] - 2 * z @ r.T, 0.0))
+        d = np.sqrt(np.maximum((z**2).sum(1)[:, None] + self._z_sq[None] - 2 * z @ self._z.T, 0.0))
         d.sort(axis=1)
         start = 1 if leave_one_out else 0  # an image's own entry is its nearest, at 0
-        return d[:, start:start + NEIGHBOURS].mean(axis=1) / self._scale
+        return d[:, start:start + NEIGHBOURS].mean(axis=1) / getattr(self, "_scale", 1.0)
 
     def distance(self, descriptors: np.ndarray) -> np.ndarray:
         """(N, D) descriptors -> (N,) distances; over 1: unlike every training image."""
