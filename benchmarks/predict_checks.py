@@ -26,9 +26,10 @@ import torch
 import landmark_exp.cascade as cascade
 import landmark_exp.data.decoding as images  # where the per-image checks live
 import landmark_exp.predictor as predictor_module
+from landmark_exp.folders import refuse_overwriting_inputs, run_lock
 from landmark_exp.heatmap.quality import HeatmapFlags
-from landmark_exp.jobs import refuse_overwriting_inputs, run_lock
-from landmark_exp.predict import collect_inputs, run_predictions, unique_ids
+from landmark_exp.inputs import collect_inputs, unique_ids
+from landmark_exp.predict import run_predictions
 from landmark_exp.prediction_files import earlier_results, image_outputs
 
 

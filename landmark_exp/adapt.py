@@ -25,21 +25,15 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from landmark_exp.arguments import checked_device, flag, positive_int
+from landmark_exp.arguments import checked_device, flag, plain
 from landmark_exp.artifact import Detector, load, pretrained_path
 from landmark_exp.cascade import detector_predictor
-from landmark_exp.data.records import DataError, Record
+from landmark_exp.data.records import DataError, Record, whole_number
 from landmark_exp.domain import describe_images
 from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open, write_csv, write_json
-from landmark_exp.jobs import (
-    guard,
-    output_file,
-    plain,
-    quiet_libraries,
-    run_command,
-    writable_dir,
-)
+from landmark_exp.folders import output_file, writable_dir
+from landmark_exp.jobs import guard, quiet_libraries, run_command
 from landmark_exp.loading import Member, read_members
 from landmark_exp.module import LandmarkModule
 from landmark_exp.registry import build
@@ -55,7 +49,7 @@ def adapt(cfg: DictConfig) -> dict:
     output, source = Path(str(cfg.output)), str(pretrained_path(str(cfg.detector)))
     output_file(output, [Path(source)], flag(cfg.get("overwrite", False), "overwrite"))
     folds = int(cfg.get("folds") or 0)
-    steps = positive_int(cfg.get("steps", 150), "steps")
+    steps = whole_number(cfg.get("steps", 150), "steps")
     device = checked_device(cfg.get("device", "cpu"))
     det = load(source)
     site = build({"_target_": SOURCE, **plain(cfg.site), "splits": None,
@@ -63,7 +57,7 @@ def adapt(cfg: DictConfig) -> dict:
     records = site.load("all")
     if folds == 1 or folds > len(records):
         raise DataError(f"folds={folds}: 0 (no cross-validation) or 2..{len(records)} (the labelled images)")
-    sizes = sorted({positive_int(s, "sizes") for s in (plain(cfg.get("sizes")) or [])})
+    sizes = sorted({whole_number(s, "sizes") for s in (plain(cfg.get("sizes")) or [])})
     fewest = len(records) - math.ceil(len(records) / folds) if folds else 0  # training images of the largest fold
     if folds and sizes and sizes[-1] > fewest:  # checked before any training
         raise DataError(f"sizes={sizes}: {sizes[-1]} is more than the {fewest} images outside the largest of "

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views, whole_number
-from landmark_exp.data.records import DataError
+from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
+from landmark_exp.data.records import DataError, whole_number
+from landmark_exp.heatmap.decoder import METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def positive_int(value: object, what: str) -> int:
-    """A whole number >= 1 given as a number or its digits (`batch_size=8`); one line naming `what` otherwise."""
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or value < 1:
-        raise DataError(f"{what} must be a whole number >= 1, got {value!r}")
-    return value
 
 
 def checked_device(value: object) -> str:
@@ -109,3 +98,29 @@ def cascade_arguments(cfg: Mapping, runtimes: Sequence[str], runtime: str) -> di
             "refine_shifts": shifts, "refine_views": views,
             "refine_blend": None if blend is None else patch_blend(blend),
             "refine_iterations": None if iterations is None else whole_number(iterations, "refine_iterations")}
+
+
+def as_list(value: Any) -> list:
+    """A config value that may be one item or a list (ckpt paths, inputs) as a list; null as []."""
+    value = plain(value)
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain dicts and lists (resolved); anything else as it is."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+
+
+def decoding_overrides(node: Any, what: str = "heatmap") -> dict:
+    """The set keys of a `heatmap:` override block of evaluate/predict (null keeps the checkpoint's setting),
+    checked here so that a bad value is named as the argument it is, not as the checkpoint's config."""
+    given = {k: v for k, v in (plain(node) or {}).items() if v is not None}
+    if "decoder" in given and given["decoder"] not in METHODS:
+        raise DataError(f"{what}.decoder={given['decoder']!r}: choose one of {', '.join(METHODS)}")
+    window = given.get("window", 0)
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= 16:
+        raise DataError(f"{what}.window={window!r}: a whole number 0-16")
+    sigma = given.get("prior_sigma", 0)
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 <= sigma < 10:
+        raise DataError(f"{what}.prior_sigma={sigma!r}: a fraction of the input diagonal such as 0.1, or 0 for none")
+    return given

@@ -16,8 +16,8 @@ import numpy as np
 from landmark_exp.artifact import Detector, is_detector, pretrained_path, read_detector
 from landmark_exp.backends import RUNTIMES, onnx_predictor, pick_runtime, torch_predictor
 from landmark_exp.data.geometry import Geometry
-from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views, whole_number
-from landmark_exp.data.records import CheckpointError, landmark_index
+from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
+from landmark_exp.data.records import CheckpointError, landmark_index, whole_number
 from landmark_exp.export import export_onnx
 from landmark_exp.loading import (
     CheckpointPaths,

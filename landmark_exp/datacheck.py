@@ -31,11 +31,12 @@ from omegaconf import DictConfig
 from rich.markup import escape
 from rich.table import Table
 
+from landmark_exp.arguments import plain
 from landmark_exp.data.images import read_ahead
 from landmark_exp.data.records import DataError, Record
 from landmark_exp.data.sources import CSVSource, ISBI2015Source, Source
 from landmark_exp.files import write_csv, write_json
-from landmark_exp.jobs import guard, plain, run_command
+from landmark_exp.jobs import guard, run_command
 from landmark_exp.registry import build
 from landmark_exp.reports import console
 

@@ -15,14 +15,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_exp.arguments import checked_device, flag, int_pairs
+from landmark_exp.arguments import as_list, checked_device, flag, int_pairs, plain
 from landmark_exp.artifact import Detector, with_patch_settings
 from landmark_exp.cascade import CascadePredictor, detector_predictor
 from landmark_exp.data.records import DataError
 from landmark_exp.domain import NEIGHBOURS, DomainModel, describe_images
 from landmark_exp.evaluation import score
 from landmark_exp.files import atomic_open
-from landmark_exp.jobs import as_list, guard, output_file, plain, run_command
+from landmark_exp.folders import output_file
+from landmark_exp.jobs import guard, run_command
 from landmark_exp.loading import Member, load_module, read_members
 from landmark_exp.registry import build as build_object
 from landmark_exp.reliability import Reliability

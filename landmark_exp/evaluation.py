@@ -11,16 +11,17 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.progress import track
 
-from landmark_exp.arguments import cascade_arguments, flag
+from landmark_exp.arguments import cascade_arguments, decoding_overrides, flag, plain
 from landmark_exp.backends import RUNTIMES, pick_runtime
 from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.geometry import to_original
 from landmark_exp.data.images import read_ahead
 from landmark_exp.data.records import DataError, Record
+from landmark_exp.folders import run_lock, writable_dir
 from landmark_exp.guards import check_finite_metrics
 from landmark_exp.isbi import isbi_extras
-from landmark_exp.jobs import decoding_overrides, guard, plain, run_lock, show_config, writable_dir
+from landmark_exp.jobs import guard, show_config
 from landmark_exp.loading import check_matches_data
 from landmark_exp.predictor import Predictor
 from landmark_exp.provenance import write_run_info

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from landmark_exp.arguments import flag, int_pairs, positive_int
+from landmark_exp.arguments import flag, int_pairs, plain
 from landmark_exp.backends import onnx_predictor, torch_predictor
-from landmark_exp.data.records import DataError
+from landmark_exp.data.records import DataError, whole_number
 from landmark_exp.files import atomic_write_bytes, write_json
-from landmark_exp.jobs import guard, output_file, plain, refuse_overwriting_inputs, run_command
+from landmark_exp.folders import output_file, refuse_overwriting_inputs
+from landmark_exp.jobs import guard, run_command
 from landmark_exp.loading import checkpoint_paths, load_module
 from landmark_exp.module import LandmarkModule
 from landmark_exp.predictor import ONNX_METADATA_KEY, ModelInfo
@@ -129,7 +130,7 @@ def export(cfg: DictConfig) -> dict:
     _check_output(out, paths, cfg.get("overwrite", False))
     module = load_module(paths, tta_shifts=int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"))
     ckpt = ", ".join(map(str, paths))
-    export_onnx(module, out, opset=positive_int(cfg.opset, "opset"), dynamo=bool(cfg.dynamo), source=ckpt)
+    export_onnx(module, out, opset=whole_number(cfg.opset, "opset"), dynamo=bool(cfg.dynamo), source=ckpt)
     result: dict = {"checkpoint": ckpt, "onnx": str(out), "bytes": out.stat().st_size}
     console.print(f"exported {ckpt} -> {out} ({out.stat().st_size / 1e6:.1f} MB, dynamic batch)")
     if cfg.get("check", True):

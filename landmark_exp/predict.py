@@ -13,9 +13,7 @@ Millimetres use the image's own spacing where it has one (DICOM PixelSpacing, th
 
 from __future__ import annotations
 
-import glob
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,26 +29,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from landmark_exp.arguments import cascade_arguments, flag, positive_int, spacing_pair
+from landmark_exp.arguments import (
+    as_list,
+    cascade_arguments,
+    decoding_overrides,
+    flag,
+    plain,
+    spacing_pair,
+)
 from landmark_exp.backends import RUNTIMES, pick_runtime
 from landmark_exp.cascade import CascadePredictor, load_predictor
-from landmark_exp.data.decoding import dicom_spacing, is_dicom
 from landmark_exp.data.images import read_ahead
-from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError
-from landmark_exp.data.sources import IMAGE_EXTENSIONS
+from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError, whole_number
 from landmark_exp.files import write_csv, write_json
-from landmark_exp.jobs import (
-    StopRequests,
-    as_list,
-    decoding_overrides,
-    guard,
-    plain,
-    refuse_overwriting_inputs,
-    run_lock,
-    show_config,
-    stopped_by,
-    writable_dir,
-)
+from landmark_exp.folders import refuse_overwriting_inputs, run_lock, writable_dir
+from landmark_exp.inputs import collect_inputs, image_spacing, unique_ids
+from landmark_exp.jobs import StopRequests, guard, show_config, stopped_by
 from landmark_exp.pictures import draw_overlay
 from landmark_exp.prediction_files import (
     RUN_FILES,
@@ -64,74 +58,6 @@ from landmark_exp.predictor import LandmarkPrediction, Predictor
 from landmark_exp.reports import console, save_jpeg
 
 WARN_IMAGES = 5  # flagged images warned about one by one; the rest are counted at the end (and in summary.json)
-
-
-class SpacingWarning(UserWarning):
-    """A DICOM without its own pixel spacing: millimetres use the configured fallback."""
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and (path.suffix.lower() in IMAGE_EXTENSIONS or (not path.suffix and is_dicom(path)))
-
-
-def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
-    """Files named by `spec`: a file (taken as is), a folder (its image files, sorted) or a glob; or a list of them.
-
-    Files inside folders and globs count when they have an image extension, or no
-    extension and the DICOM magic. A name that matches nothing is a one-line error.
-    """
-    specs = [spec] if isinstance(spec, str | Path) else list(spec)
-    if not specs:
-        raise DataError("input=[]: give an image, a folder or a glob pattern")
-    files: list[Path] = []
-    for s in specs:
-        p = Path(str(s)).expanduser()
-        if p.is_file():
-            files.append(p)
-        elif p.is_dir():
-            found = sorted(q for q in p.iterdir() if _is_image(q))
-            if not found:
-                raise DataError(f"{p}: no image files in this folder")
-            files.extend(found)
-        elif glob.has_magic(str(s)):
-            found = sorted(q for q in map(Path, glob.glob(str(p), recursive=True)) if _is_image(q))
-            if not found:
-                raise DataError(f"{s}: the pattern matches no image files")
-            files.extend(found)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    unique: dict[Path, Path] = {}  # one entry per file, however often it is named
-    for f in files:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
-
-
-def unique_ids(files: Sequence[Path]) -> list[str]:
-    """File stems, made unique with a suffix (two folders may both hold 001.png)."""
-    ids, count = [], {}
-    for f in files:
-        stem = f.stem if f.suffix else f.name
-        n = count.get(stem, 0)
-        count[stem] = n + 1
-        ids.append(stem if n == 0 else f"{stem}_{n + 1}")
-    return ids
-
-
-def image_spacing(path: Path, fallback: tuple[float, float] | None) -> tuple[tuple[float, float], str]:
-    """(mm/px (x, y), where it came from) for one image; DataError when there is none at all."""
-    why = ""
-    if is_dicom(path):
-        spacing, source = dicom_spacing(path)
-        if spacing is not None:
-            return spacing, f"dicom:{source}"
-        why = source
-    if fallback is None:
-        raise DataError(f"{path}: no pixel spacing ({why or 'not a DICOM'}); set spacing=<mm per pixel>")
-    if why:
-        warnings.warn(f"{path}: {why}; using the fallback spacing {fallback[0]:g} x {fallback[1]:g} mm/px",
-                      SpacingWarning, stacklevel=2)
-        return fallback, "fallback (DICOM without spacing)"
-    return fallback, "config"
 
 
 def _write_image_outputs(out_dir: Path, image_id: str, path: Path, image: np.ndarray, pred: LandmarkPrediction,
@@ -255,15 +181,15 @@ def _arguments(cfg: DictConfig) -> dict:
     """Every argument checked before any work (one line naming the argument otherwise)."""
     workers = cfg.get("read_workers")
     return {
-        "batch_size": positive_int(cfg.get("batch_size", 8), "batch_size"),
-        "read_workers": None if workers is None else positive_int(workers, "read_workers"),
+        "batch_size": whole_number(cfg.get("batch_size", 8), "batch_size"),
+        "read_workers": None if workers is None else whole_number(workers, "read_workers"),
         **cascade_arguments(cfg, RUNTIMES, "auto"),
         "spacing": spacing_pair(plain(cfg.get("spacing"))),
-        "max_pixels": int(positive_int(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
-        "min_side": positive_int(cfg.get("min_side", 32), "min_side"),
+        "max_pixels": int(whole_number(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
+        "min_side": whole_number(cfg.get("min_side", 32), "min_side"),
         "overwrite": flag(cfg.get("overwrite", False), "overwrite"),
         "overlay": flag(cfg.get("overlay", True), "overlay"),
-        "show": positive_int(cfg.get("show", 20), "show"),
+        "show": whole_number(cfg.get("show", 20), "show"),
         "resume": flag(cfg.get("resume", False), "resume"),
     }
 

@@ -8,12 +8,13 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
+from landmark_exp.arguments import plain
 from landmark_exp.checkpoints import AtomicCheckpointIO, TrainingState
 from landmark_exp.data.datamodule import LandmarkDataModule
 from landmark_exp.data.geometry import to_original
 from landmark_exp.files import write_json
 from landmark_exp.guards import NonFiniteGuard, check_finite_metrics
-from landmark_exp.jobs import guard, plain, show_config
+from landmark_exp.jobs import guard, show_config
 from landmark_exp.module import LandmarkModule
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build

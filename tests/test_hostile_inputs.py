@@ -29,7 +29,7 @@ import torch
 from conftest import TINY, compose
 from PIL import Image
 
-from landmark_exp import jobs
+from landmark_exp import folders
 from landmark_exp.evaluation import evaluate
 from landmark_exp.export import export
 from landmark_exp.predict import predict
@@ -85,7 +85,7 @@ def _leftovers(folder: Path, before: dict[str, bytes], allowed: frozenset[str] =
         assert after[name] == data, f"{folder / name} was changed"
     new = set(after) - set(before)
     assert new <= allowed, f"partial output left in {folder}: {sorted(new - allowed)}"
-    assert jobs.LOCK_NAME not in after, "the run's lock file was left behind"
+    assert folders.LOCK_NAME not in after, "the run's lock file was left behind"
     return new
 
 
@@ -457,7 +457,7 @@ def test_a_bad_image_among_good_ones_is_one_failure_row_and_the_rest_are_predict
     assert summary["n_images"] == 2 and summary["n_failed"] == 1 and summary["failures"][0]["file"] == str(bad)
     _check_strict_outputs(out)
     assert not (out / "b_bad.json").exists() and not (out / "b_bad.csv").exists()
-    assert _snapshot(folder) == inputs and jobs.LOCK_NAME not in os.listdir(out)
+    assert _snapshot(folder) == inputs and folders.LOCK_NAME not in os.listdir(out)
 
 
 def test_when_no_input_can_be_read_the_failures_are_listed_and_the_exit_is_1(tmp_path, tiny_run, capsys):
@@ -586,9 +586,9 @@ def _dead_pid() -> int:
 def test_predict_refuses_an_output_dir_a_live_run_holds(holder, tmp_path, tiny_run, capsys):
     out = tmp_path / "results"
     out.mkdir()
-    lock = out / jobs.LOCK_NAME
+    lock = out / folders.LOCK_NAME
     if holder == "this-live-process":
-        with jobs.run_lock(out):
+        with folders.run_lock(out):
             held = lock.read_bytes()
             with pytest.raises(SystemExit) as excinfo:
                 predict(_predict_cfg(tmp_path, tiny_run["ckpt"], _png(tmp_path / "in.png"), output_dir=out))
@@ -601,7 +601,7 @@ def test_predict_refuses_an_output_dir_a_live_run_holds(holder, tmp_path, tiny_r
         named = f"on not-{socket.gethostname()}"
         assert lock.is_file()
     _refused(capsys, excinfo, f"output_dir={out}", "another run", named)
-    assert set(os.listdir(out)) <= {jobs.LOCK_NAME}
+    assert set(os.listdir(out)) <= {folders.LOCK_NAME}
 
 
 @pytest.mark.parametrize("stale", ["dead-process", "reused-process-id", "garbage-lock-file"])
@@ -612,11 +612,11 @@ def test_predict_takes_over_a_stale_lock(stale, tmp_path, tiny_run):
     text = {"dead-process": f"{host} {_dead_pid()} 12345\n",
             "reused-process-id": f"{host} {os.getpid()} 1\n",  # this pid, but a process that started at tick 1
             "garbage-lock-file": "\0\0\0 not a lock\n"}[stale]
-    (out / jobs.LOCK_NAME).write_text(text)
+    (out / folders.LOCK_NAME).write_text(text)
     result = predict(_predict_cfg(tmp_path, tiny_run["ckpt"], _png(tmp_path / "in.png"), "runtime=eager",
                                   output_dir=out))
     assert result["n_images"] == 1 and (out / "in.json").is_file()
-    assert jobs.LOCK_NAME not in os.listdir(out)
+    assert folders.LOCK_NAME not in os.listdir(out)
 
 
 def test_resume_predicts_only_the_missing_images(tmp_path, tiny_run):
@@ -742,10 +742,10 @@ def test_evaluate_refuses_a_run_dir_holding_an_earlier_evaluation(tmp_path, tiny
 def test_evaluate_refuses_a_run_dir_a_live_run_holds(tmp_path, tiny_run, capsys):
     run = tmp_path / "eval"
     run.mkdir()
-    with jobs.run_lock(run, "hydra.run.dir"):
+    with folders.run_lock(run, "hydra.run.dir"):
         with pytest.raises(SystemExit) as excinfo:
             evaluate(_evaluate_cfg(tmp_path, tiny_run["ckpt"]))
-        assert (run / jobs.LOCK_NAME).is_file()
+        assert (run / folders.LOCK_NAME).is_file()
     _refused(capsys, excinfo, f"hydra.run.dir={run}", f"process {os.getpid()}")
     assert set(os.listdir(run)) <= {"error.txt"}
 

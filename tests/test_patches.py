@@ -19,7 +19,7 @@ from landmark_exp.data.patches import (
     shift_centres,
     view_points,
 )
-from landmark_exp.data.records import DataError, Record
+from landmark_exp.data.records import DataError, Record, whole_number
 
 
 def _record(landmarks: np.ndarray, hw=(40, 50)) -> Record:
@@ -85,6 +85,14 @@ def test_patch_context_accepts_whole_numbers_from_one_and_refuses_the_rest():
     for bad in (0, -2, 1.5, "wide"):
         with pytest.raises(DataError, match="data.patch.context must be a whole number"):
             patch_context(bad)
+
+
+def test_every_whole_number_setting_takes_ints_their_digits_and_2_0_and_refuses_bools_fractions_and_words():
+    assert whole_number(8, "batch_size") == 8 and whole_number("8", "batch_size") == 8
+    assert whole_number(2.0, "x") == 2 and whole_number(0, "data.num_workers", least=0) == 0
+    for bad, least in ((True, 1), (1.5, 1), ("two", 1), (None, 1), (0, 1), (4, 8)):
+        with pytest.raises(DataError, match=f"x must be a whole number >= {least}, got"):
+            whole_number(bad, "x", least=least)
 
 
 def test_patches_with_context_carry_two_channels_and_the_same_keypoints():

@@ -11,7 +11,8 @@ from PIL import Image
 
 from landmark_exp.cephalometry import NAMES
 from landmark_exp.data.records import DataError
-from landmark_exp.predict import SpacingWarning, collect_inputs, image_spacing, predict
+from landmark_exp.inputs import SpacingWarning, collect_inputs, image_spacing
+from landmark_exp.predict import predict
 
 
 def _fixture_image(tiny_run, i: int = 11) -> np.ndarray:

@@ -30,7 +30,7 @@ from landmark_exp.data.patches import (
     patch_shifts,
     patch_views,
 )
-from landmark_exp.data.records import DataError, Record
+from landmark_exp.data.records import DataError, Record, whole_number
 from landmark_exp.data.sources import Source
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
@@ -68,15 +68,6 @@ class LandmarkDataset(EpochSeeded, Dataset):
             "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
-
-
-def _count(value: object, what: str, least: int) -> int:
-    """A whole number >= `least` (digits in a string too), else a one-line DataError naming the setting."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise DataError(f"{what} must be a whole number >= {least}, got {value!r}")
-    return value
 
 
 class LandmarkDataModule(L.LightningDataModule):
@@ -129,10 +120,10 @@ class LandmarkDataModule(L.LightningDataModule):
             if self.val_split is not None or self.random_split is not None:
                 raise DataError("data.folds carves validation from the training pool: it cannot be combined "
                                  f"with data.val_split ({self.val_split}) or data.random_split ({self.random_split})")
-        self.batch_size = _count(batch_size, "data.batch_size", 1)
-        self.eval_batch_size = _count(batch_size if eval_batch_size is None else eval_batch_size, "data.eval_batch_size", 1)
-        self.num_workers = _count(num_workers, "data.num_workers", 0)
-        self.input_size = (_count(input_size[0], "data.input_size", 8), _count(input_size[1], "data.input_size", 8))
+        self.batch_size = whole_number(batch_size, "data.batch_size", 1)
+        self.eval_batch_size = whole_number(batch_size if eval_batch_size is None else eval_batch_size, "data.eval_batch_size", 1)
+        self.num_workers = whole_number(num_workers, "data.num_workers", 0)
+        self.input_size = (whole_number(input_size[0], "data.input_size", 8), whole_number(input_size[1], "data.input_size", 8))
         self.pin_memory = pin_memory
         self.cache = ImageCache(self.input_size, letterbox, normalize, cache_dir)
         # second-stage mode: samples are K patches of `patch.size` cut from the cached image around each

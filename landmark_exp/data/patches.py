@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
-from landmark_exp.data.records import DataError, Record
+from landmark_exp.data.records import DataError, Record, whole_number
 from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
 
 
@@ -51,18 +51,7 @@ def patch_context(value: object) -> int:
     where the patch lies in the skull at the patch's cost."""
     if value is None:
         return 1
-    return whole_number(value, "data.patch.context", " (1: no context channel)")
-
-
-def whole_number(value: object, what: str, note: str = "") -> int:
-    """`value` as an int if it is a whole number >= 1 (2.0 is, 2.5 and "2" are not), else a one-line error."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1 or n != value:
-        raise DataError(f"{what} must be a whole number >= 1{note}, got {value!r}")
-    return n
+    return whole_number(value, "data.patch.context", note=" (1: no context channel)")
 
 
 def context_channels(context: int) -> int:

@@ -48,6 +48,18 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())[:limit]}"
 
 
+def whole_number(value: object, what: str, least: int = 1, note: str = "") -> int:
+    """Every whole-number setting's one check: an int (or 2.0, or its digits) >= `least`; not 2.5, "two" or a
+    bool. Otherwise a one-line DataError naming the setting `what`."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise DataError(f"{what} must be a whole number >= {least}{note}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Record:
     """One annotated image.

@@ -29,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from landmark_exp.data.drawing import rot
 from landmark_exp.data.records import ISBI2015_LANDMARKS
-from landmark_exp.data.synthetic_drawing import CANON_MM, CANON_SIZE, MEAN_SHAPE, draw, fit_scale, rot
+from landmark_exp.data.synthetic_drawing import CANON_MM, CANON_SIZE, MEAN_SHAPE, draw, fit_scale
 
 try:  # POSIX only; elsewhere concurrent generation is simply not guarded.
     import fcntl

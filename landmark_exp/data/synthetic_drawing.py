@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from landmark_exp.data.drawing import Canvas, affine, ellipse_points, molar, rot, smooth_noise, spline, tooth
+
 CANON_SIZE = np.array([1935.0, 2400.0])  # the challenge frame (width, height), 0.1 mm per unit
 CANON_MM = 0.1
 
@@ -42,131 +44,17 @@ S, N, OR, PO, A, B, POG, ME, GN, GO, LI, UI, UL, LL, SN, SP, PNS, ANS, AR = rang
 # behind B, so it neither covers the cortex where B is nor ends there (B would look like the tooth's far end).
 LI_APEX = np.array([-50.0, -15.0])
 
-_SHIFT = 4  # cv2 sub-pixel bits
-_SCALE = float(1 << _SHIFT)
-
-
 def fit_scale(width: int, height: int) -> float:
     """Image pixels per canonical unit: the challenge frame fitted into the image (0.2 at 387x480)."""
     return float(min(width / CANON_SIZE[0], height / CANON_SIZE[1]))
 
 
-def rot(deg: float) -> np.ndarray:
-    t = np.deg2rad(deg)
-    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-
-
-def _affine(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2x2 matrix M and offset b with M @ src_i + b = dst_i for three point pairs."""
-    sol = np.linalg.solve(np.hstack([src, np.ones((3, 1))]), dst)  # (3, 2)
-    return sol[:2].T, sol[2]
-
-
-def _spline(points, closed: bool = False, samples: int = 8) -> np.ndarray:
-    """Centripetal Catmull-Rom spline through `points` (it passes exactly through every point)."""
-    P = np.asarray(points, dtype=np.float64)
-    ext = np.vstack([P[-1], P, P[0], P[1]] if closed else [2 * P[0] - P[1], P, 2 * P[-1] - P[-2]])
-    p0, p1, p2, p3 = (ext[i : len(ext) - 3 + i][:, None, :] for i in range(4))
-
-    def knot(a, b):
-        return np.maximum(np.linalg.norm(b - a, axis=-1, keepdims=True) ** 0.5, 1e-6)
-
-    t0 = np.zeros_like(knot(p0, p1))
-    t1 = t0 + knot(p0, p1)
-    t2 = t1 + knot(p1, p2)
-    t3 = t2 + knot(p2, p3)
-    t = t1 + (t2 - t1) * np.linspace(0.0, 1.0, samples, endpoint=False)[None, :, None]
-    a1 = ((t1 - t) * p0 + (t - t0) * p1) / (t1 - t0)
-    a2 = ((t2 - t) * p1 + (t - t1) * p2) / (t2 - t1)
-    a3 = ((t3 - t) * p2 + (t - t2) * p3) / (t3 - t2)
-    b1 = ((t2 - t) * a1 + (t - t0) * a2) / (t2 - t0)
-    b2 = ((t3 - t) * a2 + (t - t1) * a3) / (t3 - t1)
-    out = (((t2 - t) * b1 + (t - t1) * b2) / (t2 - t1)).reshape(-1, 2)
-    return out if closed else np.vstack([out, P[-1]])
-
-
-def _ellipse(center, axes, angle_deg: float = 0.0, a0: float = 0.0, a1: float = 360.0, n: int = 48):
-    """Points on an ellipse arc (angles in degrees, image convention: y down)."""
-    t = np.deg2rad(np.linspace(a0, a1, n))
-    return np.asarray(center, np.float64) + np.stack([axes[0] * np.cos(t), axes[1] * np.sin(t)], 1) @ rot(angle_deg).T
-
-
-def _tooth(tip, apex, crown_w: float, crown_frac: float = 0.42, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Incisor outline from its incisal tip to its root apex; returns (whole tooth, crown) polygons."""
-    tip, apex = np.asarray(tip, float), np.asarray(apex, float)
-    length = np.linalg.norm(apex - tip)
-    d = (apex - tip) / length
-    perp = np.array([-d[1], d[0]])
-    t = np.linspace(0.0, 1.0, 2 * n)
-    half = np.where(t < crown_frac,
-                    crown_w / 2 * (0.25 + 0.75 * np.sin(np.pi / 2 * np.minimum(t / crown_frac, 1.0)) ** 0.7),
-                    crown_w / 2 * (1.0 - 0.85 * (t - crown_frac) / (1.0 - crown_frac)))
-    centre = tip + np.outer(t * length, d)
-    left, right = centre + half[:, None] * perp, centre - half[:, None] * perp
-    k = int(np.searchsorted(t, crown_frac))
-    return np.vstack([tip, left, apex, right[::-1]]), np.vstack([tip, left[:k], right[:k][::-1]])
-
-
-def _molar(occlusal_mid, along, towards_root, width: float, crown_h: float, root_h: float):
-    """A premolar/molar (or vertebral body): rounded crown on the occlusal line plus a tapering root block."""
-    c = np.asarray(occlusal_mid, float) + towards_root * crown_h / 2
-    t = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
-    u = np.sign(np.cos(t)) * np.abs(np.cos(t)) ** (2 / 3) * width / 2
-    v = np.sign(np.sin(t)) * np.abs(np.sin(t)) ** (2 / 3) * crown_h / 2
-    crown = c + np.outer(u, along) + np.outer(v, towards_root)
-    base = c + towards_root * crown_h * 0.3
-    root = np.array([base - along * width * 0.42, base + towards_root * root_h - along * width * 0.18,
-                     base + towards_root * (root_h * 0.8), base + towards_root * root_h + along * width * 0.18,
-                     base + along * width * 0.42])
-    return crown, root
-
-
-class _Canvas:
-    """Float attenuation layers ("soft", "bone"), drawn through the canonical -> image similarity."""
-
-    def __init__(self, width: int, height: int, m: np.ndarray, b: np.ndarray, px_per_unit: float) -> None:
-        self.w, self.h, self.m, self.b, self.ppu = width, height, m, b, px_per_unit
-        self.scratch = np.zeros((height, width), np.uint8)
-        self.layers = {name: np.zeros((height, width), np.float32) for name in ("soft", "bone")}
-
-    def to_px(self, pts) -> np.ndarray:
-        return np.asarray(pts, float).reshape(-1, 2) @ self.m.T + self.b
-
-    def _commit(self, layer: str, density: float) -> None:
-        """Add the scratch mask (only its drawn box, for speed) to a layer and clear it."""
-        x, y, w, h = cv2.boundingRect(self.scratch)
-        sub = self.scratch[y : y + h, x : x + w]
-        self.layers[layer][y : y + h, x : x + w] += sub.astype(np.float32) * np.float32(density / 255.0)
-        sub[...] = 0
-
-    def fill(self, pts, density: float, layer: str = "bone") -> None:
-        px = np.clip(self.to_px(pts), -4 * max(self.w, self.h), 5 * max(self.w, self.h))
-        cv2.fillPoly(self.scratch, [np.round(px * _SCALE).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
-        self._commit(layer, density)
-
-    def line(self, pts, width_units: float, density: float, closed: bool = False) -> None:
-        px = np.round(self.to_px(pts) * _SCALE).astype(np.int32)
-        cv2.polylines(self.scratch, [px], closed, 255, max(1, int(round(width_units * self.ppu))), cv2.LINE_AA,
-                      _SHIFT)
-        self._commit("bone", density)
-
-    def ellipse(self, center, axes, density: float, angle: float = 0.0, ring: float | None = None) -> None:
-        pts = _ellipse(center, axes, angle, 0.0, 360.0, 40)
-        self.fill(pts, density) if ring is None else self.line(pts, ring, density, closed=True)
-
-
-def _smooth_noise(rng: np.random.Generator, width: int, height: int, cell: int) -> np.ndarray:
-    """Zero-mean, unit-ish smooth random field (low-res noise upsampled)."""
-    small = rng.standard_normal((max(2, height // cell), max(2, width // cell))).astype(np.float32)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-
-
 def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np.random.Generator):
     """The 8-bit image of landmarks `L` (canonical units) seen through `view` (canonical -> image matrix,
     offset, pixels per unit), and the soft chin's contour direction there (soft pogonion's ambiguous axis)."""
-    cv = _Canvas(width, height, *view)
+    cv = Canvas(width, height, *view)
     M0 = MEAN_SHAPE
-    cran, maxi, mand = (_affine(M0[i], L[i]) for i in ([S, N, PO], [PNS, ANS, OR], [AR, GO, ME]))
+    cran, maxi, mand = (affine(M0[i], L[i]) for i in ([S, N, PO], [PNS, ANS, OR], [AR, GO, ME]))
 
     def mp(frame, pts):  # mean-shape coordinates -> this case, through a local frame
         return np.asarray(pts, float) @ frame[0].T + frame[1]
@@ -177,14 +65,14 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     # Cranial vault: ellipse arc from glabella over the top to the occiput, closed along the cranial base.
     vs = aux["vault"]
     glab = off(cran, L[N], [45.0, -120.0])
-    arc = mp(cran, _ellipse([720.0, 770.0], [735.0 * vs, 705.0 * vs], 0.0, 7.0, -210.0, 64))
-    base = _spline([arc[-1], mp(cran, [120.0, 1340.0]), mp(cran, [300.0, 1470.0]),
+    arc = mp(cran, ellipse_points([720.0, 770.0], [735.0 * vs, 705.0 * vs], 0.0, 7.0, -210.0, 64))
+    base = spline([arc[-1], mp(cran, [120.0, 1340.0]), mp(cran, [300.0, 1470.0]),
                     off(cran, L[AR], [-55.0, 95.0]), L[AR],  # basion; articulare under the cranial base
                     *mp(cran, [[850.0, 1200.0], [1000.0, 1175.0], [1150.0, 1090.0], [1280.0, 1055.0]]),
                     off(cran, L[N], [-55.0, 45.0]), L[N], glab], samples=6)
     cv.fill(np.vstack([arc, base[1:]]), 0.75)
     cv.line(arc, 70.0, 0.45)
-    cv.line(mp(cran, _ellipse([720.0, 770.0], [665.0 * vs, 640.0 * vs], 0.0, 0.0, -200.0, 48)), 22.0, 0.2)
+    cv.line(mp(cran, ellipse_points([720.0, 770.0], [665.0 * vs, 640.0 * vs], 0.0, 0.0, -200.0, 48)), 22.0, 0.2)
     cv.ellipse(off(cran, L[N], [-50.0, -150.0]), (45.0, 75.0), -0.35, angle=-15.0)  # frontal sinus
     cv.ellipse(off(cran, L[PO], [120.0, -70.0]), (190.0, 70.0), 0.45, angle=-25.0)  # petrous
     cv.ellipse(off(cran, L[PO], [-40.0, 170.0]), (90.0, 120.0), 0.3, angle=10.0)  # mastoid
@@ -193,21 +81,21 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     # Sella: sphenoid body, dark fossa centred on sella with a bright floor, dorsum and clinoid.
     cv.ellipse(off(cran, L[S], [55.0, 75.0]), (185.0, 150.0), 0.5, angle=-10.0)
     cv.ellipse(L[S], (62.0, 58.0), -0.75)
-    cv.line(_ellipse(L[S], (70.0, 66.0), 0.0, -10.0, 190.0, 24), 20.0, 0.65)
+    cv.line(ellipse_points(L[S], (70.0, 66.0), 0.0, -10.0, 190.0, 24), 20.0, 0.65)
     cv.fill(np.vstack([off(cran, L[S], d) for d in ([-80.0, 40.0], [-70.0, -75.0], [-40.0, -80.0])]), 0.6)
     cv.fill(np.vstack([off(cran, L[S], d) for d in ([95.0, -20.0], [30.0, -62.0], [110.0, -60.0])]), 0.55)
     # Midface from nasion over the nasal bone, ANS, A point and the upper incisor's alveolus to PNS.
     nasal_tip = off(cran, L[N], [80.0, 175.0])
     ui_apex = L[UI] + (rot(aux["ui_tilt"]) @ (maxi[0] @ np.array([-95.0, -215.0])))
-    ui = _tooth(L[UI], ui_apex, 72.0)
+    ui = tooth(L[UI], ui_apex, 72.0)
     ud = (ui_apex - L[UI]) / np.linalg.norm(ui_apex - L[UI])
     ulab = np.array([ud[1], -ud[0]])  # labial (anterior) side of the upper incisor
     ulab = -ulab if ulab[0] < 0 else ulab
     prosthion = L[UI] + ud * 100.0 + ulab * 34.0
     pir = mp(maxi, [1240.0, 1330.0])
     cv.fill(np.vstack([
-        L[N], _spline([nasal_tip, pir, off(maxi, L[ANS], [-60.0, -25.0]), L[ANS]], samples=6)[:-1], L[ANS],
-        off(maxi, L[ANS], [-45.0, 25.0]), _spline([off(maxi, L[ANS], [-25.0, 30.0]), L[A], prosthion], samples=6)[1:-1],
+        L[N], spline([nasal_tip, pir, off(maxi, L[ANS], [-60.0, -25.0]), L[ANS]], samples=6)[:-1], L[ANS],
+        off(maxi, L[ANS], [-45.0, 25.0]), spline([off(maxi, L[ANS], [-25.0, 30.0]), L[A], prosthion], samples=6)[1:-1],
         prosthion, L[UI] + ud * 95.0 - ulab * 40.0, mp(maxi, [[1250.0, 1660.0], [1130.0, 1650.0], [1030.0, 1630.0]]),
         off(maxi, L[PNS], [40.0, 60.0]), L[PNS], off(maxi, L[PNS], [-40.0, -120.0]),
         mp(cran, [[850.0, 1200.0], [1000.0, 1175.0], [1150.0, 1090.0], [1280.0, 1055.0]]),
@@ -223,30 +111,30 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     cv.fill(np.vstack([L[N], off(cran, L[N], [25.0, 10.0]), nasal_tip, off(cran, L[N], [-10.0, 40.0])]), 0.55)
     cv.fill(np.vstack([L[PNS], off(maxi, L[PNS], [120.0, -12.0]), L[ANS], off(maxi, L[ANS], [-70.0, 38.0]),
                        off(maxi, (L[PNS] + L[ANS]) / 2, [0.0, 65.0]), off(maxi, L[PNS], [40.0, 35.0])]), 0.6)
-    cv.line(_spline([L[ANS], off(maxi, L[ANS], [-45.0, 25.0]), L[A], prosthion], samples=8), 18.0, 0.4)
+    cv.line(spline([L[ANS], off(maxi, L[ANS], [-45.0, 25.0]), L[A], prosthion], samples=8), 18.0, 0.4)
     # Ear rod: bright metal ring around a dark canal whose top is porion.
     ear = off(cran, L[PO], [0.0, 45.0])
     cv.ellipse(ear, (58.0, 45.0), -0.55)
     cv.ellipse(ear, (85.0, 85.0), 0.9, ring=16.0)
     # Mandible: one closed contour through articulare, gonion, menton, gnathion, pogonion and B point.
     li_apex = L[B] + (rot(aux["li_tilt"]) @ (mand[0] @ LI_APEX))
-    li = _tooth(L[LI], li_apex, 62.0)
+    li = tooth(L[LI], li_apex, 62.0)
     ld = (li_apex - L[LI]) / np.linalg.norm(li_apex - L[LI])
     llab = np.array([-ld[1], ld[0]])
     llab = -llab if llab[0] < 0 else llab
     infradentale, lingual = L[LI] + ld * 88.0 + llab * 30.0, L[LI] + ld * 90.0 - llab * 40.0
     ramus = mp(mand, [[703.0, 1535.0], [662.0, 1272.0]])
     antegonial, chin_under = mp(mand, [900.0, 1826.0]), mp(mand, [1180.0, 2003.0])
-    cv.fill(_spline([*mp(mand, [[705.0, 1222.0], [752.0, 1262.0], [835.0, 1365.0], [915.0, 1325.0],  # condyle,
+    cv.fill(spline([*mp(mand, [[705.0, 1222.0], [752.0, 1262.0], [835.0, 1365.0], [915.0, 1325.0],  # condyle,
                                 [938.0, 1450.0], [975.0, 1590.0], [1030.0, 1680.0], [1170.0, 1705.0]]),  # coronoid
                      lingual, infradentale, L[B], L[POG], L[GN], L[ME], chin_under, antegonial, L[GO], ramus[0],
                      L[AR], ramus[1]], closed=True, samples=8), 0.6)
     cv.ellipse(mp(mand, [700.0, 1262.0]), (50.0, 40.0), 0.3, angle=30.0)
-    lower_border = _spline([L[GO], antegonial, chin_under, L[ME], L[GN], L[POG], L[B]], samples=8)
+    lower_border = spline([L[GO], antegonial, chin_under, L[ME], L[GN], L[POG], L[B]], samples=8)
     cv.line(lower_border, 34.0, 0.55)
-    cv.line(_spline([L[POG], L[B], infradentale], samples=8)[8:], 16.0, 0.45)  # thin alveolar cortex, B up to Id
-    cv.line(_spline([ramus[1], L[AR], ramus[0], L[GO]]), 22.0, 0.35)
-    cv.line(_spline([lingual, off(mand, lingual, [-20.0, 120.0]), off(mand, L[ME], [-110.0, -55.0]), L[ME]],
+    cv.line(spline([L[POG], L[B], infradentale], samples=8)[8:], 16.0, 0.45)  # thin alveolar cortex, B up to Id
+    cv.line(spline([ramus[1], L[AR], ramus[0], L[GO]]), 22.0, 0.35)
+    cv.line(spline([lingual, off(mand, lingual, [-20.0, 120.0]), off(mand, L[ME], [-110.0, -55.0]), L[ME]],
                     samples=8), 20.0, 0.35)
     # Bilateral mandible: the far side projects slightly larger and shifted (double lower border).
     gh = aux["ghost"]
@@ -264,7 +152,7 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
         edges = np.concatenate([[0.0], np.cumsum(widths)]) / widths.sum() * length
         for i in range(len(widths)):
             mid = p0 + along * (edges[i] + edges[i + 1]) / 2
-            crown, root = _molar(mid, along, root_dir, (edges[i + 1] - edges[i]) * 0.95, 70.0, 120.0)
+            crown, root = molar(mid, along, root_dir, (edges[i + 1] - edges[i]) * 0.95, 70.0, 120.0)
             cv.fill(root, 0.55)
             cv.fill(crown, 0.95)
     for whole, crown in (ui, li):
@@ -273,7 +161,7 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     # Cervical spine (rounded boxes with a bright cortex) behind the ramus, hyoid below the mandible.
     along, down = np.array([0.993, -0.12]), np.array([0.12, 0.993])
     for i in range(5):
-        body, _ = _molar(off(cran, L[AR], [-150.0 - 20.0 * i, 300.0 + 230.0 * i]), along, down, 170.0,
+        body, _ = molar(off(cran, L[AR], [-150.0 - 20.0 * i, 300.0 + 230.0 * i]), along, down, 170.0,
                          190.0 if i == 0 else 150.0, 0.0)
         cv.fill(body, 0.5)
         cv.line(body, 16.0, 0.3, closed=True)
@@ -284,7 +172,7 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     # Soft tissue: forehead, nose, lips, chin and neck through subnasale, both lips and soft pogonion.
     nose, sn = aux["nose"], L[SN]
     chin_above, chin_below = off(mand, L[SP], [-5.0, -80.0]), off(mand, L[ME], [25.0, 90.0])
-    face = _spline([
+    face = spline([
         off(cran, glab, [65.0, 0.0]), off(cran, L[N], [62.0, 15.0]), off(maxi, sn, [80.0 * nose, -190.0 * nose]),
         off(maxi, sn, [150.0 * nose, -115.0 * nose]), off(maxi, sn, [125.0 * nose, -45.0 * nose]),  # pronasale
         off(maxi, sn, [55.0, -18.0]), L[SN], off(maxi, L[SN], [18.0, 55.0]), L[UL], off(maxi, L[UL], [-20.0, 60.0]),
@@ -293,7 +181,7 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
         off(mand, L[B], [75.0, 50.0]), chin_above, L[SP], chin_below,  # labiomental fold .. soft menton
         off(mand, L[ME], [-150.0, 140.0]), *(off(mand, L[GO], d) for d in ([320.0, 380.0], [290.0, 600.0],
                                                                           [260.0, 1200.0]))], samples=8)
-    scalp = mp(cran, _ellipse([720.0, 770.0], [790.0 * vs, 760.0 * vs], 0.0, 180.0, 365.0, 48))
+    scalp = mp(cran, ellipse_points([720.0, 770.0], [790.0 * vs, 760.0 * vs], 0.0, 180.0, 365.0, 48))
     far = 4000.0
     cv.fill(np.vstack([scalp, face, [[face[-1][0], far], [-far, far], [-far, scalp[0][1]]]]), 1.0, "soft")
     cv.fill(np.vstack([off(maxi, L[PNS], [-50.0, 20.0]), off(maxi, L[PNS], [-20.0, 250.0]),  # airway
@@ -303,7 +191,7 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     return _film(cv, rng), (below - above) / max(np.linalg.norm(below - above), 1e-6)
 
 
-def _film(cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
+def _film(cv: Canvas, rng: np.random.Generator) -> np.ndarray:
     """Attenuation -> 8-bit X-ray: soft tissue thicker away from the profile, bone texture, blur, film
     response, exposure, vignetting and grain."""
     w, h = cv.w, cv.h
@@ -311,14 +199,14 @@ def _film(cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
     dist = cv2.distanceTransform((soft > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     thickness = np.minimum(1.0, 0.45 + dist / max(4.0, 60.0 * cv.ppu)).astype(np.float32)
     soft_att = np.clip(soft, 0.0, 1.0) * thickness * np.float32(0.34)
-    texture = 1.0 + 0.10 * _smooth_noise(rng, w, h, 6) + 0.05 * _smooth_noise(rng, w, h, 2)
+    texture = 1.0 + 0.10 * smooth_noise(rng, w, h, 6) + 0.05 * smooth_noise(rng, w, h, 2)
     att = soft_att + np.clip(cv.layers["bone"], 0.0, None) * texture
     att = cv2.GaussianBlur(att, (0, 0), max(0.5, 4.0 * cv.ppu) * rng.uniform(0.8, 1.3))
     gain, bg = rng.uniform(0.8, 1.0), rng.uniform(12.0, 30.0)
     img = bg + (250.0 - bg) * (1.0 - np.exp(-gain * att))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((xx - w * rng.uniform(0.4, 0.6)) / w) ** 2 + ((yy - h * rng.uniform(0.4, 0.6)) / h) ** 2
-    img *= (1.0 - rng.uniform(0.25, 0.45) * r2) * (1.0 + 0.04 * _smooth_noise(rng, w, h, 40))
+    img *= (1.0 - rng.uniform(0.25, 0.45) * r2) * (1.0 + 0.04 * smooth_noise(rng, w, h, 40))
     img += rng.uniform(2.5, 4.5) * rng.standard_normal((h, w), dtype=np.float32)
     img = cv2.GaussianBlur(img, (0, 0), 0.5)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
