@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from landmark_exp.heatmap.generator import gaussian_heatmaps
 from landmark_exp.heatmap.peaks import METHODS, argmax_2d, peak_spread, refine
 
 
@@ -54,8 +55,6 @@ def decode(heatmaps: torch.Tensor, method: str = "quadratic", window: int = 2, p
     b, k, h, w = heatmaps.shape
     maps = heatmaps.detach().reshape(b * k, h, w)
     if prior is not None and prior_sigma:
-        from landmark_exp.heatmap.generator import gaussian_heatmaps
-
         weight = gaussian_heatmaps(prior[None].to(maps.device, torch.float32), (h, w), float(prior_sigma))
         weighted = (maps.view(b, k, h, w).float() * weight).view(b * k, h, w)  # (1, K) prior broadcast over B
         ix, iy, _ = argmax_2d(weighted)
@@ -163,11 +162,9 @@ class Decoding:
         unknown = set(heatmap) - {"decoder", "window", "prior_sigma"}
         if unknown:
             raise ValueError(f"heatmap overrides {sorted(unknown)} do not change how heatmaps are decoded")
-        changes: dict = {}
+        changes = {"window": heatmap["window"]} if "window" in heatmap else {}
         if "decoder" in heatmap:
             changes["method"] = str(heatmap["decoder"])
-        if "window" in heatmap:
-            changes["window"] = heatmap["window"]
         if "prior_sigma" in heatmap:
             changes["prior_sigma"] = prior_sigma_pixels(heatmap["prior_sigma"], input_size)
         return replace(self, **changes)  # checked again (__post_init__)

@@ -20,7 +20,7 @@ def argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return idx % w, torch.div(idx, w, rounding_mode="floor"), peak
 
 
-def _patches(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def patches(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 2r+1, 2r+1) float64 windows of (N, H, W) maps centred at (ix, iy), zero outside; and an inside mask.
 
     Gathers only the windows (no padded or float64 copy of the whole maps: for 32 x 19 maps of 256x256
@@ -46,23 +46,17 @@ def refine(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, method: str =
         return base + centroid
     if method not in ("quadratic", "lsq", "logit_lsq"):
         raise ValueError(f"unknown decoding method {method!r} (choose from {METHODS})")
-    p, inside = _patches(maps, ix, iy, 1)
+    p, inside = patches(maps, ix, iy, 1)
     logp = torch.log(p.clamp_min(1e-10))
     gx = 0.5 * (logp[:, 1, 2] - logp[:, 1, 0])
     gy = 0.5 * (logp[:, 2, 1] - logp[:, 0, 1])
     hxx = logp[:, 1, 2] - 2 * logp[:, 1, 1] + logp[:, 1, 0]
     hyy = logp[:, 2, 1] - 2 * logp[:, 1, 1] + logp[:, 0, 1]
     hxy = 0.25 * (logp[:, 2, 2] - logp[:, 2, 0] - logp[:, 0, 2] + logp[:, 0, 0])
-    det = hxx * hyy - hxy**2
     interior = inside.amin(dim=(1, 2)) > 0
-    # Newton step -H^-1 g; valid only at a strict maximum (H negative definite) away from borders,
-    # and only where the whole 3x3 carries signal: log of ~0 neighbours would fit noise, not a peak
-    ok = (hxx < -1e-6) & (det > 1e-12) & interior & (p[:, 1, 1] > 1e-6) & (p.amin(dim=(1, 2)) > 1e-3 * p[:, 1, 1])
-    safe_det = torch.where(ok, det, torch.ones_like(det))
-    dx = -(hyy * gx - hxy * gy) / safe_det
-    dy = -(hxx * gy - hxy * gx) / safe_det
-    step = torch.stack([dx, dy], dim=-1)
-    ok = ok & (step.abs() <= 1.0).all(dim=-1)
+    # away from borders, and only where the whole 3x3 carries signal: log of ~0 neighbours would fit noise
+    signal = interior & (p[:, 1, 1] > 1e-6) & (p.amin(dim=(1, 2)) > 1e-3 * p[:, 1, 1])
+    step, ok = _newton_step(gx, gy, hxx, hyy, hxy, signal, -1e-6, 1.0)
     # flat tops fall back to the local centroid; a peak on the image border keeps its pixel
     # (a truncated blob's centroid is biased inwards)
     fallback = torch.where(interior[:, None], centroid, torch.zeros_like(centroid))
@@ -99,7 +93,7 @@ def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r:
     blob's shape, not a plateau of log 1 = 0, and does not depend on which plateau pixel it starts from.
     For a small peak (p << 1) it is the log fit.
     """
-    p, inside = _patches(maps, ix, iy, r)
+    p, inside = patches(maps, ix, iy, r)
     n = p.shape[0]
     d = torch.arange(-r, r + 1, device=maps.device, dtype=torch.float64)
     dy, dx = torch.meshgrid(d, d, indexing="ij")
@@ -119,20 +113,25 @@ def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r:
     atz = torch.einsum("nm,mi,nm->ni", wgt, basis, z)
     ata = ata + 1e-9 * torch.eye(6, device=maps.device, dtype=torch.float64)
     c = torch.linalg.solve(ata, atz[..., None])[..., 0]
-    hxx, hxy, hyy = 2 * c[:, 3], c[:, 4], 2 * c[:, 5]
-    det = hxx * hyy - hxy**2
-    ok = (hxx < -1e-9) & (det > 1e-12) & ((wgt > 0).sum(dim=1) >= 6)
-    safe = torch.where(ok, det, torch.ones_like(det))
-    ox = -(hyy * c[:, 1] - hxy * c[:, 2]) / safe
-    oy = -(hxx * c[:, 2] - hxy * c[:, 1]) / safe
-    step = torch.stack([ox, oy], dim=-1)
-    ok = ok & (step.abs() <= max_step).all(dim=-1) & torch.isfinite(step).all(dim=-1)
+    step, ok = _newton_step(c[:, 1], c[:, 2], 2 * c[:, 3], 2 * c[:, 5], c[:, 4], (wgt > 0).sum(dim=1) >= 6, -1e-9,
+                            max_step)
     return torch.where(ok[:, None], step, torch.zeros_like(step)), ok
+
+
+def _newton_step(gx: torch.Tensor, gy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor,
+                 ok: torch.Tensor, hxx_max: float, max_step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Newton step -H^-1 g to a quadratic's peak, and where it is valid: `ok`, a strict maximum (H negative
+    definite) and a step of at most `max_step` per axis (a NaN or infinite step fails that too)."""
+    det = hxx * hyy - hxy**2
+    ok = ok & (hxx < hxx_max) & (det > 1e-12)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    step = torch.stack([-(hyy * gx - hxy * gy) / safe, -(hxx * gy - hxy * gx) / safe], dim=-1)
+    return step, ok & (step.abs() <= max_step).all(dim=-1)
 
 
 def _local_centroid(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> torch.Tensor:
     """Offset of the centre of mass of the (2r+1)^2 window around the peak (a local soft-argmax)."""
-    p, inside = _patches(maps, ix, iy, r)
+    p, inside = patches(maps, ix, iy, r)
     # subtract the window's floor so a broad background does not pull the centroid to the window centre
     floor = p.masked_fill(inside == 0, float("inf")).amin(dim=(1, 2), keepdim=True)
     wgt = (p - floor).clamp_min(0) * inside
@@ -151,7 +150,7 @@ def peak_spread(heatmaps: torch.Tensor, xy: torch.Tensor, radius: int) -> torch.
     the model is beyond the peak height. A single-mask model's one map serves all its landmarks.
     """
     b, k = xy.shape[:2]
-    maps = heatmaps.detach()  # windows are gathered (and made float64) by _patches
+    maps = heatmaps.detach()
     if maps.shape[1] == 1 and k > 1:
         maps = maps.expand(b, k, *maps.shape[-2:])
     h, w = maps.shape[-2:]
@@ -159,7 +158,7 @@ def peak_spread(heatmaps: torch.Tensor, xy: torch.Tensor, radius: int) -> torch.
     pos = xy.detach().to(maps.device, torch.float64).reshape(b * k, 2)
     ix = pos[:, 0].round().clamp(0, w - 1).long()
     iy = pos[:, 1].round().clamp(0, h - 1).long()
-    p, inside = _patches(maps, ix, iy, radius)
+    p, inside = patches(maps, ix, iy, radius)
     wgt = p.clamp_min(0) * inside
     d = torch.arange(-radius, radius + 1, device=maps.device, dtype=torch.float64)
     dx = d.view(1, 1, -1) + (ix - pos[:, 0]).view(-1, 1, 1)  # offsets from the sub-pixel position

@@ -1,22 +1,9 @@
-"""Heatmaps that cannot be trusted, flagged (issue 28, item 8: "Degenerate outputs are flagged").
+"""Heatmaps that cannot be trusted, flagged: `decode` always returns a position, also the argmax of a flat map (no
+landmark found), of a saturated one (a diverged sigmoid at ~1 everywhere, confidence 1.0) or of one of two equally
+high blobs (a coin toss). `heatmap_flags` names those maps, one reason each (`HeatmapFlag`).
 
-`decode` always returns a position: the argmax of a flat map (no landmark found), of a saturated one (a
-diverged run's sigmoid at ~1 everywhere, reported as confidence 1.0) or of one of two equally high blobs
-(the position is a coin toss). `heatmap_flags` names those maps, one reason each:
-
-- `NON_FINITE`: a NaN or an infinity anywhere in the map;
-- `SATURATED`: a large share of the map at (or the map's median near) its peak: nothing is localised;
-- `FLAT`: the peak does not stand above the map (or above 0): no landmark was found;
-- `SEVERAL_PEAKS`: two or more separated blobs (farther apart than a few target sigmas in x or y, with
-  a dip between them) within a small relative tolerance of the top one: the location is ambiguous.
-
-The rule reads one map per landmark. For a single-channel model (`Decoding.single_channel`: one map holds
-all landmarks) pass `single_channel=True`: several equal peaks are what that map should show, so only
-non-finite, saturated and flat apply.
-
-Thresholds assume the heatmap targets' scale (peak 1 on a 0 background, `gaussian_heatmaps`), which both
-sigmoid and linear (`activation: null`) outputs are trained to. It is meant to run on every predicted batch
-(after `Decoding` in `Predictor.predict`), so it is vectorised in torch and cheap: see `heatmap_flags`.
+Thresholds assume the targets' scale (peak 1 on a 0 background, `gaussian_heatmaps`), which sigmoid and linear
+outputs are both trained to. It runs on every predicted batch, so it is vectorised in torch and cheap.
 """
 
 from __future__ import annotations
@@ -27,61 +14,54 @@ from dataclasses import dataclass
 
 import torch
 
+from landmark_exp.heatmap.peaks import patches
+
 FLAT_MIN_CONTRAST = 0.05
-"""A landmark is found only where the peak stands this much above both the map's median and 0. Trained
-channels peak at 0.3-1.0 on a ~0 background (6x this or more); a channel that never learned peaks at
-~3e-4 (a dead sigmoid channel, tests/test_untrained_landmarks.py); `reports.untrained_landmarks` calls a
-channel untrained below 0.1x the typical peak (~0.09): per image, 0.05 flags only maps with no peak at all."""
+"""A landmark is found only where the peak stands this much above both the map's median and 0: trained channels
+peak at 0.3-1.0 on a ~0 background, a channel that never learned at ~3e-4."""
 
 SATURATED_RTOL = 1e-3
-"""Pixels within this fraction of the peak count as "at the peak": a sigmoid at ~1 everywhere (a diverged
-run) is within 1e-3 of its maximum almost everywhere, a Gaussian blob only within ~0.05 sigma of its centre."""
+"""Pixels within this fraction of the peak count as "at the peak": a diverged sigmoid is there almost everywhere,
+a Gaussian blob only within ~0.05 sigma of its centre."""
 
 SATURATED_SHARE = 0.05
-"""A map with more than this share of its pixels at the peak is saturated (5 % of 256x256: a disc of 32 px
-radius, 16 sigmas of the targets). A dice-trained blob's flat top (a sigmoid above 0.999 over a disc of a
-few pixels, about the targets' half-maximum disc: 27 px at sigma 2.5) is ~1 % of a 48x48 patch."""
+"""A map with more than this share of its pixels at the peak is saturated; a dice-trained blob's flat top is ~1 %."""
 
 SATURATED_BLOB_SIGMAS = 3.0
-"""...and more pixels than a disc of this many target sigmas: on small maps (a 48x48 patch at sigma 2.5,
-where 5 % is a disc of 6 px radius, this one 7.5 px) a wide flat blob top is still one blob, not a saturated
-map (tests: a top of 134 px at 1.0 on a 48x48 patch is not flagged)."""
+"""...and more pixels than a disc of this many target sigmas: on a small patch a wide flat blob top is still one
+blob, not a saturated map."""
 
 SATURATED_MEDIAN_FRACTION = 0.5
-"""A map whose median (its background) is at least this fraction of the peak is saturated too, however
-its top is shaped: a trained map's background is ~0, a diverged sigmoid's is at the peak."""
+"""A map whose median (its background) is at least this fraction of the peak is saturated however its top is
+shaped: a trained map's background is ~0, a diverged sigmoid's is at the peak."""
 
 SATURATED_MIN_PEAK = 0.5
-"""A map at its peak nearly everywhere (constant) is saturated when that peak is "on" (a sigmoid's upper
-half: everything fires, as a diverged run) and flat below (nothing fires: all 0, a constant 0.3)."""
+"""A constant map is saturated when its peak is "on" (a sigmoid's upper half: everything fires), flat below."""
 
 EQUAL_PEAK_RTOL = 0.1
-"""A second blob within this fraction of the top one (>= 0.9 of it) makes the location ambiguous: which of
-the two wins is decided by noise. Trained models' second blobs stay below 0.8 of the peak."""
+"""A second blob within this fraction of the top one makes the location a coin toss; trained models' second blobs
+stay below 0.8 of the peak."""
 
 SEPARATION_SIGMAS = 3.0
-"""Blobs count as separate only farther apart than this many target sigmas in x or y (the larger of |dx|,
-|dy|: a square around the top, cheap to exclude), plus the radius of the top's near-top area (its pixels at
->= 0.9 of the peak within 6 sigmas, as one disc), so a wide flat top is one blob. Two Gaussians 3 sigma
-apart dip to 0.65 of their height between them; 2 sigma apart they are one blob, its top between them."""
+"""Blobs count as separate only farther apart than this many target sigmas in x or y, plus the radius of the top's
+near-top area (a wide flat top is one blob); 2 sigma apart two Gaussians merge into one blob."""
 
 PEAK_DIP = 0.25
-"""...and only with a dip between them: somewhere on the straight line the map falls below (1 - PEAK_DIP)
-of the second blob's height. A flat-topped blob's far edge does not dip; two real blobs 3 sigma apart do
-(to 0.65 of their height), 4 sigma apart to 0.27."""
+"""...and only with a dip between them below (1 - PEAK_DIP) of the second blob's height: a flat top's far edge
+does not dip, two real blobs 3 sigma apart do (to 0.65)."""
 
 MAX_EQUAL_PEAKS = 4
-"""Separated equal peaks counted at most (describe_flags says "4+ equal peaks"); each more costs one pass over
-the flagged maps (on an undertrained ISBI model, 8 took twice the time of 4 for the same flags)."""
+"""Separated equal peaks counted at most ("4+ equal peaks"): each more costs one pass over the flagged maps."""
 
-_SAMPLES = 1024  # median and shares are read on a regular grid of ~this many pixels (all of a 32x32 map or less):
-# the median is a background level, the shares only need to tell a few % of the map from a blob (1024 points
-# read them to ~0.1 %); a 4096-point median took 4x as long, 8 ms on one core for (8, 19, 256, 256)
+_SAMPLES = 1024  # median and shares read on a grid of ~this many pixels: enough for a background level and a few %
 _SEGMENT_SAMPLES = 32  # points read on the line between two peaks for the dip
 
 
 class HeatmapFlag(enum.IntFlag):
-    """Why a heatmap cannot be trusted; 0 (no flag) when it can. One reason per map, chosen in this order."""
+    """Why a heatmap cannot be trusted; 0 (no flag) when it can. One reason per map, chosen in this order:
+    NON_FINITE (a NaN or infinity), SATURATED (much of the map at its peak, or its median near it), FLAT (the
+    peak does not stand above the map or 0), SEVERAL_PEAKS (separated blobs, with a dip between, near the top's
+    height)."""
 
     NON_FINITE = 1
     SATURATED = 2
@@ -111,15 +91,10 @@ class HeatmapFlags:
 def heatmap_flags(heatmaps: torch.Tensor, sigma_px: float = 2.0, single_channel: bool = False) -> HeatmapFlags:
     """(B, K, H, W) heatmaps -> which ones cannot be trusted (`HeatmapFlags`), one reason per map.
 
-    `sigma_px`: the training targets' sigma in heatmap pixels (`Decoding.sigma`); it sets how far apart two
-    blobs must be to count as two. `single_channel`: one map holds all landmarks (several peaks expected).
-    Cost: it runs on every predicted batch, so it reads each whole map only twice (row maxima and minima: the
-    peak, its position, non-finite values and the highest pixel outside the top blob follow from them and from
-    a band of rows around the peak), then a grid of ~1024 of its pixels (median, share at the peak) and a
-    window around the top; only maps with a near-equal pixel outside the top blob get the (looping, whole-map)
-    peak count. For (8, 19, 256, 256) float32 (4 of the maps with two equal blobs) on one CPU core: 9-12 ms,
-    ~0.1 % of the spec U-Net's (31 M parameters) 10-15 s forward pass on that batch (a shared 2-core machine;
-    on 2 threads 15 ms at best, 93 ms median there while other jobs held the cores: 0.4 % of its forward).
+    `sigma_px`: the training targets' sigma in heatmap pixels (`Decoding.sigma`): how far apart two blobs must be
+    to count as two. `single_channel`: one map holds all landmarks, so several peaks are expected, not flagged.
+    Each whole map is read only twice (row maxima and minima), then a grid of ~1024 pixels and a window around the
+    top; only maps with a near-equal pixel outside the top blob get the (looping) peak count.
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be (B, K, H, W), not {tuple(heatmaps.shape)}")
@@ -157,7 +132,9 @@ def heatmap_flags(heatmaps: torch.Tensor, sigma_px: float = 2.0, single_channel:
     if not single_channel:
         level = (1 - EQUAL_PEAK_RTOL) * peak
         # the top blob's square: a few sigmas, plus the radius of its near-top area (a wide flat top is one blob)
-        top_area = _near_top_area(x, ix, iy, level, math.ceil(2 * SEPARATION_SIGMAS * sigma_px))
+        # (a top wider than this window is caught by the dip test instead)
+        top, inside = patches(x, ix, iy, math.ceil(2 * SEPARATION_SIGMAS * sigma_px))
+        top_area = ((top >= level[:, None, None]) & (inside > 0)).sum(dim=(1, 2)).to(x.dtype)
         half = (SEPARATION_SIGMAS * sigma_px + torch.sqrt(top_area / math.pi)).ceil().long().clamp(1, max(h, w))
         live = (codes == 0) & (peak > 0)
         candidate = live & (_max_outside(x, rowmax, ix, iy, half, live) >= level)
@@ -169,17 +146,6 @@ def heatmap_flags(heatmaps: torch.Tensor, sigma_px: float = 2.0, single_channel:
             codes[several] = int(HeatmapFlag.SEVERAL_PEAKS)
             peaks[sel] = torch.where(count >= 2, count, peaks[sel])
     return HeatmapFlags(codes.view(b, k), peaks.view(b, k))
-
-
-def _near_top_area(x: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, level: torch.Tensor, r: int) -> torch.Tensor:
-    """(N,) pixels at or above `level` within +/- r of (ix, iy): the area of the top blob's flat top (a gather of
-    (2r + 1)^2 pixels per map; a top wider than that is caught by the dip test instead)."""
-    n, h, w = x.shape
-    d = torch.arange(-r, r + 1, device=x.device)
-    rows, cols = iy[:, None, None] + d[None, :, None], ix[:, None, None] + d[None, None, :]
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    window = x[torch.arange(n, device=x.device)[:, None, None], rows.clamp(0, h - 1), cols.clamp(0, w - 1)]
-    return ((window >= level[:, None, None]) & inside).sum(dim=(1, 2)).to(x.dtype)
 
 
 def _max_outside(x: torch.Tensor, rowmax: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, half: torch.Tensor,
@@ -235,6 +201,10 @@ def _count_peaks(x: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, level: tor
     return count
 
 
+_REASONS = {HeatmapFlag.NON_FINITE: "non-finite heatmap", HeatmapFlag.SATURATED: "saturated heatmap",
+            HeatmapFlag.FLAT: "flat heatmap"}
+
+
 def describe_flags(flags: HeatmapFlags) -> list[list[str]]:
     """(B, K) short reasons, '' where the map is fine: "flat heatmap", "saturated heatmap", "2 equal peaks",
     "non-finite heatmap"."""
@@ -243,12 +213,6 @@ def describe_flags(flags: HeatmapFlags) -> list[list[str]]:
 
 
 def _describe(code: int, peaks: int) -> str:
-    if code & HeatmapFlag.NON_FINITE:
-        return "non-finite heatmap"
-    if code & HeatmapFlag.SATURATED:
-        return "saturated heatmap"
-    if code & HeatmapFlag.FLAT:
-        return "flat heatmap"
-    if code & HeatmapFlag.SEVERAL_PEAKS:
+    if code == HeatmapFlag.SEVERAL_PEAKS:
         return f"{peaks}+ equal peaks" if peaks >= MAX_EQUAL_PEAKS else f"{peaks} equal peaks"
-    return ""
+    return _REASONS.get(code, "")
