@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.images import ImageCache, same_files
@@ -32,42 +32,7 @@ from landmark_exp.data.patches import (
 )
 from landmark_exp.data.records import DataError, Record, whole_number
 from landmark_exp.data.sources import Source
-from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
-
-
-class LandmarkDataset(EpochSeeded, Dataset):
-    """A split with its images already decoded and resized (see `ImageCache`)."""
-
-    def __init__(
-        self,
-        records: list[Record],
-        images: list[np.ndarray],
-        geometries: list[Geometry],
-        augment: Augmenter | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.records, self.images, self.geometries, self.augment = records, images, geometries, augment
-        self.init_epoch_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rec, geom = self.records[i], self.geometries[i].as_array()
-        image = self.images[i].astype(np.float32)
-        keypoints = to_model(rec.landmarks, geom)
-        if self.augment is not None:
-            self.augment.reseed(*self.sample_key(i))
-            image, keypoints = self.augment(image, keypoints)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image))[None],
-            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
-            "visible": torch.from_numpy(visible_mask(keypoints, image.shape[:2])),
-            "landmarks": torch.from_numpy(rec.landmarks),
-            "geometry": torch.from_numpy(geom),
-            "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
-            "index": torch.tensor(i, dtype=torch.int64),
-        }
+from landmark_exp.data.transforms import Augmenter, LandmarkDataset
 
 
 class LandmarkDataModule(L.LightningDataModule):
@@ -216,21 +181,19 @@ class LandmarkDataModule(L.LightningDataModule):
             fr = np.asarray(self.random_split, dtype=float)
             if len(fr) != 3 or (fr < 0).any() or fr.sum() <= 0:
                 raise DataError(f"random_split must be 3 non-negative fractions, got {self.random_split}")
-            order = list(pool)
-            rng.shuffle(order)
-            n_val = round(len(order) * fr[1] / fr.sum())
-            n_test = round(len(order) * fr[2] / fr.sum())
-            out = {"train": order[n_val + n_test :], "val": order[:n_val], "test": order[n_val : n_val + n_test]}
+            rng.shuffle(pool)
+            n_val = round(len(pool) * fr[1] / fr.sum())
+            n_test = round(len(pool) * fr[2] / fr.sum())
+            out = {"train": pool[n_val + n_test :], "val": pool[:n_val], "test": pool[n_val : n_val + n_test]}
         else:
             if self.val_split is not None:
                 train, val = pool, self.source.load(self.val_split)
             elif self.folds is not None:
                 val, train = self._fold_split(pool, rng)
             else:
-                order = list(pool)
-                rng.shuffle(order)
-                n_val = max(1, round(len(order) * self.val_fraction))
-                val, train = sorted(order[:n_val], key=_key), sorted(order[n_val:], key=_key)
+                rng.shuffle(pool)
+                n_val = max(1, round(len(pool) * self.val_fraction))
+                val, train = sorted(pool[:n_val], key=_key), sorted(pool[n_val:], key=_key)
             out = {"train": train, "val": val}
             if self.test_split is not None:
                 out["test"] = self.source.load(self.test_split)
@@ -255,12 +218,11 @@ class LandmarkDataModule(L.LightningDataModule):
         """The split's images; one whose pixels cannot be decoded (the source read only its header) stops the
         run, or with on_bad_sample=skip is left out of its split and listed with the source's skipped samples."""
         # landmarks were already checked against the image size by the source (from the file header)
-        skip = getattr(self.source, "on_bad_sample", "error") == "skip"
-        decoded = self.cache.get_many(records, errors="return" if skip else "raise")
+        decoded = self.cache.get_many(records)
         kept = []
         for r, d in zip(records, decoded, strict=True):
             if isinstance(d, DataError):
-                self.source.bad_sample(str(d))
+                self.source.bad_sample(str(d))  # raises unless on_bad_sample=skip
             else:
                 kept.append((r, d))
         if not kept:

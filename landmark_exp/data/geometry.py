@@ -28,15 +28,10 @@ class Geometry:
     @classmethod
     def for_resize(cls, orig_hw: tuple[int, int], out_hw: tuple[int, int], letterbox: bool = False) -> Geometry:
         """The map that `resize_image(img, out_hw, letterbox)` applies to an image of `orig_hw`."""
-        (H, W), (h, w) = orig_hw, out_hw
-        px = py = 0
-        if letterbox:
-            (nh, nw), (py, px) = _letterbox_box(orig_hw, out_hw)
-        else:
-            nh, nw = h, w
-        # The content is scaled by (nw / W, nh / H): with a letterbox these differ
-        # from the nominal min(w / W, h / H) by the rounding to whole pixels.
-        sx, sy = nw / W, nh / H
+        (nh, nw), (py, px) = _content_box(orig_hw, out_hw, letterbox)
+        # the content is scaled by (nw / W, nh / H): with a letterbox these differ from the nominal
+        # min(w / W, h / H) by the rounding to whole pixels
+        sx, sy = nw / orig_hw[1], nh / orig_hw[0]
         return cls(sx, sy, 0.5 * sx - 0.5 + px, 0.5 * sy - 0.5 + py)
 
     def as_array(self) -> np.ndarray:
@@ -49,9 +44,13 @@ class Geometry:
         return to_original(xy, self.as_array())
 
 
-def _letterbox_box(orig_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(content height, width) and (top, left) padding of an aspect-preserving fit, in whole pixels."""
+def _content_box(orig_hw: tuple[int, int], out_hw: tuple[int, int], letterbox: bool
+                 ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(content height, width) and (top, left) padding: all of `out_hw`, or an aspect-preserving fit in whole
+    pixels."""
     (H, W), (h, w) = orig_hw, out_hw
+    if not letterbox:
+        return (h, w), (0, 0)
     s = min(w / W, h / H)
     nh, nw = min(h, round(H * s)), min(w, round(W * s))
     return (nh, nw), ((h - nh) // 2, (w - nw) // 2)
@@ -80,13 +79,10 @@ def to_original(xy, geom):
 def resize_image(image: np.ndarray, out_hw: tuple[int, int], letterbox: bool = False) -> np.ndarray:
     """Resize a 2-D float image to `out_hw` (area interpolation when shrinking), optionally letterboxed."""
     H, W = image.shape[:2]
-    h, w = out_hw
+    (nh, nw), (py, px) = _content_box((H, W), out_hw, letterbox)
+    inner = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if (nh < H and nw < W) else cv2.INTER_LINEAR)
     if not letterbox:
-        interp = cv2.INTER_AREA if (h < H and w < W) else cv2.INTER_LINEAR
-        return cv2.resize(image, (w, h), interpolation=interp)
-    (nh, nw), (py, px) = _letterbox_box((H, W), (h, w))
-    interp = cv2.INTER_AREA if (nh < H and nw < W) else cv2.INTER_LINEAR
-    inner = cv2.resize(image, (nw, nh), interpolation=interp)
-    out = np.zeros((h, w), dtype=image.dtype)
+        return inner
+    out = np.zeros(out_hw, dtype=image.dtype)
     out[py : py + nh, px : px + nw] = inner
     return out

@@ -139,19 +139,16 @@ class ImageCache:
         self._memory[k] = hit
         return hit
 
-    def get_many(self, records: list[Record], workers: int | None = None, errors: str = "raise"
-                 ) -> list[tuple[np.ndarray, tuple[int, int]] | DataError]:
-        """Decode in threads (PIL and cv2 release the GIL); errors surface with their file name, raised, or
-        with errors="return" in place of the image (so the caller can skip that sample and say so)."""
+    def get_many(self, records: list[Record]) -> list[tuple[np.ndarray, tuple[int, int]] | DataError]:
+        """`get` in threads (PIL and cv2 release the GIL); a file that cannot be read gives its DataError in
+        its place, so the caller can raise it or skip that sample and say so."""
         def one(r: Record) -> tuple[np.ndarray, tuple[int, int]] | DataError:
             try:
                 return self.get(r)
             except DataError as e:
-                if errors == "raise":
-                    raise
                 return e
 
-        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             return list(pool.map(one, records))
 
     def geometry(self, orig_hw: tuple[int, int]) -> Geometry:

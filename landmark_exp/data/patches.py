@@ -21,11 +21,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from landmark_exp.data.geometry import Geometry, to_model
 from landmark_exp.data.records import DataError, Record, whole_number
-from landmark_exp.data.transforms import Augmenter, EpochSeeded, visible_mask
+from landmark_exp.data.transforms import Augmenter, LandmarkDataset, visible_mask
 
 
 def crop(image: np.ndarray, x0: int, y0: int, size: tuple[int, int]) -> np.ndarray:
@@ -182,7 +181,7 @@ def patch_blend(given: object, stored: object = None) -> float:
     return blend
 
 
-class PatchDataset(EpochSeeded, Dataset):
+class PatchDataset(LandmarkDataset):
     """One image's K patches per sample, from images cached at the working resolution."""
 
     def __init__(
@@ -197,30 +196,24 @@ class PatchDataset(EpochSeeded, Dataset):
         seed: int = 0,
         context: int = 1,
     ) -> None:
-        self.records, self.images, self.geometries = records, images, geometries
-        self.size, self.jitter, self.augment, self.random = size, float(jitter), augment, random
+        super().__init__(records, images, geometries, augment, seed)
+        self.size, self.jitter, self.random = size, float(jitter), random
         self.context = patch_context(context)
-        self.init_epoch_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def _centres(self, i: int, truth: np.ndarray) -> np.ndarray:
         """Where the K patches are cut: the truth, jittered. Training: new jitter each epoch, a function of
-        (seed, epoch, sample) (EpochSeeded); validation: fixed per sample. (A cascade cuts its patches around
-        first estimates in `Predictor.refine_working`, with the same `cut_patches`.)"""
+        (seed, epoch, sample); validation: fixed per sample."""
         seed = [*self.sample_key(i), 1] if self.random else (self.seed, i)
         return truth + np.random.default_rng(seed).uniform(-self.jitter, self.jitter, truth.shape)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rec, geom = self.records[i], self.geometries[i].as_array()
-        image = self.images[i].astype(np.float32)
-        truth = to_model(rec.landmarks, geom)  # (K, 2) working pixels
+        geom = self.geometries[i].as_array()
+        truth = to_model(self.records[i].landmarks, geom)  # (K, 2) working pixels
         k = len(truth)
         origins = patch_origins(self._centres(i, truth), self.size)
         if self.augment is not None:
             self.augment.reseed(*self.sample_key(i))  # the K patches then draw in turn from this sample's stream
-        patches = cut_patches(image, origins, self.size, self.context)  # (K, C, h, w)
+        patches = cut_patches(self.images[i].astype(np.float32), origins, self.size, self.context)  # (K, C, h, w)
         keypoints = np.empty((k, k, 2), dtype=np.float32)
         for j, (x0, y0) in enumerate(origins):
             kp = truth - (x0, y0)
@@ -234,12 +227,4 @@ class PatchDataset(EpochSeeded, Dataset):
         visible = np.stack([visible_mask(kp, self.size) for kp in keypoints])
         geoms = np.tile(geom, (k, 1))
         geoms[:, 2:4] -= origins  # working = a * orig + b; patch = working - origin
-        return {
-            "image": torch.from_numpy(patches),
-            "keypoints": torch.from_numpy(keypoints),
-            "visible": torch.from_numpy(visible),
-            "landmarks": torch.from_numpy(rec.landmarks),
-            "geometry": torch.from_numpy(geoms),
-            "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
-            "index": torch.tensor(i, dtype=torch.int64),
-        }
+        return self.sample(i, patches, keypoints, visible, geoms)

@@ -1,9 +1,9 @@
-"""Training augmentation: albumentations transforms applied to image and landmarks together.
+"""A split's samples (the batch keys are listed in `datamodule`) and their training augmentation: albumentations
+transforms applied to image and landmarks together, in model-input pixels, after the cached resize.
 
-Applied in model-input pixels, after the cached resize. Landmarks that leave the
-image are kept (never clipped) and flagged invisible, so the loss masks them.
-Left-right flips are not offered: they mirror the face and swap no landmark
-pairs in a lateral cephalogram, so they teach the model a face it never sees.
+Landmarks that leave the image are kept (never clipped) and flagged invisible, so the loss masks them.
+Left-right flips are not offered: they mirror the face and swap no landmark pairs in a lateral cephalogram,
+so they teach the model a face it never sees.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from collections.abc import Mapping, Sequence
 import albumentations as A
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
+from landmark_exp.data.geometry import Geometry, to_model
+from landmark_exp.data.records import Record
 
 
 class Augmenter:
@@ -47,17 +51,18 @@ class Augmenter:
         return out["image"], np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)[:, :2]
 
 
-class EpochSeeded:
-    """Randomness of sample i in epoch e as a function of (seed, e, i) alone (datasets mix this in).
+class LandmarkDataset(Dataset):
+    """A split with its images already decoded and resized (see `ImageCache`).
 
-    The same sample comes out whatever the number of DataLoader workers or which of them loads
-    it, and exactly again when a run resumes at epoch e. The epoch lives in shared memory, so
-    workers (persistent ones too) see `set_epoch`, which `checkpoints.TrainingState` calls.
+    The randomness of sample i in epoch e is a function of (seed, e, i) alone: the same sample comes out whatever
+    the number of DataLoader workers or which of them loads it, and exactly again when a run resumes at epoch e.
+    The epoch lives in shared memory, so workers (persistent ones too) see `set_epoch`, which
+    `checkpoints.TrainingState` calls.
     """
 
-    seed: int
-
-    def init_epoch_seed(self, seed: int) -> None:
+    def __init__(self, records: list[Record], images: list[np.ndarray], geometries: list[Geometry],
+                 augment: Augmenter | None = None, seed: int = 0) -> None:
+        self.records, self.images, self.geometries, self.augment = records, images, geometries, augment
         self.seed = int(seed)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
@@ -66,6 +71,33 @@ class EpochSeeded:
 
     def sample_key(self, i: int) -> tuple[int, int, int]:
         return self.seed % 2**64, int(self._epoch[0]), int(i)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        geom = self.geometries[i].as_array()
+        image = self.images[i].astype(np.float32)
+        keypoints = to_model(self.records[i].landmarks, geom)
+        if self.augment is not None:
+            self.augment.reseed(*self.sample_key(i))
+            image, keypoints = self.augment(image, keypoints)
+        return self.sample(i, np.ascontiguousarray(image)[None], keypoints, visible_mask(keypoints, image.shape[:2]),
+                           geom)
+
+    def sample(self, i: int, image: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, geometry: np.ndarray
+               ) -> dict[str, torch.Tensor]:
+        """Sample i's batch entry from the model input, keypoints, visibility and geometry made of it."""
+        rec = self.records[i]
+        return {
+            "image": torch.from_numpy(image),
+            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
+            "visible": torch.from_numpy(visible),
+            "landmarks": torch.from_numpy(rec.landmarks),
+            "geometry": torch.from_numpy(geometry),
+            "spacing": torch.tensor(rec.spacing, dtype=torch.float64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
 
 
 def visible_mask(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
