@@ -37,10 +37,8 @@ def int_pairs(value: object, what: str) -> list[tuple[int, int]] | None:
     if value is None:
         return None
     example = "e.g. [[0,0],[0,8],[8,0]]"
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise DataError(f"{what}={value!r}: a list of [dy, dx] pairs, {example}")
     pairs = []
-    for item in value:
+    for item in value if isinstance(value, Iterable) and not isinstance(value, str) else [value]:
         if isinstance(item, str) or not isinstance(item, Iterable):
             raise DataError(f"{what}={value!r}: a list of [dy, dx] pairs, {example}")
         pair = list(item)
@@ -56,7 +54,7 @@ def spacing_pair(value: object, what: str = "spacing") -> tuple[float, float] | 
     """mm per pixel: a positive finite number, or [x, y] of them; None stays None."""
     if value is None:
         return None
-    items = [value] if isinstance(value, int | float | str) else list(value) if isinstance(value, Iterable) else [value]
+    items = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
     try:
         numbers = [float(v) for v in items]
     except (TypeError, ValueError):
@@ -84,17 +82,13 @@ def flag(value: object, what: str) -> bool:
 def cascade_arguments(cfg: Mapping, runtimes: Sequence[str], runtime: str) -> dict:
     """What evaluate and predict both take, checked once: device, runtime, test-time shifts and the second
     stage's shifts, views, blend and iterations (None where not given: the model's or detector's own)."""
-    def given(key: str) -> object:
-        value = cfg.get(key)
-        return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
-
-    shifts, views, blend, iterations = (given(k) for k in ("refine_shifts", "refine_views", "refine_blend",
-                                                           "refine_iterations"))
+    shifts, views, blend, iterations = (plain(cfg.get(k)) for k in ("refine_shifts", "refine_views", "refine_blend",
+                                                                    "refine_iterations"))
     patch_shifts(shifts)  # each raises a one-line DataError naming its setting
     patch_views(views)
     return {"device": checked_device(cfg.get("device", "auto")),
             "runtime": one_of(cfg.get("runtime", runtime), runtimes, "runtime"),
-            "tta_shifts": int_pairs(given("tta_shifts"), "tta_shifts"),
+            "tta_shifts": int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"),
             "refine_shifts": shifts, "refine_views": views,
             "refine_blend": None if blend is None else patch_blend(blend),
             "refine_iterations": None if iterations is None else whole_number(iterations, "refine_iterations")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,11 +23,8 @@ def _is_image(path: Path) -> bool:
 
 
 def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
-    """Files named by `spec`: a file (taken as is), a folder (its image files, sorted) or a glob; or a list of them.
-
-    Files inside folders and globs count when they have an image extension, or no
-    extension and the DICOM magic. A name that matches nothing is a one-line error.
-    """
+    """Files named by `spec`: a file (taken as is), a folder or a glob (their files with an image extension, or
+    none and the DICOM magic, sorted); or a list of them. A name that matches nothing is a one-line error."""
     specs = [spec] if isinstance(spec, str | Path) else list(spec)
     if not specs:
         raise DataError("input=[]: give an image, a folder or a glob pattern")
@@ -35,18 +33,15 @@ def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
         p = Path(str(s)).expanduser()
         if p.is_file():
             files.append(p)
-        elif p.is_dir():
-            found = sorted(q for q in p.iterdir() if _is_image(q))
-            if not found:
-                raise DataError(f"{p}: no image files in this folder")
-            files.extend(found)
-        elif glob.has_magic(str(s)):
-            found = sorted(q for q in map(Path, glob.glob(str(p), recursive=True)) if _is_image(q))
-            if not found:
-                raise DataError(f"{s}: the pattern matches no image files")
-            files.extend(found)
-        else:
+            continue
+        if not p.is_dir() and not glob.has_magic(str(s)):
             raise DataError(f"{p}: no such file or folder")
+        found = sorted(q for q in (p.iterdir() if p.is_dir() else map(Path, glob.glob(str(p), recursive=True)))
+                       if _is_image(q))
+        if not found:
+            raise DataError(f"{p}: no image files in this folder" if p.is_dir() else
+                            f"{s}: the pattern matches no image files")
+        files.extend(found)
     unique: dict[Path, Path] = {}  # one entry per file, however often it is named
     for f in files:
         unique.setdefault(f.resolve(), f)
@@ -55,12 +50,10 @@ def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
 
 def unique_ids(files: Sequence[Path]) -> list[str]:
     """File stems, made unique with a suffix (two folders may both hold 001.png)."""
-    ids, count = [], {}
+    ids, count = [], Counter()
     for f in files:
-        stem = f.stem if f.suffix else f.name
-        n = count.get(stem, 0)
-        count[stem] = n + 1
-        ids.append(stem if n == 0 else f"{stem}_{n + 1}")
+        count[f.stem] += 1
+        ids.append(f.stem if count[f.stem] == 1 else f"{f.stem}_{count[f.stem]}")
     return ids
 
 

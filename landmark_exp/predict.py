@@ -1,14 +1,10 @@
 """What predict.py does: new images -> landmarks (px and mm), confidences, measurements, overlays.
 
-Input is one image, a folder (its image files, DICOM without extension included) or a glob pattern, or a list
-of those. Each image gets `<id>.csv` and `<id>.json` (landmarks in pixels and millimetres with peak confidence,
-spread and flag; for the 19 ISBI landmarks also the cephalometric measurements and their classes) and
-`<id>_overlay.jpg`; the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`.
-A file that cannot be read is listed with its reason and the others are still processed; every file is
-written atomically.
-
-Millimetres use the image's own spacing where it has one (DICOM PixelSpacing, then ImagerPixelSpacing), else
-`spacing=` from the config, else the model's training data spacing; a DICOM without spacing gets a warning.
+Each image gets `<id>.csv`, `<id>.json` (landmarks in pixels and millimetres with peak confidence, spread and
+flag; for the 19 ISBI landmarks also the cephalometric measurements and their classes) and `<id>_overlay.jpg`;
+the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`. A file that cannot be
+read is listed with its reason and the others are still processed. Millimetres use the image's own spacing
+where it has one, else `spacing=`, else the model's training data spacing (`inputs.image_spacing`).
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,14 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from landmark_exp.arguments import (
-    as_list,
-    cascade_arguments,
-    decoding_overrides,
-    flag,
-    plain,
-    spacing_pair,
-)
+from landmark_exp.arguments import as_list, cascade_arguments, decoding_overrides, flag, plain, spacing_pair
 from landmark_exp.backends import RUNTIMES, pick_runtime
 from landmark_exp.cascade import CascadePredictor, load_predictor
 from landmark_exp.data.images import read_ahead
@@ -44,7 +33,7 @@ from landmark_exp.data.records import ISBI2015_LANDMARKS, DataError, whole_numbe
 from landmark_exp.files import write_csv, write_json
 from landmark_exp.folders import refuse_overwriting_inputs, run_lock, writable_dir
 from landmark_exp.inputs import collect_inputs, image_spacing, unique_ids
-from landmark_exp.jobs import StopRequests, guard, show_config, stopped_by
+from landmark_exp.jobs import StopRequests, guard, show_config
 from landmark_exp.pictures import draw_overlay
 from landmark_exp.prediction_files import (
     RUN_FILES,
@@ -91,8 +80,7 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
     if isinstance(predictor, CascadePredictor):
         return {"model": predictor.first.info.source, "refine_model": predictor.second.info.source,
                 "refine_iterations": predictor.iterations, "refine_shifts": predictor.shifts,
-                "refine_views": predictor.views,
-                "refine_blend": predictor.blend}
+                "refine_views": predictor.views, "refine_blend": predictor.blend}
     return {"model": predictor.info.source}
 
 
@@ -101,12 +89,9 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
                     overlay: bool = True, read_workers: int | None = None, done: dict[str, dict] | None = None,
                     stop: StopRequests | None = None, max_pixels: int | None = None,
                     min_side: int | None = None) -> tuple[list[dict], list[dict]]:
-    """Predict every file in batches behind a progress bar; returns (results, failures with their reasons).
-
-    Images are decoded `read_workers` at a time in threads ahead of the batch the network is running
-    (`read_ahead`; None: up to 4, 1: one after the other). `done`: records of images already predicted
-    (resume), kept and not read again. `stop`: once a stop is requested, the image in hand is finished and
-    the others are left."""
+    """Predict every file in batches behind a progress bar (images decoded in `read_workers` threads ahead of the
+    network); returns (results, failures with their reasons). `done`: records of images already predicted
+    (resume), not read again. `stop`: once a stop is requested, the image in hand is finished, the others left."""
     ids = unique_ids(files)
     done = done or {}
     results: list[dict] = [done[i] for i in ids if i in done]
@@ -133,7 +118,7 @@ def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Pat
                     image, prepared = read
                     sp, source = image_spacing(path, spacing)
                 except DataError as e:
-                    failures.append({"file": str(path), "reason": _reason(str(e), path)})
+                    failures.append({"file": str(path), "reason": str(e).removeprefix(f"{path}: ")})
                     progress.advance(task)
                     continue
                 batch.append((path, image_id, image, prepared, sp, source))
@@ -163,20 +148,6 @@ def _warn_flagged(path: Path, flagged: list[dict], warned: int, domain: float | 
     return 1
 
 
-def _reason(message: str, path: Path) -> str:
-    prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
-
-
-def _failures_table(failures: list[dict]) -> Table:
-    table = Table(title=f"{len(failures)} image(s) not predicted, and why", title_style="bold red")
-    table.add_column("file")
-    table.add_column("reason")
-    for f in failures:
-        table.add_row(f["file"], f["reason"])
-    return table
-
-
 def _arguments(cfg: DictConfig) -> dict:
     """Every argument checked before any work (one line naming the argument otherwise)."""
     workers = cfg.get("read_workers")
@@ -194,7 +165,7 @@ def _arguments(cfg: DictConfig) -> dict:
     }
 
 
-def _prepare_output_dir(cfg: DictConfig, args: dict, files: Sequence[Path], ids: Sequence[str]) -> Path:
+def _prepare_output_dir(cfg: DictConfig, files: Sequence[Path], ids: Sequence[str]) -> Path:
     """The output folder, writable, holding no file this run reads; earlier results refused unless overwrite
     (then removed first, so predictions.csv always describes exactly the files beside it) or resume."""
     given = cfg.get("output_dir")
@@ -211,23 +182,22 @@ def _prepare_output_dir(cfg: DictConfig, args: dict, files: Sequence[Path], ids:
 def predict(cfg: DictConfig) -> dict:
     """The Hydra job behind predict.py: load the model, predict every input, write and print the results."""
     args = _arguments(cfg)
-    inputs = cfg.input if not isinstance(cfg.input, ListConfig) else list(cfg.input)
-    files = collect_inputs(inputs)
+    files = collect_inputs(plain(cfg.input))
     ids = unique_ids(files)
-    out_dir = _prepare_output_dir(cfg, args, files, ids)
+    out_dir = _prepare_output_dir(cfg, files, ids)
     with run_lock(out_dir), StopRequests() as stop:
         predictor = load_predictor(cfg.ckpt_path, args["device"], cfg.get("refine_ckpt"), args["refine_iterations"],
                                    pick_runtime(args["runtime"], args["device"], len(files)),
                                    cfg.get("refine_landmarks"), decoding_overrides(cfg.get("heatmap")),
                                    decoding_overrides(cfg.get("refine_heatmap"), "refine_heatmap"), args["tta_shifts"],
                                    args["refine_shifts"], args["refine_blend"], args["refine_views"])
-        spacing = args["spacing"] or predictor.info.spacing
-        done = finished(out_dir, files, ids, _models(predictor)["model"]) if args["resume"] else {}
+        spacing, models = args["spacing"] or predictor.info.spacing, _models(predictor)
+        done = finished(out_dir, files, ids, models["model"]) if args["resume"] else {}
         clear_earlier(out_dir, args)  # only once nothing can refuse the run any more
         show_config(cfg, out_dir)
         refined = f" refined by {cfg.refine_ckpt}" if cfg.get("refine_ckpt") else ""
         console.print(f"{len(files)} image(s){f' ({len(done)} done before)' if done else ''}, model "
-                      f"{_models(predictor)['model']}{refined} ({predictor.backend} on {predictor.device}); "
+                      f"{models['model']}{refined} ({predictor.backend} on {predictor.device}); "
                       "images without their own spacing: "
                       + (f"{spacing[0]:g} x {spacing[1]:g} mm/px" if spacing else "none set (spacing=...)")
                       + (" (the model's training spacing: set spacing= if your images differ)"
@@ -240,9 +210,9 @@ def predict(cfg: DictConfig) -> dict:
         timing = {"seconds": round(seconds, 3), "images_per_second": round(len(results) / max(seconds, 1e-9), 3)}
         interrupted = None
         if stop.requested:
-            interrupted = {"by": stopped_by(stop.requested), "done": len(results) + len(failures), "of": len(files)}
-        write_summary(out_dir, results, failures, {**_models(predictor), "backend": predictor.backend,
-                                                      "device": predictor.device, **timing}, interrupted)
+            interrupted = {"by": stop.by, "done": len(results) + len(failures), "of": len(files)}
+        write_summary(out_dir, results, failures, {**models, "backend": predictor.backend, "device": predictor.device,
+                                                   **timing}, interrupted)
     if interrupted:
         console.print(f"[bold red]interrupted[/] by {interrupted['by']}: {len(results)} of {len(files)} image(s) "
                       f"predicted, {len(failures)} failed; written to {out_dir} (resume=true finishes the rest)",
@@ -254,7 +224,10 @@ def predict(cfg: DictConfig) -> dict:
 
         console.print(measurements_table(measured, "cephalometric measurements (value, class C1 = normal)"))
     if failures:
-        console.print(_failures_table(failures))
+        table = Table("file", "reason", title=f"{len(failures)} image(s) not predicted, and why", title_style="bold red")
+        for f in failures:
+            table.add_row(f["file"], f["reason"])
+        console.print(table)
     if not results:
         raise DataError(f"none of the {len(files)} input file(s) could be read (see {out_dir / 'failures.csv'})")
     flagged = sum(bool(r.get("flagged")) for r in results)
