@@ -1,19 +1,17 @@
 """Patches around landmark estimates: the input of the coarse-to-fine second stage.
 
-At 256x256 one model pixel of an ISBI image is ~0.76 x 0.94 mm. The second stage
-looks again, at a finer working resolution (the cached image, e.g. 600x484 =
-0.4 mm/px), at a small window around each landmark's first estimate. A sample is
-one image's K patches; patch k is centred on landmark k's estimate:
+At 256x256 one model pixel of an ISBI image is ~0.76 x 0.94 mm. The second stage looks again, at a finer working
+resolution (the cached image, e.g. 600x484 = 0.4 mm/px), at a small window around each landmark's first estimate.
+A sample is one image's K patches; patch k is centred on landmark k's estimate:
 
-- training: the ground truth plus uniform jitter of +/- `jitter` working pixels
-  (so the network learns to find the landmark anywhere near the centre),
+- training: the ground truth plus uniform jitter of +/- `jitter` working pixels (so the network learns to find
+  the landmark anywhere near the centre),
 - validation/test after `train.py`: ground truth plus a fixed, seeded jitter,
-- cascade inference: first-stage predictions (original pixels), cut with the same
-  `cut_patches` by `predictor.Predictor.refine_working`, not by this dataset.
+- cascade inference: first-stage predictions, cut with the same `cut_patches` by `Predictor.refine_working`.
 
-Each patch keeps all K landmarks as keypoints (those inside it are supervised,
-the rest masked), and carries its own geometry (B, K, 4): a crop is a translation
-of the working grid, so original <-> patch pixels stay one exact affine map.
+Each patch keeps all K landmarks as keypoints (those inside it are supervised, the rest masked), and carries its
+own geometry (B, K, 4): a crop is a translation of the working grid, so original <-> patch pixels stay one exact
+affine map.
 """
 
 from __future__ import annotations
@@ -68,11 +66,6 @@ def patch_centres(origins: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(origins, dtype=np.float64) + np.array([(w - 1) / 2, (h - 1) / 2])
 
 
-def is_identity(view: tuple[float, float]) -> bool:
-    """A view that leaves the patch as cut (no turn, no zoom)."""
-    return tuple(view) == IDENTITY_VIEW
-
-
 def _view_linear(view: tuple[float, float]) -> np.ndarray:
     """2x2 map of a (angle in degrees, zoom) view: working offsets from the centre -> patch offsets."""
     angle, zoom = view
@@ -92,7 +85,7 @@ def _warp(image: np.ndarray, centre: np.ndarray, out_hw: tuple[int, int], view: 
 def view_points(xy: np.ndarray, centres: np.ndarray, view: tuple[float, float], inverse: bool = False) -> np.ndarray:
     """Working-pixel points (..., N, 2) as a `view` about `centres` (N, 2) shows them (`cut_patches(view=)`), or
     with `inverse` back from the view: how a turned or zoomed patch's estimate returns to the image."""
-    if is_identity(view):  # the patch as cut (training, and most passes): nothing to turn
+    if tuple(view) == IDENTITY_VIEW:  # the patch as cut (training, and most passes): nothing to turn
         return np.asarray(xy, dtype=np.float64)
     m = _view_linear(view)
     m = np.linalg.inv(m) if inverse else m
@@ -111,7 +104,7 @@ def cut_patches(image: np.ndarray, origins: np.ndarray, size: tuple[int, int], c
     h, w = size
     origins = np.asarray(origins, dtype=np.float64)
     out = np.empty((len(origins), context_channels(context), h, w), dtype=np.float32)
-    identity = is_identity(view)
+    identity = tuple(view) == IDENTITY_VIEW
     wide_hw = (context * h, context * w)
     for n, ((x0, y0), centre) in enumerate(zip(origins, patch_centres(origins, size), strict=True)):
         turned = not (identity and x0 == int(x0) and y0 == int(y0))
@@ -184,18 +177,9 @@ def patch_blend(given: object, stored: object = None) -> float:
 class PatchDataset(LandmarkDataset):
     """One image's K patches per sample, from images cached at the working resolution."""
 
-    def __init__(
-        self,
-        records: list[Record],
-        images: list[np.ndarray],
-        geometries: list[Geometry],
-        size: tuple[int, int],
-        jitter: float,
-        augment: Augmenter | None = None,
-        random: bool = False,
-        seed: int = 0,
-        context: int = 1,
-    ) -> None:
+    def __init__(self, records: list[Record], images: list[np.ndarray], geometries: list[Geometry],
+                 size: tuple[int, int], jitter: float, augment: Augmenter | None = None, random: bool = False,
+                 seed: int = 0, context: int = 1) -> None:
         super().__init__(records, images, geometries, augment, seed)
         self.size, self.jitter, self.random = size, float(jitter), random
         self.context = patch_context(context)

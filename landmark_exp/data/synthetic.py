@@ -73,12 +73,10 @@ def synthetic_spacing_mm(width: int = 387, height: int = 480) -> float:
 def ensure_synthetic(root: Path | str, **params) -> Path:
     """Return `root`, generating it first unless `synthetic.json` already matches params and version.
 
-    The dataset is built in a temporary sibling directory and renamed into place, so a killed run never leaves
-    a half-written dataset. An existing `root` is replaced only if it is empty or was generated here (has
-    `synthetic.json`), so pointing this at real data cannot destroy it.
-
-    Safe when several processes (e.g. DDP ranks) call it at once: check and generation happen under an
-    exclusive lock on a sibling lock file, so exactly one of them generates and the others reuse it.
+    Built in a temporary sibling directory and renamed into place, so a killed run never leaves a half-written
+    dataset; an existing `root` is replaced only if it is empty or has `synthetic.json`, so pointing this at real
+    data cannot destroy it. Under an exclusive lock beside `root`, so of several processes (DDP ranks) calling it
+    at once exactly one generates and the others reuse it.
     """
     root = Path(root).absolute()
     resolved = _resolve_params(params)
@@ -143,15 +141,13 @@ def _generate_unlocked(root: Path, params: dict) -> None:
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; we hold the lock
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = parent / f".{root.name}.tmp-{tag}"
+    old = parent / f".{root.name}.old-{tag}"
     try:
         _write_dataset(tmp, params)
         if root.exists():
-            old = parent / f".{root.name}.old-{tag}"
             os.rename(root, old)
-            os.rename(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, root)
+        os.rename(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -246,10 +242,7 @@ def _annotate(true_px: np.ndarray, view: tuple, chin_tangent: np.ndarray, size: 
                 noise[i] += turn @ np.array(bias) * mm_to_px
         along = rng.normal(0.0, _SP_TANGENT_SD_MM[k]) + (_SP_TANGENT_BIAS_MM if k else 0.0)
         noise[SP] += chin_tangent * along * mm_to_px
-        pts = np.rint(true_px + noise)
-        pts[:, 0] = np.clip(pts[:, 0], 0, size[0] - 1)
-        pts[:, 1] = np.clip(pts[:, 1], 0, size[1] - 1)
-        out.append(pts.astype(np.int64))
+        out.append(np.clip(np.rint(true_px + noise), 0, np.array(size) - 1).astype(np.int64))
     return out[0], out[1]
 
 
