@@ -110,12 +110,10 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
                         then=lambda image: (image, predictor.prepare(image)))
     batches = range(0, len(records), batch_size)
     for start in track(batches, description="predicting", console=console, transient=True, disable=len(batches) < 2 or not console.is_terminal):
-        batch = []
-        for _ in records[start:start + batch_size]:
-            read = next(images)
-            if isinstance(read, DataError):
-                raise read  # a scored split's image must be readable: the source checked its header already
-            batch.append(read)
+        batch = [next(images) for _ in records[start:start + batch_size]]
+        error = next((read for read in batch if isinstance(read, DataError)), None)
+        if error is not None:
+            raise error  # a scored split's image must be readable: the source checked its header already
         ims, prepared = [b[0] for b in batch], [b[1] for b in batch]
         if isinstance(predictor, CascadePredictor):
             final, firsts = predictor.predict_stages(ims, prepared)
@@ -125,11 +123,11 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
         refs += [f.xy for f in firsts] if firsts is not None else [_mean_shape(predictor, p) for p in final]
     name = "first stage" if isinstance(predictor, CascadePredictor) else "mean-shape baseline"
     calibrated = all(p.reliability is not None for p in preds)
+    reasons = [list(p.flags or [""] * len(names)) for p in preds]
     return Scores(list(records), list(names), np.stack([p.xy for p in preds]),
                   np.stack([p.confidence for p in preds]), np.stack(refs), name,
                   reliability=np.stack([p.reliability for p in preds]) if calibrated else None,
-                  flagged=np.array([[bool(f) for f in (p.flags or [""] * len(names))] for p in preds]),
-                  reasons=[list(p.flags or [""] * len(names)) for p in preds],
+                  flagged=np.array([[bool(f) for f in r] for r in reasons]), reasons=reasons,
                   signals={s: np.stack([p.signals[s] for p in preds]) for s in preds[0].signals} if preds else {})
 
 

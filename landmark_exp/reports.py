@@ -1,8 +1,5 @@
-"""Results -> what people read: rich tables, metrics.json, CSVs, overlay PNGs, sweep tables.
-
-Every file is written atomically (temporary file + rename), so an interrupted
-run leaves the previous version or the new one, never half a file.
-"""
+"""Results -> what people read: rich tables, metrics.json, CSVs, overlay PNGs, sweep tables; every file
+written atomically, so an interrupted run leaves the previous version or the new one, never half a file."""
 
 from __future__ import annotations
 
@@ -25,8 +22,10 @@ from landmark_exp.metrics import THRESHOLDS_MM
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def _fmt_sdr(summary: dict) -> list[str]:
-    return [f"{summary[f'sdr_{t:g}']:.2f}" for t in THRESHOLDS_MM]
+def _stat_cells(s: dict) -> list[str]:
+    """MRE, SD, median and each SDR of one summary (or one landmark's row), as table cells."""
+    sdr = (f"{s[f'sdr_{t:g}']:.2f}" for t in THRESHOLDS_MM)
+    return [f"{s['mre']:.3f}", f"{s['sd']:.3f}", f"{s['median']:.3f}", *sdr]
 
 
 def _table(title: str, columns: Sequence[str]) -> Table:
@@ -44,7 +43,7 @@ def summary_table(summary: dict, title: str, baseline: dict | None = None,
                            *(f"SDR@{t:g}mm %" for t in THRESHOLDS_MM)])
     rows = [("model", summary)] + ([(baseline_name, baseline)] if baseline else [])
     for name, s in rows:
-        table.add_row(name, str(s["n_images"]), f"{s['mre']:.3f}", f"{s['sd']:.3f}", f"{s['median']:.3f}", *_fmt_sdr(s))
+        table.add_row(name, str(s["n_images"]), *_stat_cells(s))
     return table
 
 
@@ -52,9 +51,7 @@ def per_landmark_table(summary: dict) -> Table:
     table = _table("per landmark", ["#", "landmark", "MRE (mm)", "SD", "median",
                                     *(f"SDR@{t:g}" for t in THRESHOLDS_MM)])
     for row in summary["per_landmark"]:
-        table.add_row(
-            str(row["landmark"]), row["name"], f"{row['mre']:.3f}", f"{row['sd']:.3f}", f"{row['median']:.3f}", *_fmt_sdr(row)
-        )
+        table.add_row(str(row["landmark"]), row["name"], *_stat_cells(row))
     return table
 
 
@@ -185,11 +182,8 @@ def measurements_table(rows: Sequence[dict], title: str) -> Table:
     for m in MEASUREMENTS:
         table.add_column(f"{m.name} ({m.unit})", justify="right")
     for row in rows:
-        cells = [row["id"]]
-        for m in MEASUREMENTS:
-            v = row["measurements"][m.name]
-            cells.append(f"{v['value']:.2f} C{v['class']}")
-        table.add_row(*cells)
+        values = [row["measurements"][m.name] for m in MEASUREMENTS]
+        table.add_row(row["id"], *(f"{v['value']:.2f} C{v['class']}" for v in values))
     return table
 
 
@@ -198,13 +192,9 @@ SWEEP_COLUMNS = ["mre", "sd", "median"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]
 
 
 def collect_sweep(sweep_dir: Path | str) -> pd.DataFrame:
-    """One row per job directory under `sweep_dir`: its overrides, status, error and metrics.
-
-    status: done (metrics.json), failed (error.txt; `error` holds its last line) or incomplete
-    (running, or killed: resume it with `train.py resume=<job dir>`). Built from the run
-    directories alone (.hydra/overrides.yaml, metrics.json, error.txt), so it can be rebuilt
-    at any time, also while or after jobs fail.
-    """
+    """One row per job directory under `sweep_dir`: its overrides, status, error and metrics. status: done
+    (metrics.json), failed (error.txt; `error` holds its last line) or incomplete (running, or killed).
+    Built from the run directories alone, so it can be rebuilt at any time, also while or after jobs fail."""
     import yaml
 
     rows = []
@@ -237,13 +227,10 @@ def write_sweep_summary(sweep_dir: Path | str) -> pd.DataFrame:
         write_csv(Path(sweep_dir) / "sweep_summary.csv", frame)
         table = Table(*map(str, frame.columns), title=f"sweep {sweep_dir}")
         for _, r in frame.iterrows():
-            table.add_row(*["" if _missing(v) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
+            table.add_row(*("" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else str(v)
+                            for v in r.tolist()))
         console.print(table)
     return frame
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
 
 
 # -- the published state of the art on ISBI 2015 (trained on 001-150, ground truth the mean of the two doctors

@@ -1,11 +1,6 @@
-"""A scored split as one typed object, and the report every command writes from it.
-
-`Scores` holds predictions and truth in the original images' pixels with their spacing, so every figure is
-millimetres after every resize was undone; `report` prints the tables and writes metrics.json,
-per_landmark.csv, predictions.csv and overlays. Training (its test step) and evaluate (the cascade) both
-hand their results over as `Scores`; data-source-specific extras (ISBI 2015's doctors, cephalometry, the
-published table) come from `isbi.py`.
-"""
+"""A scored split as one typed object (`Scores`: predictions and truth in the original images' pixels with
+their spacing, so every figure is millimetres after every resize was undone), and the `report` every command
+writes from it; data-source-specific extras come from `isbi.py`."""
 
 from __future__ import annotations
 
@@ -69,12 +64,9 @@ class Scores:
 
     def as_results(self) -> dict[str, np.ndarray]:
         """The arrays `reports.predictions_frame` writes."""
-        out = {"pred": self.pred, "true": self.true, "spacing": self.spacing, "errors": self.errors, "peak": self.peak}
-        if self.flagged is not None:
-            out["flagged"] = self.flagged
-        if self.reliability is not None:
-            out["reliability"] = self.reliability
-        return out
+        optional = {"flagged": self.flagged, "reliability": self.reliability}
+        return {"pred": self.pred, "true": self.true, "spacing": self.spacing, "errors": self.errors,
+                "peak": self.peak, **{k: v for k, v in optional.items() if v is not None}}
 
     def separation(self) -> dict | None:
         """How well the flags and the reliability score (else 1 - the heatmap peak) pick out errors over 5 mm."""
@@ -96,14 +88,11 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
     extra = {**(extra or {}), "split": split, "checkpoint": checkpoint,
              "reference": {"name": scores.reference_name,
                            **{k: v for k, v in scores.reference.items() if k != "per_landmark"}}}
-    untrained = untrained_landmarks(scores.peak, names)
-    if untrained:
-        warn_untrained(untrained, split)
-        extra["untrained_landmarks"] = untrained
-    outliers = outlier_landmarks(summary)
-    if outliers:
-        warn_outliers(outliers, split)
-        extra["outlier_landmarks"] = outliers
+    for key, found, warn in (("untrained_landmarks", untrained_landmarks(scores.peak, names), warn_untrained),
+                             ("outlier_landmarks", outlier_landmarks(summary), warn_outliers)):
+        if found:
+            warn(found, split)
+            extra[key] = found
     sep = scores.separation()
     if sep is not None:
         extra["reliability"] = sep
