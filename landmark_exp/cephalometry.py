@@ -1,23 +1,15 @@
 """Cephalometric measurements of the ISBI 2015 challenge and their clinical classes.
 
-The challenge's second task (Wang et al. 2016, "A benchmark for comparison of
-dental radiography analysis algorithms", Medical Image Analysis 31) classifies
-each image by eight measurements computed from the 19 landmarks (numbered 1..19
-as in `ISBI2015_LANDMARKS`); the thresholds and sign conventions below are the
-challenge's. Inputs are landmark coordinates in millimetres (x = column, y = row,
-so y points down), which keeps angles right for non-square pixels.
-
-Conventions taken over from the challenge's evaluation:
+The challenge's second task (Wang et al. 2016, Medical Image Analysis 31) classifies each image by eight
+measurements of the 19 landmarks; thresholds and sign conventions are the challenge's. Inputs are millimetre
+coordinates (x = column, y = row, pointing down), which keeps angles right for non-square pixels.
 - FMA is measured between the S-N line (1-2) and the mandibular plane Go-Gn (10-9).
-- ODI and APDI are sums of angles with signs: the FH-to-palatal-plane angle is
-  positive when the palatal plane (PNS->ANS, 17-18) tips down anteriorly; the
-  facial-plane-to-AB angle is positive when B lies ahead of A.
-- MW is the distance between the incisal tips (11, 12), negative when the upper
-  tip (12) lies behind the lower one (11); classes: 2 <= MW <= 4.5 normal,
-  MW > 4.5 large overjet, MW == 0 edge to edge, any other MW < 2 anterior cross bite.
+- In ODI and APDI, FH to palatal plane is positive when the palatal plane (PNS->ANS, 17-18) tips down
+  anteriorly; facial plane to AB is positive when B lies ahead of A.
+- MW, the incisal tips' distance (11, 12), is negative when the upper tip lies behind the lower; classes:
+  2 <= MW <= 4.5 normal, over 4.5 large overjet, 0 edge to edge, any other MW < 2 anterior cross bite.
 - Classes are 1 (normal) .. 4; a value on a threshold counts as normal.
-The challenge's images face right; a profile facing left (nasion left of sella)
-is mirrored first, so signs mean the same anatomy either way.
+A profile facing left (nasion left of sella) is mirrored first: the challenge's images face right.
 """
 
 from __future__ import annotations
@@ -141,16 +133,12 @@ MEASUREMENTS: tuple[Measurement, ...] = (
 NAMES: tuple[str, ...] = tuple(m.name for m in MEASUREMENTS)
 
 
-def _check(mm: np.ndarray) -> np.ndarray:
+def measure(mm: np.ndarray) -> dict[str, np.ndarray]:
+    """(..., 19, 2) millimetre coordinates -> {name: value (...)}."""
     mm = np.asarray(mm, dtype=np.float64)
     if mm.shape[-2:] != (19, 2):
         raise ValueError(f"cephalometric measurements need the 19 ISBI 2015 landmarks as (..., 19, 2), got {mm.shape}")
-    return facing_right(mm)
-
-
-def measure(mm: np.ndarray) -> dict[str, np.ndarray]:
-    """(..., 19, 2) millimetre coordinates -> {name: value (...)}."""
-    p = _check(mm)
+    p = facing_right(mm)
     return {m.name: m.compute(p) for m in MEASUREMENTS}
 
 
@@ -163,21 +151,14 @@ def analyse(mm: np.ndarray) -> dict[str, dict]:
     """One image's (19, 2) mm landmarks -> {name: {value, unit, class, label, description}} (JSON-ready)."""
     values = measure(mm)
     classes = classify(values)
-    out = {}
-    for m in MEASUREMENTS:
-        c = int(classes[m.name])
-        out[m.name] = {"value": float(values[m.name]), "unit": m.unit, "class": c, "label": m.classes[c],
-                       "description": m.description}
-    return out
+    return {m.name: {"value": float(values[m.name]), "unit": m.unit, "class": int(classes[m.name]),
+                     "label": m.classes[int(classes[m.name])], "description": m.description}
+            for m in MEASUREMENTS}
 
 
 def compare(pred_mm: np.ndarray, true_mm: np.ndarray, ids: Sequence[str] | None = None) -> tuple[dict, pd.DataFrame]:
-    """Predicted vs ground-truth (N, 19, 2) mm landmarks -> per-measurement accuracy / MAE, and a per-image table.
-
-    Accuracy is the percentage of images whose predicted class equals the class of the
-    ground-truth landmarks (the challenge's classification task); MAE is in the unit of
-    the measurement.
-    """
+    """Predicted vs ground-truth (N, 19, 2) mm landmarks -> per-measurement accuracy (% of images whose
+    predicted class is the ground truth's: the challenge's task) and MAE (in its unit); a per-image table."""
     pv, tv = measure(pred_mm), measure(true_mm)
     pc, tc = classify(pv), classify(tv)
     n = len(pv[NAMES[0]])

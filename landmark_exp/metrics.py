@@ -1,9 +1,6 @@
-"""Millimetre metrics: the product's verdict.
-
-Errors are Euclidean distances in the original image's pixel grid, scaled by its
-pixel spacing per axis: e = sqrt(((dx * sx)^2 + (dy * sy)^2)). MRE, SD (sample
-standard deviation, ddof=1) and median are over all (image, landmark) pairs; SDR@t
-is the percentage of pairs with e <= t mm (the challenge's convention).
+"""Millimetre metrics, the product's verdict: errors are distances in the original image's pixel grid,
+scaled by its spacing per axis: e = sqrt(((dx * sx)^2 + (dy * sy)^2)). MRE, SD (ddof=1) and median are over
+all (image, landmark) pairs; SDR@t is the percentage of pairs with e <= t mm (the challenge's convention).
 """
 
 from __future__ import annotations
@@ -28,14 +25,9 @@ def radial_errors_mm(pred_px, true_px, spacing):
 
 def _stats(e: np.ndarray) -> dict[str, float]:
     e = np.asarray(e, dtype=np.float64).ravel()
-    out = {
-        "mre": float(e.mean()),
-        "sd": float(e.std(ddof=1)) if e.size > 1 else 0.0,
-        "median": float(np.median(e)),
-    }
-    for t in THRESHOLDS_MM:
-        out[f"sdr_{t:g}"] = float(100.0 * (e <= t).mean())
-    return out
+    sd = float(e.std(ddof=1)) if e.size > 1 else 0.0
+    return {"mre": float(e.mean()), "sd": sd, "median": float(np.median(e)),
+            **{f"sdr_{t:g}": float(100.0 * (e <= t).mean()) for t in THRESHOLDS_MM}}
 
 
 def summarize(errors: np.ndarray, names: Sequence[str] | None = None) -> dict:
@@ -44,18 +36,13 @@ def summarize(errors: np.ndarray, names: Sequence[str] | None = None) -> dict:
     n, k = errors.shape
     names = list(names) if names is not None else [f"L{i + 1}" for i in range(k)]
     summary: dict = {"n_images": int(n), "n_landmarks": int(k), **_stats(errors)}
-    summary["per_landmark"] = [{"landmark": i + 1, "name": names[i], **_stats(errors[:, i])}
-                               for i in range(k)]
-    return summary
+    return {**summary, "per_landmark": [{"landmark": i + 1, "name": names[i], **_stats(errors[:, i])}
+                                         for i in range(k)]}
 
 
 class LandmarkPredictions(Metric):
-    """Collects per-sample predictions across batches and processes.
-
-    `compute()` gathers every process's samples (DDP) and drops the duplicates
-    that a distributed sampler pads the split with, so metrics cover the whole
-    split exactly once.
-    """
+    """Collects per-sample predictions across batches and processes: `compute()` gathers every process's
+    samples (DDP) and drops the duplicates a distributed sampler pads the split with: each sample once."""
 
     full_state_update = False
     FIELDS = ("index", "pred", "true", "spacing", "geometry", "peak")
@@ -68,11 +55,8 @@ class LandmarkPredictions(Metric):
     def update(self, index: torch.Tensor, pred: torch.Tensor, true: torch.Tensor, spacing: torch.Tensor,
                geometry: torch.Tensor, peak: torch.Tensor) -> None:
         self.index.append(index.long())
-        self.pred.append(pred.double())
-        self.true.append(true.double())
-        self.spacing.append(spacing.double())
-        self.geometry.append(geometry.double())
-        self.peak.append(peak.double())
+        for name, value in zip(self.FIELDS[1:], (pred, true, spacing, geometry, peak), strict=True):
+            getattr(self, name).append(value.double())
 
     def compute(self) -> dict[str, np.ndarray]:
         def cat(x):
