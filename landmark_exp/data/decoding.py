@@ -82,8 +82,7 @@ def _check_size(path: Path | str, width: int, height: int, max_pixels: int, min_
 
 def _check_finite(path: Path | str, a: np.ndarray) -> None:
     """NaN/inf pixels (float TIFF or DICOM) would reach the network as NaN heatmaps; integers cannot hold them."""
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        n = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if a.dtype.kind == "f" and (n := a.size - int(np.count_nonzero(np.isfinite(a)))):
         raise DataError(f"{path}: {n} non-finite pixel values (NaN or infinity)")
 
 
@@ -142,12 +141,10 @@ def _check_rows_written(path: Path, im: Image.Image, fills: tuple[int, int]) -> 
 
 
 def _has_neutral_chroma(path: Path) -> bool:
-    """Whether a colour JPEG is grey saved as RGB (as X-rays often are), so its luma channel alone is the image.
-
-    Constant chroma 128 makes the decoded RGB equal the luma bit for bit, and decoding luma only is ~2x faster.
-    The chroma is checked at 1/8 scale (block means, a few ms); a truly colour JPEG (ISBI Test1 300.jpg) fails
-    and is converted in full. Chroma neutral in every block's mean yet varying inside is read as its luma.
-    """
+    """Whether a colour JPEG is grey saved as RGB (as X-rays often are): constant chroma 128 makes the decoded RGB
+    equal the luma bit for bit, and decoding luma only is ~2x faster. Checked at 1/8 scale (block means, a few ms),
+    so chroma neutral in every block's mean yet varying inside is read as its luma; a truly colour JPEG (ISBI
+    Test1 300.jpg) is converted in full."""
     try:
         with Image.open(path) as probe:
             if probe.format != "JPEG" or probe.mode != "RGB":

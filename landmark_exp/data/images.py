@@ -135,7 +135,9 @@ class ImageCache:
             full = read_grey(path, self.normalize)
             self.decoded += 1
             hit = (model_input(full, self.input_size, self.letterbox), (int(full.shape[0]), int(full.shape[1])))
-            self._write_disk(k, hit)
+            if self.cache_dir is not None:
+                with atomic_open(self.cache_dir / f"{k}.npz") as fh:
+                    np.savez(fh, image=hit[0], orig_hw=np.array(hit[1]))
         self._memory[k] = hit
         return hit
 
@@ -155,16 +157,10 @@ class ImageCache:
         return Geometry.for_resize(orig_hw, self.input_size, self.letterbox)
 
     def _read_disk(self, k: str) -> tuple[np.ndarray, tuple[int, int]] | None:
-        f = self.cache_dir / f"{k}.npz" if self.cache_dir is not None else None
-        if f is None or not f.is_file():
+        if self.cache_dir is None or not (f := self.cache_dir / f"{k}.npz").is_file():
             return None
         try:
             with np.load(f) as z:
                 return z["image"], (int(z["orig_hw"][0]), int(z["orig_hw"][1]))
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             return None
-
-    def _write_disk(self, k: str, value: tuple[np.ndarray, tuple[int, int]]) -> None:
-        if self.cache_dir is not None:
-            with atomic_open(self.cache_dir / f"{k}.npz") as fh:
-                np.savez(fh, image=value[0], orig_hw=np.array(value[1]))

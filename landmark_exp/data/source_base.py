@@ -4,9 +4,9 @@ skip-or-raise policy, per-sample checks) and the file helpers (annotation parsin
 Problems raise `DataError` naming the file and line (`file.txt:LINE`, or `file.csv:ROW` with the header as
 line 1); with `on_bad_sample="skip"` a bad sample is left out, warned about and listed in `skipped`. Per sample
 (so skip applies): annotations missing, short, non-numeric or non-finite; CSV rows of the wrong width; images
-missing or with an unreadable header; landmarks outside the image (size from the header); duplicate ids. Fatal
-in both modes: a CSV without the expected columns or with another landmark count, a missing or empty split.
-Pixel data corrupt behind a valid header only shows when `ImageCache` decodes it, which raises in both modes.
+missing or with an unreadable header; landmarks outside the image (size from the header); duplicate ids; pixel
+data corrupt behind a valid header (found when the datamodule decodes it). Fatal in both modes: a CSV without
+the expected columns or with another landmark count, a missing or empty split.
 """
 
 from __future__ import annotations
@@ -61,11 +61,9 @@ class Source:
         warnings.warn(f"skipping sample: {message}", stacklevel=3)
 
     def _image_size(self, image_path: Path, referenced_at: str | None = None) -> tuple[int, int] | None:
-        """(height, width) from the header when bounds are checked (cheap: no decoding), else None."""
+        """(height, width) from the header when bounds are checked (cheap: no decoding), else None. The file
+        exists: the layouts only reference files they found."""
         if not self.check_bounds:
-            if not image_path.is_file():
-                where = f" (referenced at {referenced_at})" if referenced_at else ""
-                raise DataError(f"{image_path}: image file not found{where}")
             return None
         try:
             return image_size(image_path)
@@ -158,17 +156,14 @@ def follow_link_stub(path: Path, max_hops: int = 8) -> Path:
     return path
 
 
-def find_images(folder: Path, on_duplicate: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Image id (file stem) -> path for every image file in `folder`. Two files with one id is an error, or
-    with `on_duplicate` (e.g. `Source.bad_sample`) recorded, keeping the first file in name order."""
+def find_images(folder: Path, on_duplicate: Callable[[str], None]) -> dict[str, Path]:
+    """Image id (file stem) -> path for every image file in `folder`; a second file with one id goes to
+    `on_duplicate` (`Source.bad_sample`), the first in name order is kept."""
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
             if p.stem in found:
-                message = f"{p}: duplicate image id {p.stem!r} (also {found[p.stem].name})"
-                if on_duplicate is None:
-                    raise DataError(message)
-                on_duplicate(message)
-                continue
-            found[p.stem] = p
+                on_duplicate(f"{p}: duplicate image id {p.stem!r} (also {found[p.stem].name})")
+            else:
+                found[p.stem] = p
     return found
