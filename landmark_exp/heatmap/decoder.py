@@ -16,32 +16,26 @@ from landmark_exp.heatmap.generator import gaussian_heatmaps
 from landmark_exp.heatmap.peaks import METHODS, argmax_2d, peak_spread, refine
 
 
-def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int = 2, max_steps: int = 1,
-           weight: torch.Tensor | None = None, rtol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each integer peak to the raw maps' maximum within +/- r pixels (`max_steps` times).
+def _climb(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int,
+           weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each integer peak to the raw maps' maximum within +/- r pixels.
 
-    The prior-weighted argmax picks the right blob but sits off its top, towards the prior (the prior tilts it);
-    the sub-pixel fit must start from the raw top, or the prior biases the answer. One step: on ISBI validation
+    The prior-weighted argmax picks the right blob but sits off its top, towards the prior; the sub-pixel fit
+    must start from the raw top, or the prior biases the answer. One step: on ISBI validation
     (docs/results.md) climbing further walked into neighbouring blobs more often than it helped. Pixels within
-    `rtol` of the window's maximum count as tied and the tie goes to the highest `weight` (the prior), so float
+    1e-4 of the window's maximum count as tied and the tie goes to the highest `weight` (the prior), so float
     rounding (ONNX vs PyTorch, a saturated sigmoid's flat top) cannot flip the choice between equal pixels."""
     n, h, w = maps.shape
     d = torch.arange(-r, r + 1, device=maps.device)
     m = torch.arange(n, device=maps.device)
-    for _ in range(max_steps):
-        rows = (iy[:, None] + d).clamp(0, h - 1)
-        cols = (ix[:, None] + d).clamp(0, w - 1)
-        win = maps[m[:, None, None], rows[:, :, None], cols[:, None, :]].flatten(1).float()
-        top = win.amax(dim=1, keepdim=True)
-        tied = win >= top - rtol * top.abs()
-        tie_break = (torch.zeros_like(win) if weight is None
-                     else weight[m[:, None, None], rows[:, :, None], cols[:, None, :]].flatten(1).float())
-        best = torch.where(tied, tie_break, torch.full_like(win, -1.0)).argmax(dim=1)
-        nx, ny = cols[m, best % (2 * r + 1)], rows[m, torch.div(best, 2 * r + 1, rounding_mode="floor")]
-        if torch.equal(nx, ix) and torch.equal(ny, iy):
-            break
-        ix, iy = nx, ny
-    return ix, iy
+    rows = (iy[:, None] + d).clamp(0, h - 1)
+    cols = (ix[:, None] + d).clamp(0, w - 1)
+    at = (m[:, None, None], rows[:, :, None], cols[:, None, :])
+    win = maps[at].flatten(1).float()
+    top = win.amax(dim=1, keepdim=True)
+    tied = win >= top - 1e-4 * top.abs()
+    best = torch.where(tied, weight[at].flatten(1).float(), torch.full_like(win, -1.0)).argmax(dim=1)
+    return cols[m, best % (2 * r + 1)], rows[m, torch.div(best, 2 * r + 1, rounding_mode="floor")]
 
 
 def decode(heatmaps: torch.Tensor, method: str = "quadratic", window: int = 2, prior: torch.Tensor | None = None,
@@ -58,7 +52,7 @@ def decode(heatmaps: torch.Tensor, method: str = "quadratic", window: int = 2, p
         weight = gaussian_heatmaps(prior[None].to(maps.device, torch.float32), (h, w), float(prior_sigma))
         weighted = (maps.view(b, k, h, w).float() * weight).view(b * k, h, w)  # (1, K) prior broadcast over B
         ix, iy, _ = argmax_2d(weighted)
-        ix, iy = _climb(maps, ix, iy, max(1, window), weight=weighted)
+        ix, iy = _climb(maps, ix, iy, max(1, window), weighted)
         peak = maps[torch.arange(b * k, device=maps.device), iy, ix]
     else:
         ix, iy, peak = argmax_2d(maps)
@@ -67,20 +61,19 @@ def decode(heatmaps: torch.Tensor, method: str = "quadratic", window: int = 2, p
 
 
 def decode_single_channel(heatmap: torch.Tensor, mean_shape: torch.Tensor, method: str = "quadratic",
-                          window: int = 2, nms_radius: int = 2, max_distance: float | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+                          window: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """One mask with all landmarks, (B, 1, H, W) -> identified (B, K, 2) coordinates and (B, K) peaks.
 
-    Blob centres (local maxima after non-maximum suppression) are matched to the mean shape (K, 2) by an optimal
-    assignment, after aligning the mean shape to the blobs by a robust translation; a landmark with no blob within
-    `max_distance` pixels (default 10% of the image diagonal) gets the aligned mean-shape position and peak 0.
+    Blob centres (local maxima in 5x5) are matched to the mean shape (K, 2) by an optimal assignment, after
+    aligning the mean shape to the blobs by a robust translation; a landmark with no blob within 10 % of the
+    image diagonal gets the aligned mean-shape position and peak 0.
     """
     b, _, h, w = heatmap.shape
     k = mean_shape.shape[0]
     maps = heatmap.detach()[:, 0].to(torch.float64)
-    pooled = F.max_pool2d(maps[:, None], 2 * nms_radius + 1, stride=1, padding=nms_radius)[:, 0]
+    pooled = F.max_pool2d(maps[:, None], 5, stride=1, padding=2)[:, 0]
     is_peak = (maps == pooled) & (maps > 0.05 * maps.flatten(1).amax(1).view(b, 1, 1).clamp_min(1e-12))
-    max_distance = max_distance if max_distance is not None else 0.1 * float(np.hypot(h, w))
+    max_distance = 0.1 * float(np.hypot(h, w))
     shape = mean_shape.detach().cpu().to(torch.float64).numpy()
     out = np.empty((b, k, 2))
     peaks = np.zeros((b, k))

@@ -1,25 +1,18 @@
-"""Landmark coordinates -> Gaussian heatmap targets, rendered in batch on the model's device.
-
-A Gaussian is separable, so a (B, K, H, W) target costs two small outer
-products instead of B*K*H*W exponentials on the CPU per sample; rendering in the
-training step also means targets follow augmentation for free.
-"""
+"""Landmark coordinates -> Gaussian heatmap targets, rendered in batch on the model's device: a Gaussian is
+separable, so a (B, K, H, W) target costs two small outer products, and targets rendered in the training step
+follow augmentation for free."""
 
 from __future__ import annotations
 
 import torch
 
 
-def gaussian_heatmaps(
-    coords: torch.Tensor,
-    size: tuple[int, int],
-    sigma: float | torch.Tensor,
-    visible: torch.Tensor | None = None,
-) -> torch.Tensor:
+def gaussian_heatmaps(coords: torch.Tensor, size: tuple[int, int], sigma: float | torch.Tensor,
+                      visible: torch.Tensor | None = None) -> torch.Tensor:
     """(B, K, 2) model-pixel coordinates -> (B, K, H, W) Gaussians with peak 1 at each (sub-pixel) centre.
 
-    `sigma` is in model-input pixels, a float or a (K,) tensor (per-landmark).
-    Invisible landmarks (visible == False) get an all-zero map.
+    `sigma` is in model-input pixels, a float or a (K,) tensor (per-landmark); invisible landmarks
+    (visible == False) get an all-zero map.
     """
     h, w = size
     dtype = coords.dtype if coords.is_floating_point() else torch.float32

@@ -20,11 +20,10 @@ def argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return idx % w, torch.div(idx, w, rounding_mode="floor"), peak
 
 
-def patches(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def patches(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
+            r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 2r+1, 2r+1) float64 windows of (N, H, W) maps centred at (ix, iy), zero outside; and an inside mask.
-
-    Gathers only the windows (no padded or float64 copy of the whole maps: for 32 x 19 maps of 256x256
-    that copy cost 20x the decoding itself)."""
+    Only the windows are gathered: a padded float64 copy of whole maps cost 20x the decoding itself."""
     n, h, w = maps.shape
     d = torch.arange(-r, r + 1, device=maps.device)
     rows = iy.view(n, 1, 1) + d.view(1, -1, 1)
@@ -81,18 +80,12 @@ def refine(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, method: str =
 
 def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: int,
                       logit: bool = False, max_step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offset of the peak of a Gaussian fitted to the (2r+1)^2 window by weighted least squares on log values.
-
-    The 3x3 Taylor fit is exact for a clean Gaussian but reads only 5 pixels, so noise in a network's
-    output moves it; fitting log p = c0 + c1 x + c2 y + c3 x^2 + c4 xy + c5 y^2 to all pixels of the
-    window, weighted by p^2 (log p's noise variance goes as 1/p^2), is just as exact on a clean peak and
-    averages the noise out. Returns (N, 2) offsets and where the fit is a proper maximum inside the window.
-
-    logit=True fits the quadratic to logit p instead, weighted by (p (1 - p))^2: a sigmoid network's
-    saturated peak (a flat top at 0.9997, as dice loss trains) is sigmoid(quadratic), so the fit reads the
-    blob's shape, not a plateau of log 1 = 0, and does not depend on which plateau pixel it starts from.
-    For a small peak (p << 1) it is the log fit.
-    """
+    """(N, 2) offset of the peak of a quadratic fitted to log p over the (2r+1)^2 window, weighted by p^2
+    (log p's noise variance goes as 1/p^2), and where it is a proper maximum. As exact as the 3x3 Taylor fit
+    on a clean Gaussian, but it averages a network's noise over all pixels, not 5. logit=True fits logit p,
+    weighted by (p (1 - p))^2: a saturated sigmoid peak (dice loss's flat top at 0.9997) is
+    sigmoid(quadratic), so the fit reads the blob's shape, not a plateau of log 1 = 0; for p << 1 it is the
+    log fit."""
     p, inside = patches(maps, ix, iy, r)
     n = p.shape[0]
     d = torch.arange(-r, r + 1, device=maps.device, dtype=torch.float64)
@@ -113,15 +106,15 @@ def _log_gaussian_lsq(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r:
     atz = torch.einsum("nm,mi,nm->ni", wgt, basis, z)
     ata = ata + 1e-9 * torch.eye(6, device=maps.device, dtype=torch.float64)
     c = torch.linalg.solve(ata, atz[..., None])[..., 0]
-    step, ok = _newton_step(c[:, 1], c[:, 2], 2 * c[:, 3], 2 * c[:, 5], c[:, 4], (wgt > 0).sum(dim=1) >= 6, -1e-9,
-                            max_step)
+    enough = (wgt > 0).sum(dim=1) >= 6
+    step, ok = _newton_step(c[:, 1], c[:, 2], 2 * c[:, 3], 2 * c[:, 5], c[:, 4], enough, -1e-9, max_step)
     return torch.where(ok[:, None], step, torch.zeros_like(step)), ok
 
 
 def _newton_step(gx: torch.Tensor, gy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor,
                  ok: torch.Tensor, hxx_max: float, max_step: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Newton step -H^-1 g to a quadratic's peak, and where it is valid: `ok`, a strict maximum (H negative
-    definite) and a step of at most `max_step` per axis (a NaN or infinite step fails that too)."""
+    """The Newton step -H^-1 g to a quadratic's peak, and where it is valid: `ok`, a strict maximum (H
+    negative definite) and a step of at most `max_step` per axis (a NaN or infinite step fails that too)."""
     det = hxx * hyy - hxy**2
     ok = ok & (hxx < hxx_max) & (det > 1e-12)
     safe = torch.where(ok, det, torch.ones_like(det))
@@ -143,12 +136,9 @@ def _local_centroid(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, r: i
 
 
 def peak_spread(heatmaps: torch.Tensor, xy: torch.Tensor, radius: int) -> torch.Tensor:
-    """Spread of each map around its decoded position: (B, K or 1, H, W), (B, K, 2) -> (B, K, 2) std in pixels.
-
-    The weighted standard deviation per axis of the (non-negative) heatmap in a (2r+1)^2 window around the
-    position: about the training sigma for a clean peak, larger for a blurred or split one, so it says how sure
-    the model is beyond the peak height. A single-mask model's one map serves all its landmarks.
-    """
+    """(B, K or 1, H, W) maps, (B, K, 2) positions -> (B, K, 2) weighted std per axis of the (non-negative)
+    map in a (2r+1)^2 window around each position: about the training sigma for a clean peak, larger for a
+    blurred or split one, so it says how sure the model is beyond the peak height."""
     b, k = xy.shape[:2]
     maps = heatmaps.detach()
     if maps.shape[1] == 1 and k > 1:

@@ -114,9 +114,8 @@ def legend_lines(names: Sequence[str], true: np.ndarray | None = None, errors_mm
         lines += [("error < 2 mm", GOOD, "line"), ("error 2-4 mm", FAIR, "line"), ("error > 4 mm", POOR, "line")]
     elif true is not None:
         lines.append(("truth -> prediction", LINK, "line"))
-    if any(flags):
-        every = set(flags) if all(flags) and len(set(flags)) == 1 else set()  # one reason for all: say it
-        lines.append((f"! flagged: {every.pop()}" if every else "! flagged: do not trust", FLAG, "flag"))
+    if any(flags):  # one reason for all: say it
+        lines.append((f"! flagged: {flags[0] if len(set(flags)) == 1 else 'do not trust'}", FLAG, "flag"))
     lines.append(("", WHITE, None))
     for k, name in enumerate(names):
         text, colour = f"{k + 1:>2}  {str(name).replace('_', ' ')}", WHITE
@@ -204,8 +203,7 @@ def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, n
     st = style_for(grey.shape)
     m = st.marker
     pred = np.asarray(pred, dtype=float).reshape(-1, 2)
-    k = len(pred)
-    flags = [str(f or "") for f in flags] if flags is not None else [""] * k
+    flags = [str(f or "") for f in flags] if flags is not None else [""] * len(pred)
     truth = None if true is None else np.asarray(true, dtype=float).reshape(-1, 2)
     err = None if errors_mm is None else np.asarray(errors_mm, dtype=float).ravel()
     ok = np.isfinite(pred).all(1)
@@ -233,11 +231,9 @@ def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, n
             cv2.drawMarker(rgb, c, FLAG, cv2.MARKER_DIAMOND, 2 * m, st.line, cv2.LINE_AA)
         cv2.drawMarker(rgb, c, FLAG if flags[j] else PRED, cv2.MARKER_CROSS, 2 * m, st.line, cv2.LINE_AA)
     lines = legend_lines(names, truth, err, flags) if names is not None else []
-    mode, lscale, spot = (legend if lines else "none"), st.scale, None
-    if mode == "auto" and max(H, W) < LEGEND_MIN_SIDE:
-        mode = "none"
+    mode = "none" if not lines or (legend == "auto" and max(H, W) < LEGEND_MIN_SIDE) else legend
     if mode in ("auto", "corner"):
-        size = _legend_size(lines, st, lscale)[:2]
+        size = _legend_size(lines, st, st.scale)[:2]
         everything = pred if truth is None else np.concatenate([pred, truth])
         spot, clear = _legend_spot(grey, size, everything[np.isfinite(everything).all(1)], m)
         mode = "corner" if clear or mode == "corner" else "panel"
@@ -246,8 +242,9 @@ def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, n
     if numbers or names is not None:
         _draw_numbers(rgb, pred, ok, flags, obstacles, st)
     if mode == "corner":
-        _draw_legend(rgb, lines, spot, st, lscale, shade=True)
+        _draw_legend(rgb, lines, spot, st, st.scale, shade=True)
     elif mode == "panel":
+        lscale = st.scale
         while _legend_size(lines, st, lscale)[1] > H and lscale > 0.2:  # a legend taller than the image: smaller
             lscale *= 0.9
         w, h, _, _ = _legend_size(lines, st, lscale)
@@ -256,7 +253,7 @@ def draw_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray, n
     return rgb
 
 
-def _draw_numbers(rgb, pred, ok, flags, obstacles, st: Style) -> list[Box]:
+def _draw_numbers(rgb, pred, ok, flags, obstacles, st: Style) -> None:
     """Each landmark's number on a dark tag placed by `place_labels`, with a leader line to its cross."""
     H, W = rgb.shape[:2]
     texts = {j: str(j + 1) for j in np.flatnonzero(ok)}
@@ -275,7 +272,6 @@ def _draw_numbers(rgb, pred, ok, flags, obstacles, st: Style) -> list[Box]:
         tag = rgb[max(0, y0):y1, max(0, x0):x1]
         tag[:] = tag // 3  # a dark tag: yellow digits read on white bone too
         _put(rgb, text, (x0 + st.stroke + 1, y1 - sizes[j][2]), st, colour)
-    return boxes
 
 
 def tensorboard_overlay(image: np.ndarray, true: np.ndarray | None, pred: np.ndarray,
