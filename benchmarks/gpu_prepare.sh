@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Prepares, on this (CPU) machine and at no device time, what a lent GPU machine needs for
 # benchmarks/gpu_session.sh: wheels of the packages its image lacks (it has torch, lightning, torchmetrics,
-# opencv, timm, onnxruntime, rich, ...; not hydra, albumentations, smp, pydicom), and the ISBI data packed
-# at 1/3 resolution to fit the 64 MiB transfer limit (docs/results.md "The GPU session").
+# opencv, timm, onnxruntime, rich, ...; not hydra, albumentations, smp, pydicom), and the ISBI data at full
+# resolution in three parts of about 32 MB with a sha256 manifest, one per device call (64 MiB each, with the
+# 12 MB working tree and, in the first call, 11 MB of wheels).
 # Usage: bash benchmarks/gpu_prepare.sh [data root]      then the device call in benchmarks/gpu_session.sh.
-# Writes .whl/ (gitignored, carried) and devdata/isbi3 (excluded in .git/info/exclude, carried).
+# Writes .whl/ (gitignored, carried) and devdata/full/part1..3 (excluded in .git/info/exclude, carried).
 set -eu
 D=${1:-../shared/data/isbi2015}
 PY=${PYTHON:-.venv/bin/python}
@@ -27,8 +28,5 @@ $PY -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==$($PY -c 'from im
   2>&1 | grep -v '^WARNING' || true
 n=$(ls .whl/*.whl | wc -l)
 [ "$n" -eq 13 ] || { echo "gpu_prepare: expected 13 wheels in .whl, found $n" >&2; exit 1; }
-if [ ! -f devdata/isbi3/.packed ]; then
-  rm -rf devdata/isbi3
-  $PY -m benchmarks.pack_isbi "$D" devdata/isbi3 --factor 3 && touch devdata/isbi3/.packed
-fi
-du -sh .whl devdata/isbi3
+$PY -m benchmarks.pack_isbi split "$D" devdata/full --parts 3
+du -sh .whl devdata/full/*

@@ -1,190 +1,197 @@
 #!/usr/bin/env bash
-# The whole GPU plan as one device call, in priority order and time-boxed, since a task that is lent a
-# device gets 15 minutes of it in all, the machine's start included (docs/results.md "The GPU session").
-#   here, once:  bash benchmarks/gpu_prepare.sh          (wheels in .whl/, data packed in devdata/isbi3)
-#   device run:  command "bash benchmarks/gpu_session.sh", carry [".whl", "devdata"], timeout_s 590
-#   dry run on this CPU (every step, tiny): DRY=1 bash benchmarks/gpu_session.sh
-# isbi2015_seed's default sigma is 1.5 (chosen by this session's rule on an H200), so the sigma-2 arm below
-# names its sigma.
-# Phase 1 trains everything at once on the one GPU (one isbi2015_seed run alone uses a few % of its bf16 peak):
-#   isbi2015_seed seeds 42, 1, 2 (scored on Test1; with isbi2015_best = isbi2015_seed they are also the
-#   cascade's first stages), isbi2015_refine seeds 42 and 1 (second stages), the same second stage with
-#   unet_small at seed 42 (a capacity check: on the CPU a 2x-wide second stage gained nothing in the cascade),
-#   and isbi2015_seed seeds 42, 1, 2 at sigma 1.5: the sigma
-#   with the lower mean validation MRE over the 3 seeds is the one reported (a rule fixed here, before the
-#   runs; Test1 is scored for both but chooses nothing).
-#   Lightning's max_time ends a run that would not finish in time gracefully, after which it is still
-#   tested with its best checkpoint; its train_log.csv says how many epochs it reached.
-# Phase 2 evaluates at once: the three seeds as one ensemble (for each sigma); every (seed, second stage) pair on Test1;
-#   the ensemble with both second stages; seed 42 + refine 42 on validation at 1 and 2 refine iterations,
-#   and without the second stage's test-time shifts (refine_shifts=[[0,0]]) or its blend with the first
-#   estimate (refine_blend=0) or its turned and zoomed views (refine_views=[[0,1]]) or with the first stage's
-#   decoding window (refine_heatmap.window=3); seed 42 + the unet_small second stage on validation and Test1
-#   (reported beside seed 42 + refine 42; it chooses nothing in this session).
-# Phase 3: python -m benchmarks.throughput --compile --no-loader alone on the GPU (issue 5's figures).
-# Results: $OUT/session.log (one line per run) and $OUT/runs.tgz (metrics.json, per_landmark.csv,
-# config.yaml, logs), rewritten after every phase so that a run cut off at the limit still reports.
+# The full-resolution GPU session (issue 32): the original 0.1 mm/px images on the device, a 512x512 first stage,
+# a second stage on patches at 0.15 or 0.2 mm/px (chosen on validation), 3 seeds of each, the seed deck's own
+# sweep, then speed. A task lent a device gets 15 minutes of it, starts, transfers and idle time included;
+# 94.9 MB of JPEGs do not fit one call's 64 MiB, so the data travels in three calls, the last one runs the session.
+#   here, once:  bash benchmarks/gpu_prepare.sh      (.whl/, devdata/full/part1..3; dry run: DRY=1 ...)
+#   call 1: "bash benchmarks/gpu_session.sh receive 1", carry [".whl", "devdata/full/part1"], timeout_s 120
+#   call 2, at once (the machine stays warm 30 s): "bash benchmarks/gpu_session.sh receive 2",
+#           carry ["devdata/full/part2"], timeout_s 60
+#   call 3, at once: "bash benchmarks/gpu_session.sh run", carry ["devdata/full/part3"], timeout_s 600
+#   dry run on this CPU (every step, tiny, on ../shared/data/isbi2015): DRY=1 bash benchmarks/gpu_session.sh run
+# Each call merges its part into devdata/isbi_full (ignored, kept on the warm machine) and checks every file that
+# has arrived against the sha256 manifest; `run` refuses to start unless all 900 files match.
+#
+# Rules, written before the runs (2026-12-05):
+# 1. Second-stage resolution: arm r15 (0.15 mm/px, experiment=isbi2015_full_refine) or r20 (0.2 mm/px, the same
+#    lengths in mm), whichever gives the lower mean validation MRE over its three seeds, each in a cascade with
+#    the seed-42 first stage (split=val: the 22 images of data.seed=42, never trained on by any run here). Only
+#    the chosen arm's Test1 figures are headline figures; the other arm's are not computed.
+# 2. GPU best = the three first stages as one + the chosen arm's three second stages as one, built as one
+#    detector file (python -m landmark_exp.detector, calibrated on the same validation images) and scored by
+#    evaluate.py on that file alone. Single-model rows: mean and SD over the 3 seeds.
+# 3. Speed switches (phase 3) are reported, not adopted, unless a short run shows equal validation accuracy.
+#
+# Phase 1, side by side on the one GPU: isbi2015_full x 3 seeds, both second-stage arms x 3 seeds, and the seed
+#   deck's multirun (experiment=seed, -m trainer.max_epochs=20,75,100,150) on ISBI 2015 (300 images, its own
+#   random 70/15/15 split). Lightning's max_time ends a run that would not finish in time, gracefully.
+# Phase 2: rule 1 on validation, then on Test1 the chosen arm's three (seed s, seed s) cascades and rule 2's
+#   detector. Phase 3: benchmarks.throughput at batch 16 and 32, and isbi2015_seed's fit alone (issue 32's 60 s).
+# Results: $OUT/session.log and $OUT/runs.tgz (metrics.json, per_landmark.csv, predictions.csv in original
+# pixels, config.yaml, logs, the sweep table and plot), rewritten after every phase.
 set -u
-BUDGET=${BUDGET:-570}   # seconds this script may take; the device call's timeout_s should be a little more
-[ -n "${DRY:-}" ] && BUDGET=${DRY_BUDGET:-1800}   # 2 CPU cores run the spec U-Net's evaluations slowly
+MODE=${1:?usage: gpu_session.sh receive <part> | run}
+BUDGET=${BUDGET:-570}
+[ -n "${DRY:-}" ] && BUDGET=${DRY_BUDGET:-1500}
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 OUT=${OUT:-/tmp/gpu_session_out}; mkdir -p "$OUT"
-PHASES=${PHASES:-123}  # e.g. PHASES=23: evaluate and benchmark the runs already in $RUNS
-R=${RUNS:-/tmp/gpu_session}; [[ $PHASES == *1* ]] && rm -rf "$R"; mkdir -p "$R"
 exec > >(tee -a "$OUT/session.log") 2>&1
-DATA="data.source.root=devdata/isbi3 data.source.spacing=0.3"
-if [ -n "${DRY:-}" ]; then   # every command of the session, on this CPU, a few batches each
-  PY=${PYTHON:-.venv/bin/python}
-  # the quarter-width U-Net: 12 evaluations share 2 cores, and with the spec U-Net the cascades (25 patches per
-  # landmark) never finished within the cap; the spec U-Net's configs are composed all the same
-  TRAIN_EXTRA="model=unet_small trainer=cpu trainer.max_epochs=1 data.batch_size=2 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=1 data.num_workers=0"
-  EVAL_EXTRA="trainer.accelerator=cpu"
-  TEST=val   # 22 images instead of Test1's 150
-  TRAIN_CAP=600; EVAL_CAP=900   # 2 slow cores
-  TP_ARGS="--device cpu --sizes 64 --steps 1 --no-loader"
-  SEEDS=${SEEDS:-"42 1"}; REFINES=${REFINES:-"42 1"}
-else
-  PY=python3
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:$PWD
-  TRAIN_EXTRA="data.num_workers=2"
-  EVAL_EXTRA="trainer.accelerator=gpu"
-  TEST=test
-  TRAIN_CAP=330; EVAL_CAP=120
-  TP_ARGS="--compile --no-loader"
-  SEEDS="42 1 2"; REFINES="42 1"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-fi
 export PYTHONUNBUFFERED=1
+if [ -n "${DRY:-}" ]; then PY=${PYTHON:-.venv/bin/python}; else PY=python3; export PYTHONPATH=/tmp/site:$PWD; fi
+FULL=devdata/isbi_full
+
+if [ "$MODE" = receive ]; then
+  if [ -z "${DRY:-}" ] && [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  fi
+  $PY -m benchmarks.pack_isbi merge "devdata/full/part$2" $FULL; rc=$?
+  echo "# receive $2: rc $rc in $(( $(date +%s) - T0 ))s"; [ $rc -eq 2 ] && exit 0; exit $rc
+fi
+
+R=${RUNS:-/tmp/gpu_session}; rm -rf "$R"; mkdir -p "$R"
+if [ -d devdata/full/part3 ]; then  # carried by this call (on this CPU: left by gpu_prepare.sh)
+  $PY -m benchmarks.pack_isbi merge devdata/full/part3 $FULL || { echo "# the data is not complete: rerun from call 1"; exit 1; }
+fi
+if [ -n "${DRY:-}" ]; then
+  DATA="data.source.root=${DRY_DATA:-../shared/data/isbi2015}"
+  # two batches of one epoch each, the small U-Net: every command and config of the session, on 2 slow cores
+  TRAIN_EXTRA="model=unet_small trainer=cpu trainer.max_epochs=1 data.batch_size=2 trainer.limit_train_batches=2 trainer.limit_val_batches=2 trainer.limit_test_batches=2 data.num_workers=0"
+  DECK_EXTRA="model=unet_small trainer=cpu data.batch_size=2 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=2 data.num_workers=0"
+  DECK_EPOCHS=1,2; EVAL_EXTRA="device=cpu"; TEST=val
+  TP_ARGS="--device cpu --sizes 64 --steps 1 --no-loader"; SEEDS=${SEEDS:-42}
+  FIT_EXTRA="model=unet_small trainer=cpu trainer.max_epochs=1 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=1 data.num_workers=0"
+else
+  DATA="data.source.root=$FULL"
+  TRAIN_EXTRA=""; DECK_EXTRA="trainer=gpu data.num_workers=4"; DECK_EPOCHS=20,75,100,150
+  EVAL_EXTRA="device=cuda"; TEST=test; TP_ARGS="--compile --no-loader --sizes 256"; SEEDS="42 1 2"
+  FIT_EXTRA=""
+fi
+ROOT=${DATA#data.source.root=}
 $PY -c "import torch, lightning, hydra, albumentations, landmark_exp; print('torch', torch.__version__, \
 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
-summary() {  # name -> one line from its metrics.json
-  $PY - "$R/$1" <<'EOF' 2>/dev/null || echo "no metrics.json"
+summary() {  # run folder -> one line from its metrics.json
+  $PY - "$1" <<'EOF' 2>/dev/null || echo "no metrics.json"
 import json, sys
 m = json.load(open(sys.argv[1] + "/metrics.json"))
-ref = m.get("reference") or {}
-print(f"{m.get('split')}: mre {m['mre']:.4f} sd {m['sd']:.4f} median {m['median']:.4f} sdr "
+print(f"{m.get('split')}: mre {m['mre']:.4f} sd {m['sd']:.4f} sdr "
       + " / ".join(f"{m[k]:.2f}" for k in ("sdr_2", "sdr_2.5", "sdr_3", "sdr_4"))
-      + (f" | best val {m['best_val_mre']:.4f}" if m.get("best_val_mre") is not None else "")
-      + (f" | {ref.get('name', 'reference')} {ref['mre']:.4f}" if ref.get("mre") is not None else ""))
+      + (f" | best val {m['best_val_mre']:.4f}" if m.get("best_val_mre") is not None else ""))
 EOF
 }
 pack() {  # the results so far -> $OUT/runs.tgz (at most 8 files come back, so one archive)
   local S=/tmp/gpu_session_pack; rm -rf $S; mkdir -p $S/runs
-  for d in "$R"/*/; do
-    n=$(basename "$d"); mkdir -p "$S/runs/$n"
-    cp "$d"/{metrics.json,per_landmark.csv,config.yaml,run_info.json} "$R/$n.log" "$S/runs/$n/" 2>/dev/null
-    cp "$d"/csv/metrics.csv "$S/runs/$n/train_log.csv" 2>/dev/null
-  done
-  cp "$R"/throughput.txt "$S/runs/" 2>/dev/null
+  (cd "$R" && find . \( -name metrics.json -o -name per_landmark.csv -o -name predictions.csv -o -name config.yaml \
+     -o -name run_info.json -o -name '*.log' -o -name 'sweep_summary.*' -o -name 'sweep_*.png' -o -name metrics.csv \
+     -o -name '*.txt' \) -not -path '*/tensorboard/*' -not -path '*/.hydra/*' -print0 | cpio -0pdm --quiet $S/runs)
   tar czf "$OUT/runs.tgz.tmp" -C $S runs && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }
+hms() { printf "00:%02d:%02d:%02d" $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }  # Lightning max_time
 train() {  # name seconds overrides...
   local name=$1 secs=$2; shift 2
-  local t=$(date +%s); rm -rf "${R:?}/$name"
+  local t=$(date +%s)
   # shellcheck disable=SC2086
-  timeout -k 15 "$secs" $PY train.py "$@" $DATA $TRAIN_EXTRA "+trainer.max_time=$(hms $((secs - 45)))" \
-    paths.log_dir=$R hydra.run.dir=$R/$name logger=csv callbacks.model_checkpoint.save_last=false \
-    > "$R/$name.log" 2>&1
-  echo "== train $name rc=$? wall=$(( $(date +%s) - t ))s $(summary "$name")"
+  timeout -k 15 "$secs" $PY train.py "$@" $DATA data.seed=42 $TRAIN_EXTRA "+trainer.max_time=$(hms $((secs - 40)))" \
+    paths.log_dir=$R hydra.run.dir=$R/$name logger=csv callbacks.model_checkpoint.save_last=false > "$R/$name.log" 2>&1
+  echo "== train $name rc=$? wall=$(( $(date +%s) - t ))s $(summary "$R/$name")"
 }
 evaluate() {  # name seconds overrides...
   local name=$1 secs=$2; shift 2
-  local t=$(date +%s); rm -rf "${R:?}/$name"
+  local t=$(date +%s)
   # shellcheck disable=SC2086
-  timeout -k 15 "$secs" $PY evaluate.py "$@" $EVAL_EXTRA hydra.run.dir=$R/$name overlays=0 > "$R/$name.log" 2>&1
-  echo "== eval $name rc=$? wall=$(( $(date +%s) - t ))s $(summary "$name")"
+  timeout -k 15 "$secs" $PY evaluate.py "$@" data_root=$ROOT $EVAL_EXTRA hydra.run.dir=$R/$name overlays=0 > "$R/$name.log" 2>&1
+  echo "== eval $name rc=$? wall=$(( $(date +%s) - t ))s $(summary "$R/$name")"
 }
-hms() { printf "00:%02d:%02d:%02d" $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }  # Lightning max_time
+fit_seconds() {  # train.log -> the seconds from the trainer's set-up line to "`Trainer.fit` stopped"
+  $PY - "$1" <<'EOF' 2>/dev/null || echo "fit time unknown"
+import re, sys
+from datetime import datetime
+stamps = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]", line)
+    if m and ("GPU available" in line or "Trainer.fit` stopped" in line):
+        stamps.setdefault("stop" if "stopped" in line else "start", datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"))
+print(f"Trainer.fit {(stamps['stop'] - stamps['start']).total_seconds():.1f} s")
+EOF
+}
 ck() { echo "$R/$1/checkpoints/best.ckpt"; }
 cks() { local prefix=$1 list=""; shift; for s in "$@"; do list+="$(ck "${prefix}_s$s"),"; done; echo "[${list%,}]"; }
-dirs() { local prefix=$1; shift; for s in "$@"; do printf '%s ' "$R/${prefix}_s$s"; done; }
+R20="data.input_size=[1200,968] data.patch.size=[96,96] data.patch.jitter=24 heatmap.sigma=5.0 heatmap.window=8 \
+data.patch.shifts=[[0,0],[-16,0],[16,0],[0,-16],[0,16]]"
 
-# phase 1: train (leaves >= 150 s for phases 2 and 3)
-if [[ $PHASES == *1* ]]; then
-secs=$(min $TRAIN_CAP $(( $(left) - 150 )))
+# phase 1: train everything side by side (leaves >= 210 s for phases 2 and 3)
+secs=$(( $(left) - 210 ))
 echo "# phase 1: training, ${secs}s at most each, $(left)s left"
-jobs=()  # a bare `wait` would also wait for the tee above, forever
-# sigma 2 explicit: isbi2015_seed has sigma 1.5 since this session chose it (2026-12-04, H200)
-for s in $SEEDS; do train "seed_s$s" "$secs" experiment=isbi2015_seed seed=$s heatmap.sigma=2.0 & jobs+=($!); done
-for s in $REFINES; do train "refine_s$s" "$secs" experiment=isbi2015_refine seed=$s & jobs+=($!); done
-train refine_small_s42 "$secs" experiment=isbi2015_refine model=unet_small seed=42 & jobs+=($!)
-for s in $SEEDS; do train "seed15_s$s" "$secs" experiment=isbi2015_seed seed=$s heatmap.sigma=1.5 & jobs+=($!); done
-wait "${jobs[@]}"; pack
-# the rule, fixed before the runs: the sigma with the lower mean best validation MRE over the seeds (each seed
-# carves its own 22-image validation split from 001-150) is the one whose Test1 numbers are reported
-$PY - "$R" $SEEDS <<'EOF2'
+pids=()  # a bare `wait` would also wait for the tee above, forever
+for s in $SEEDS; do train "full_s$s" "$secs" experiment=isbi2015_full seed=$s & pids+=($!); done
+for s in $SEEDS; do train "r15_s$s" "$secs" experiment=isbi2015_full_refine seed=$s & pids+=($!); done
+# shellcheck disable=SC2086
+for s in $SEEDS; do train "r20_s$s" "$secs" experiment=isbi2015_full_refine seed=$s $R20 & pids+=($!); done
+( t=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout -k 15 "$secs" $PY train.py -m experiment=seed data=isbi2015 $DATA $DECK_EXTRA logger=csv \
+    trainer.max_epochs=$DECK_EPOCHS paths.log_dir=$R hydra.sweep.dir=$R/deck > "$R/deck.log" 2>&1
+  echo "== seed deck sweep rc=$? wall=$(( $(date +%s) - t ))s"; cat "$R/deck/sweep_summary.md" 2>/dev/null ) &
+pids+=($!)
+wait "${pids[@]}"; pack
+$PY -m benchmarks.seeds_table $(for s in $SEEDS; do printf '%s ' "$R/full_s$s"; done)
+
+# phase 2: rule 1 on validation, then Test1 (leaves >= 90 s for phase 3)
+echo "# phase 2: evaluation, $(left)s left"
+secs=$(min 120 $(( ($(left) - 90) / 2 )))
+pids=()
+for arm in r15 r20; do for s in $SEEDS; do
+  evaluate "val_${arm}_s$s" "$secs" ckpt_path="$(ck full_s42)" refine_ckpt="$(ck ${arm}_s$s)" split=val & pids+=($!)
+done; done
+wait "${pids[@]}"
+ARM=$($PY - "$R" $SEEDS <<'EOF'
 import json, sys
 from pathlib import Path
 R, seeds = Path(sys.argv[1]), sys.argv[2:]
 val = {}
-for sigma, prefix in (("2", "seed"), ("1.5", "seed15")):
+for arm in ("r15", "r20"):
     try:
-        val[sigma] = [json.loads((R / f"{prefix}_s{s}" / "metrics.json").read_text())["best_val_mre"] for s in seeds]
+        val[arm] = [json.loads((R / f"val_{arm}_s{s}" / "metrics.json").read_text())["mre"] for s in seeds]
     except (OSError, KeyError):
-        print(f"sigma {sigma}: not every run finished"); continue
-    print(f"sigma {sigma}: validation MRE " + " / ".join(f"{v:.4f}" for v in val[sigma])
-          + f", mean {sum(val[sigma]) / len(seeds):.4f}")
-if len(val) == 2:
-    print("chosen on validation: sigma", min(val, key=lambda k: sum(val[k])))
-EOF2
-# shellcheck disable=SC2046,SC2086
-for prefix in seed seed15; do $PY -m benchmarks.seeds_table $(dirs $prefix $SEEDS); done
-fi
-
-# phase 2: evaluate (leaves >= 100 s for phase 3)
-if [[ $PHASES == *2* ]]; then
-secs=$(min $EVAL_CAP $(( $(left) - 100 )))
-echo "# phase 2: evaluation, ${secs}s at most each, $(left)s left"
-jobs=()
-# shellcheck disable=SC2086
-evaluate ens_test "$secs" "ckpt_path=$(cks seed $SEEDS)" split=$TEST & jobs+=($!)
-# shellcheck disable=SC2086
-evaluate ens15_test "$secs" "ckpt_path=$(cks seed15 $SEEDS)" split=$TEST & jobs+=($!)
-# shellcheck disable=SC2086
-evaluate ens_refine_both_test "$secs" "ckpt_path=$(cks seed $SEEDS)" "refine_ckpt=$(cks refine $REFINES)" split=$TEST &
-jobs+=($!)
-for s in $SEEDS; do for r in $REFINES; do
-  evaluate "cascade_s${s}_r${r}_test" "$secs" ckpt_path="$(ck seed_s$s)" refine_ckpt="$(ck refine_s$r)" split=$TEST &
-  jobs+=($!)
-done; done
-for it in 1 2; do
-  evaluate "cascade_s42_r42_it${it}_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
-    refine_iterations=$it split=val & jobs+=($!)
+        continue
+    print(f"{arm}: validation MRE " + " / ".join(f"{v:.4f}" for v in val[arm])
+          + f", mean {sum(val[arm]) / len(seeds):.4f}", file=sys.stderr)
+print(min(val, key=lambda k: sum(val[k])) if val else "r15")
+EOF
+)
+echo "rule 1, chosen on validation: $ARM"
+secs=$(min 150 $(( $(left) - 90 )))
+pids=()
+for s in $SEEDS; do
+  evaluate "test_full_s${s}_${ARM}_s$s" "$secs" ckpt_path="$(ck full_s$s)" refine_ckpt="$(ck ${ARM}_s$s)" split=$TEST &
+  pids+=($!)
 done
-# the second stage's stored test-time shifts (the CPU second stage's, same geometry) against one centred patch
-evaluate "cascade_s42_r42_noshift_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
-  "refine_shifts=[[0,0]]" split=val & jobs+=($!)
-# and its stored blend with the first estimate (the CPU choice) against the second stage alone
-evaluate "cascade_s42_r42_noblend_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
-  refine_blend=0 split=val & jobs+=($!)
-# and its stored test-time views (turns and zooms, the CPU choice) against the patches as cut
-evaluate "cascade_s42_r42_noview_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
-  "refine_views=[[0,1]]" split=val & jobs+=($!)
-# and its stored decoding window (9x9 px, the CPU choice) against the first stage's 7x7
-evaluate "cascade_s42_r42_window3_val" "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_s42)" \
-  refine_heatmap.window=3 split=val & jobs+=($!)
-# the capacity check: the same cascade with unet_small (1/16 of the spec U-Net's arithmetic) as second stage
-evaluate cascade_s42_rsmall_val "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_small_s42)" split=val &
-jobs+=($!)
-evaluate cascade_s42_rsmall_test "$secs" ckpt_path="$(ck seed_s42)" refine_ckpt="$(ck refine_small_s42)" split=$TEST &
-jobs+=($!)
-wait "${jobs[@]}"; pack
-# shellcheck disable=SC2046
-$PY -m benchmarks.seeds_table $(for s in $SEEDS; do for r in $REFINES; do printf '%s ' "$R/cascade_s${s}_r${r}_test"; done; done)
-fi
+( t=$(date +%s)
+  timeout -k 15 "$secs" $PY -m landmark_exp.detector "first=$(cks full $SEEDS)" "refine=$(cks "$ARM" $SEEDS)" \
+    name=gpu_full data_root=$ROOT output=$R/gpu_full.pt overwrite=true \
+    hydra.run.dir=$R/detector > "$R/detector.log" 2>&1
+  echo "== detector rc=$? wall=$(( $(date +%s) - t ))s"
+  evaluate test_gpu_full $(( secs - ($(date +%s) - t) )) ckpt_path=$R/gpu_full.pt split=$TEST ) & pids+=($!)
+wait "${pids[@]}"; rm -f "$R/gpu_full.pt"; pack
+$PY -m benchmarks.seeds_table $(for s in $SEEDS; do printf '%s ' "$R/test_full_s${s}_${ARM}_s$s"; done)
 
-# phase 3: throughput, alone on the GPU
-secs=$(( $(left) - 10 ))
-echo "# phase 3: throughput, ${secs}s at most, $(left)s left"
-if [[ $PHASES == *3* ]] && [ "$secs" -gt 30 ]; then
+# phase 3: speed, alone on the GPU
+echo "# phase 3: speed, $(left)s left"
+if [ "$(left)" -gt 40 ]; then
   # shellcheck disable=SC2086
-  timeout -k 15 "$secs" $PY -m benchmarks.throughput $TP_ARGS > "$R/throughput.txt" 2>&1
-  echo "== throughput rc=$?"; grep -E "samples/s|GFLOP|peak|diff" "$R/throughput.txt"
+  timeout -k 10 $(( $(left) / 2 )) $PY -m benchmarks.throughput $TP_ARGS --batch 32 > "$R/throughput_b32.txt" 2>&1
+  echo "== throughput batch 32 rc=$?"; grep -E "samples/s" "$R/throughput_b32.txt"
+fi
+if [ "$(left)" -gt 30 ]; then
+  t=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout -k 10 $(( $(left) - 10 )) $PY train.py experiment=isbi2015_seed $DATA $FIT_EXTRA logger=csv \
+    paths.log_dir=$R hydra.run.dir=$R/seed_fit callbacks.model_checkpoint.save_last=false > "$R/seed_fit.log" 2>&1
+  echo "== isbi2015_seed alone rc=$? wall=$(( $(date +%s) - t ))s, $(fit_seconds "$R/seed_fit/train.log") $(summary "$R/seed_fit")"
 fi
 pack
 echo "# done in $(( $(date +%s) - T0 ))s"

@@ -1,7 +1,9 @@
 """Every option of every config group composes, and what it names can be built."""
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, compose
@@ -68,14 +70,38 @@ def test_gpu_second_stage_is_the_cpu_second_stage_with_the_spec_unet(tmp_path):
     assert list(gpu.model.widths) == [64, 128, 256, 512] and gpu.trainer.accelerator == "gpu"
 
 
-def test_gpu_second_stage_with_unet_small_is_the_cpu_second_stage_on_the_gpu(tmp_path):
-    """The GPU session's capacity check trains this arm beside the spec U-Net one: only the accelerator may differ."""
-    arm = compose("train", ["experiment=isbi2015_refine", "model=unet_small"], tmp_path)
-    cpu = compose("train", ["experiment=isbi2015_cpu_refine"], tmp_path)
-    assert arm.model == cpu.model and list(arm.model.widths) == [16, 32, 64, 128]
-    assert arm.data.patch == cpu.data.patch and arm.heatmap == cpu.heatmap and arm.loss == cpu.loss
-    assert arm.optimizer == cpu.optimizer and arm.trainer.max_epochs == cpu.trainer.max_epochs
-    assert arm.trainer.accelerator == "gpu" and cpu.trainer.accelerator == "cpu"
+def _mm_per_px(cfg) -> float:
+    """Millimetres per model pixel of an ISBI 2015 config (0.1 mm/px originals, 2400 px high)."""
+    return float(cfg.data.source.spacing) * 2400 / cfg.data.input_size[0]
+
+
+def _session_arm(name: str) -> list[str]:
+    """The overrides benchmarks/gpu_session.sh gives a second-stage arm (e.g. R20="...")."""
+    text = (ROOT / "benchmarks" / "gpu_session.sh").read_text()
+    return re.search(rf'^{name}="(.*?)"', text, re.S | re.M)[1].replace("\\\n", " ").split()
+
+
+def test_full_resolution_stages_keep_every_validated_length_in_millimetres(tmp_path):
+    """The full-resolution session changes the pixel size only: blobs, decoding windows, patches, jitter and
+    test-time shifts stay the millimetres that the 256 px first stage and the 0.4 mm/px second stage validated."""
+    seed, full = (compose("train", [f"experiment={e}"], tmp_path) for e in ("isbi2015_seed", "isbi2015_full"))
+    assert list(full.data.input_size) == [512, 512] and full.model == seed.model
+    for key in ("sigma", "window"):
+        assert full.heatmap[key] * _mm_per_px(full) == pytest.approx(seed.heatmap[key] * _mm_per_px(seed))
+    coarse = compose("train", ["experiment=isbi2015_refine"], tmp_path)
+    for over, spacing in (([], 0.15), (_session_arm("R20"), 0.2)):
+        fine = compose("train", ["experiment=isbi2015_full_refine", *over], tmp_path)
+        a, b = _mm_per_px(coarse), _mm_per_px(fine)
+        assert b == pytest.approx(spacing)
+        assert fine.data.input_size[1] / fine.data.input_size[0] == pytest.approx(
+            coarse.data.input_size[1] / coarse.data.input_size[0], rel=0.01)
+        assert [n * b for n in fine.data.patch.size] == pytest.approx([n * a for n in coarse.data.patch.size])
+        assert fine.data.patch.jitter * b == pytest.approx(coarse.data.patch.jitter * a)
+        assert np.array(fine.data.patch.shifts) * b == pytest.approx(np.array(coarse.data.patch.shifts) * a, abs=0.06)
+        assert fine.heatmap.sigma * b == pytest.approx(coarse.heatmap.sigma * a, rel=0.01)
+        assert fine.heatmap.window * b == pytest.approx(coarse.heatmap.window * a, rel=0.05)
+        assert fine.data.patch.views == coarse.data.patch.views and fine.data.patch.blend == coarse.data.patch.blend
+        assert fine.model == coarse.model and fine.trainer.max_epochs == coarse.trainer.max_epochs
 
 
 @pytest.mark.parametrize("option", _options("model"))
