@@ -38,37 +38,20 @@ from landmark_exp.data.transforms import Augmenter, LandmarkDataset
 class LandmarkDataModule(L.LightningDataModule):
     """Builds train/val/test from a `Source`.
 
-    Split modes: named splits of the source (`train_splits`, `val_split`,
-    `test_split`), with validation carved from training by `val_fraction` when
-    `val_split` is None; or `random_split: [train, val, test]` fractions over the
-    pooled `train_splits` (the seed deck's random split); or K-fold cross-validation,
-    `folds: K, fold: i`: the shuffled pool dealt into K folds of near-equal size, fold
-    i validates and the others train, so K runs score every training image once out of
-    fold (`python -m landmark_exp.crossval`). All are seeded by `seed`.
+    Split modes: named splits of the source (`train_splits`, `val_split`, `test_split`), with validation carved
+    from training by `val_fraction` when `val_split` is None; or `random_split: [train, val, test]` fractions over
+    the pooled `train_splits` (the seed deck's random split); or K-fold cross-validation, `folds: K, fold: i`: the
+    shuffled pool dealt into K folds of near-equal size, fold i validates and the others train, so K runs score
+    every training image once out of fold (`python -m landmark_exp.crossval`). All are seeded by `seed`.
     """
 
-    def __init__(
-        self,
-        source: Source,
-        input_size: Sequence[int] = (256, 256),
-        letterbox: bool = False,
-        normalize: str = "dtype",
-        train_splits: Sequence[str] = ("train",),
-        val_split: str | None = None,
-        test_split: str | None = "test1",
-        val_fraction: float = 0.15,
-        random_split: Sequence[float] | None = None,
-        seed: int = 42,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache_dir: str | None = None,
-        augment: Sequence | Mapping | None = None,
-        pin_memory: bool = False,
-        patch: Mapping | None = None,
-        folds: int | None = None,
-        fold: int = 0,
-    ) -> None:
+    def __init__(self, source: Source, input_size: Sequence[int] = (256, 256), letterbox: bool = False,
+                 normalize: str = "dtype", train_splits: Sequence[str] = ("train",), val_split: str | None = None,
+                 test_split: str | None = "test1", val_fraction: float = 0.15,
+                 random_split: Sequence[float] | None = None, seed: int = 42, batch_size: int = 8,
+                 eval_batch_size: int | None = None, num_workers: int = 0, cache_dir: str | None = None,
+                 augment: Sequence | Mapping | None = None, pin_memory: bool = False, patch: Mapping | None = None,
+                 folds: int | None = None, fold: int = 0) -> None:
         super().__init__()
         self.source = source
         self.train_splits = [train_splits] if isinstance(train_splits, str) else list(train_splits)
@@ -106,7 +89,7 @@ class LandmarkDataModule(L.LightningDataModule):
             patch_blend(self.patch.get("blend"))
         self.augment = Augmenter(augment, seed=self.seed) if augment else None
         self.records: dict[str, list[Record]] = {}
-        self.datasets: dict[str, LandmarkDataset | PatchDataset] = {}
+        self.datasets: dict[str, LandmarkDataset] = {}
 
     # -- what the rest of the package asks of the data --------------------------------------------
     @property
@@ -219,12 +202,10 @@ class LandmarkDataModule(L.LightningDataModule):
         run, or with on_bad_sample=skip is left out of its split and listed with the source's skipped samples."""
         # landmarks were already checked against the image size by the source (from the file header)
         decoded = self.cache.get_many(records)
-        kept = []
-        for r, d in zip(records, decoded, strict=True):
+        for d in decoded:
             if isinstance(d, DataError):
                 self.source.bad_sample(str(d))  # raises unless on_bad_sample=skip
-            else:
-                kept.append((r, d))
+        kept = [(r, d) for r, d in zip(records, decoded, strict=True) if not isinstance(d, DataError)]
         if not kept:
             raise DataError(f"no image of {len(records)} could be decoded (first: {decoded[0]})")
         return [r for r, _ in kept], [img for _, (img, _) in kept], [self.cache.geometry(hw) for _, (_, hw) in kept]

@@ -1,7 +1,5 @@
-"""What every data source produces: one `Record` per image, in original pixels.
-
-Sources (ISBI layout, images + CSV, synthetic) all end here, so everything
-downstream (caching, transforms, metrics) sees one format.
+"""What every data source produces: one `Record` per image, in original pixels, so everything downstream
+(caching, transforms, metrics) sees one format; and the one-line `DataError` that names a user's bad input.
 """
 
 from __future__ import annotations
@@ -12,25 +10,9 @@ from pathlib import Path
 import numpy as np
 
 ISBI2015_LANDMARKS: tuple[str, ...] = (
-    "sella",
-    "nasion",
-    "orbitale",
-    "porion",
-    "subspinale",
-    "supramentale",
-    "pogonion",
-    "menton",
-    "gnathion",
-    "gonion",
-    "lower_incisal_incision",
-    "upper_incisal_incision",
-    "upper_lip",
-    "lower_lip",
-    "subnasale",
-    "soft_tissue_pogonion",
-    "posterior_nasal_spine",
-    "anterior_nasal_spine",
-    "articulare",
+    "sella", "nasion", "orbitale", "porion", "subspinale", "supramentale", "pogonion", "menton", "gnathion",
+    "gonion", "lower_incisal_incision", "upper_incisal_incision", "upper_lip", "lower_lip", "subnasale",
+    "soft_tissue_pogonion", "posterior_nasal_spine", "anterior_nasal_spine", "articulare",
 )
 
 
@@ -62,12 +44,8 @@ def whole_number(value: object, what: str, least: int = 1, note: str = "") -> in
 
 @dataclass(frozen=True)
 class Record:
-    """One annotated image.
-
-    `landmarks` is (K, 2) float64 in the original image's pixel grid, x = column,
-    y = row, pixel centres at integers. `spacing` is mm per pixel as (x, y).
-    `size` is the original (height, width) when known, else None until decoded.
-    """
+    """One annotated image: `landmarks` (K, 2) float64 in the original image's pixels (x = column, y = row,
+    pixel centres at integers), `spacing` mm per pixel (x, y), `size` the original (height, width) if known."""
 
     id: str
     image_path: Path

@@ -62,14 +62,19 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     def off(frame, base, d):  # `base` plus an offset turned and scaled with the frame
         return np.asarray(base, float) + np.asarray(d, float) @ frame[0].T
 
+    def incisor(tip, apex, crown_w):  # outline (whole, crown), unit axis tip -> apex, labial (anterior) normal
+        d = (apex - tip) / np.linalg.norm(apex - tip)
+        lab = np.array([d[1], -d[0]])
+        return tooth(tip, apex, crown_w), d, -lab if lab[0] < 0 else lab
+
     # Cranial vault: ellipse arc from glabella over the top to the occiput, closed along the cranial base.
     vs = aux["vault"]
     glab = off(cran, L[N], [45.0, -120.0])
     arc = mp(cran, ellipse_points([720.0, 770.0], [735.0 * vs, 705.0 * vs], 0.0, 7.0, -210.0, 64))
+    front_base = np.vstack([mp(cran, [[850.0, 1200.0], [1000.0, 1175.0], [1150.0, 1090.0], [1280.0, 1055.0]]),
+                            off(cran, L[N], [-55.0, 45.0])])  # anterior cranial base up to nasion
     base = spline([arc[-1], mp(cran, [120.0, 1340.0]), mp(cran, [300.0, 1470.0]),
-                    off(cran, L[AR], [-55.0, 95.0]), L[AR],  # basion; articulare under the cranial base
-                    *mp(cran, [[850.0, 1200.0], [1000.0, 1175.0], [1150.0, 1090.0], [1280.0, 1055.0]]),
-                    off(cran, L[N], [-55.0, 45.0]), L[N], glab], samples=6)
+                    off(cran, L[AR], [-55.0, 95.0]), L[AR], *front_base, L[N], glab], samples=6)  # basion, articulare
     cv.fill(np.vstack([arc, base[1:]]), 0.75)
     cv.line(arc, 70.0, 0.45)
     cv.line(mp(cran, ellipse_points([720.0, 770.0], [665.0 * vs, 640.0 * vs], 0.0, 0.0, -200.0, 48)), 22.0, 0.2)
@@ -87,19 +92,14 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     # Midface from nasion over the nasal bone, ANS, A point and the upper incisor's alveolus to PNS.
     nasal_tip = off(cran, L[N], [80.0, 175.0])
     ui_apex = L[UI] + (rot(aux["ui_tilt"]) @ (maxi[0] @ np.array([-95.0, -215.0])))
-    ui = tooth(L[UI], ui_apex, 72.0)
-    ud = (ui_apex - L[UI]) / np.linalg.norm(ui_apex - L[UI])
-    ulab = np.array([ud[1], -ud[0]])  # labial (anterior) side of the upper incisor
-    ulab = -ulab if ulab[0] < 0 else ulab
+    ui, ud, ulab = incisor(L[UI], ui_apex, 72.0)
     prosthion = L[UI] + ud * 100.0 + ulab * 34.0
     pir = mp(maxi, [1240.0, 1330.0])
     cv.fill(np.vstack([
         L[N], spline([nasal_tip, pir, off(maxi, L[ANS], [-60.0, -25.0]), L[ANS]], samples=6)[:-1], L[ANS],
         off(maxi, L[ANS], [-45.0, 25.0]), spline([off(maxi, L[ANS], [-25.0, 30.0]), L[A], prosthion], samples=6)[1:-1],
         prosthion, L[UI] + ud * 95.0 - ulab * 40.0, mp(maxi, [[1250.0, 1660.0], [1130.0, 1650.0], [1030.0, 1630.0]]),
-        off(maxi, L[PNS], [40.0, 60.0]), L[PNS], off(maxi, L[PNS], [-40.0, -120.0]),
-        mp(cran, [[850.0, 1200.0], [1000.0, 1175.0], [1150.0, 1090.0], [1280.0, 1055.0]]),
-        off(cran, L[N], [-55.0, 45.0])]), 0.45)
+        off(maxi, L[PNS], [40.0, 60.0]), L[PNS], off(maxi, L[PNS], [-40.0, -120.0]), front_base]), 0.45)
     # Sinus, orbit (lowest rim point is orbitale), pterygomaxillary fissure, zygoma, nasal bone, palate.
     cv.ellipse(mp(maxi, [1180.0, 1360.0]), (150.0, 105.0), -0.3, angle=10.0)
     orbit, ptm = off(cran, L[OR], [0.0, -150.0]), off(maxi, L[PNS], [0.0, -150.0])
@@ -118,10 +118,7 @@ def draw(L: np.ndarray, aux: dict, view: tuple, width: int, height: int, rng: np
     cv.ellipse(ear, (85.0, 85.0), 0.9, ring=16.0)
     # Mandible: one closed contour through articulare, gonion, menton, gnathion, pogonion and B point.
     li_apex = L[B] + (rot(aux["li_tilt"]) @ (mand[0] @ LI_APEX))
-    li = tooth(L[LI], li_apex, 62.0)
-    ld = (li_apex - L[LI]) / np.linalg.norm(li_apex - L[LI])
-    llab = np.array([-ld[1], ld[0]])
-    llab = -llab if llab[0] < 0 else llab
+    li, ld, llab = incisor(L[LI], li_apex, 62.0)
     infradentale, lingual = L[LI] + ld * 88.0 + llab * 30.0, L[LI] + ld * 90.0 - llab * 40.0
     ramus = mp(mand, [[703.0, 1535.0], [662.0, 1272.0]])
     antegonial, chin_under = mp(mand, [900.0, 1826.0]), mp(mand, [1180.0, 2003.0])
