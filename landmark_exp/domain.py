@@ -1,13 +1,11 @@
-"""Is this image like the ones the detector was trained on? A whole-image check, for the errors no landmark's own
-signal shows: another clinic's annotation conventions and scanner give confident, anatomically consistent
-placements that are still millimetres off (docs/results.md, "Other sites").
+"""Is this image like the ones the detector was trained on? A whole-image check for what no landmark's own
+signal shows: another clinic's conventions and scanner give confident, consistent placements mm off.
 
-Each image is described by its first-stage network input averaged down to GRID x GRID cells (framing, contrast,
-soft tissue, ear rods: what tells a scanner apart). The descriptor depends on the preprocessing only, never on
-the weights, so a fine-tuned detector (`adapt.py`) keeps it valid and adds its site's images to the reference.
-An image's distance is the mean distance to its K nearest reference images (features standardised on the
-reference), divided by the largest such leave-one-out distance among the reference images themselves: over 1,
-the image is further from the training images than any of them is from the others (reliability signal "domain").
+An image is described by its first-stage network input averaged down to GRID x GRID cells (framing, contrast,
+soft tissue, ear rods): preprocessing only, never the weights, so a fine-tuned detector keeps it valid. Its
+distance is the mean distance to its NEIGHBOURS nearest reference images (standardised on the reference) over
+the largest such leave-one-out distance among the reference images: over 1, it is further from the training
+images than any of them is from the others (reliability signal "domain").
 """
 
 from __future__ import annotations
@@ -34,8 +32,8 @@ def descriptor(network_input: np.ndarray) -> np.ndarray:
 
 
 def describe_images(paths: Sequence[Path], stage: Any) -> np.ndarray:
-    """(N, D) descriptors of image files, each as the first-stage `predictor.Predictor` `stage` makes its network
-    input (its `info.normalize` and `prepare`; typed loosely, as predictor.py imports this module)."""
+    """(N, D) descriptors of image files, from the network input the first-stage `predictor.Predictor` `stage`
+    makes (typed loosely: predictor.py imports this module)."""
     out = []
     for read in read_ahead(list(paths), stage.info.normalize, then=lambda im: stage.prepare(im)[0]):
         if isinstance(read, DataError):

@@ -6,10 +6,9 @@ Signals, each per landmark and larger when the placement is more doubtful:
   passes  the second stage's test-time patches (shifts, views) disagree this much (working pixels, RMS)
   peak    1 - the heatmap's peak value
   domain  the whole image's distance from the training images (`domain.py`), the same for all its landmarks
-Calibration sets one threshold per signal at the same quantile of its validation values, the quantile chosen so
-that `target` of the validation landmarks are flagged; "domain" is its own scale (over 1: unlike every training
-image) and keeps the threshold 1. The score is the largest signal over its threshold: above
-1 the landmark is flagged; heatmaps that cannot be trusted (heatmap/quality.py) are flagged whatever the score.
+Each threshold is the same quantile of its signal's validation values, chosen so that `target` of the
+validation landmarks are flagged ("domain" keeps its own scale, threshold 1). The score is the largest signal
+over its threshold: above 1 the landmark is flagged.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """A statistical shape model of the landmarks: where each one should be, given the others.
 
-Fitted on training landmarks (generalised Procrustes alignment, then a Gaussian over the aligned
-coordinates), it checks a predicted configuration landmark by landmark: each landmark's position is
-compared with its conditional distribution given the landmarks still trusted, as a Mahalanobis
-distance `z` (about 1-2 for a normal placement, large for an anatomically impossible one). The
-worst landmark is set aside and the check repeated, so one gross error cannot drag the others' scores.
-A detector uses it to repair impossible placements and as one signal of its reliability score.
-It is plain numbers (mean and covariance), stored in a detector as lists: nothing in it is code.
+Fitted on training landmarks (generalised Procrustes alignment, then a Gaussian over the aligned coordinates),
+it scores each landmark of a configuration by the Mahalanobis distance `z` from its conditional distribution
+given the landmarks still trusted (about 1-2 normally, large where anatomically impossible); the worst is set
+aside and the check repeated, so one gross error cannot drag the others' scores. Plain numbers, stored in a
+detector as lists: nothing in it is code.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ class ShapeModel:
 
     @classmethod
     def fit(cls, shapes: np.ndarray, iterations: int = 10) -> ShapeModel:
-        """Generalised Procrustes alignment of (N, K, 2) shapes (millimetres), then their mean and a shrunk covariance."""
+        """Procrustes-align (N, K, 2) shapes (millimetres); their mean and a shrunk covariance."""
         shapes = np.asarray(shapes, dtype=np.float64)
         if shapes.ndim != 3 or len(shapes) < 3 or not np.isfinite(shapes).all():
             raise ValueError("a shape model needs at least 3 complete training shapes")
@@ -69,9 +67,8 @@ class ShapeModel:
         return cls(mean=mean, cov=cov, count=len(shapes))
 
     def updated(self, shapes: np.ndarray) -> ShapeModel:
-        """This model with a new site's (N, K, 2) shapes (mm) taken in: aligned to its mean, then mean and covariance
-        pooled as a mixture in which the site weighs half once it has 10 shapes (less with fewer): its own
-        population and conventions, too few shapes to stand alone for 2K coordinates."""
+        """This model with a new site's (N, K, 2) shapes (mm) taken in, pooled as a mixture in which the site
+        weighs half from 10 shapes on (less with fewer): its own conventions, too few to stand alone."""
         aligned = np.stack([_apply(similarity(s, self.mean), s) for s in np.asarray(shapes, dtype=np.float64)])
         n = len(aligned)
         w = 0.5 * min(1.0, n / 10)

@@ -1,6 +1,6 @@
-"""Heatmaps that cannot be trusted, flagged: `decode` always returns a position, also the argmax of a flat map (no
-landmark found), of a saturated one (a diverged sigmoid at ~1 everywhere, confidence 1.0) or of one of two equally
-high blobs (a coin toss). `heatmap_flags` names those maps, one reason each (`HeatmapFlag`).
+"""Heatmaps that cannot be trusted, flagged: `decode` always returns a position, also the argmax of a flat
+map (no landmark found), of a saturated one (a diverged sigmoid at ~1 everywhere, confidence 1.0) or of one
+of two equally high blobs (a coin toss). `heatmap_flags` names those maps, one reason each (`HeatmapFlag`).
 
 Thresholds assume the targets' scale (peak 1 on a 0 background, `gaussian_heatmaps`), which sigmoid and linear
 outputs are both trained to. It runs on every predicted batch, so it is vectorised in torch and cheap.
@@ -17,51 +17,52 @@ import torch
 from landmark_exp.heatmap.peaks import patches
 
 FLAT_MIN_CONTRAST = 0.05
-"""A landmark is found only where the peak stands this much above both the map's median and 0: trained channels
-peak at 0.3-1.0 on a ~0 background, a channel that never learned at ~3e-4."""
+"""A landmark is found only where the peak stands this much above both the map's median and 0: trained
+channels peak at 0.3-1.0 on a ~0 background, a channel that never learned at ~3e-4."""
 
 SATURATED_RTOL = 1e-3
-"""Pixels within this fraction of the peak count as "at the peak": a diverged sigmoid is there almost everywhere,
-a Gaussian blob only within ~0.05 sigma of its centre."""
+"""Pixels within this fraction of the peak count as "at the peak": a diverged sigmoid is there almost
+everywhere, a Gaussian blob only within ~0.05 sigma of its centre."""
 
 SATURATED_SHARE = 0.05
-"""A map with more than this share of its pixels at the peak is saturated; a dice-trained blob's flat top is ~1 %."""
+"""A map with more than this share of its pixels at the peak is saturated; a dice-trained blob's flat top
+is ~1 %."""
 
 SATURATED_BLOB_SIGMAS = 3.0
-"""...and more pixels than a disc of this many target sigmas: on a small patch a wide flat blob top is still one
-blob, not a saturated map."""
+"""...and more pixels than a disc of this many target sigmas: on a small patch a wide flat blob top is
+still one blob, not a saturated map."""
 
 SATURATED_MEDIAN_FRACTION = 0.5
-"""A map whose median (its background) is at least this fraction of the peak is saturated however its top is
-shaped: a trained map's background is ~0, a diverged sigmoid's is at the peak."""
+"""A map whose median (its background) is at least this fraction of the peak is saturated however its top
+is shaped: a trained map's background is ~0, a diverged sigmoid's is at the peak."""
 
 SATURATED_MIN_PEAK = 0.5
-"""A constant map is saturated when its peak is "on" (a sigmoid's upper half: everything fires), flat below."""
+"""A constant map is saturated when its peak is "on" (a sigmoid's upper half: everything fires), else flat."""
 
 EQUAL_PEAK_RTOL = 0.1
-"""A second blob within this fraction of the top one makes the location a coin toss; trained models' second blobs
-stay below 0.8 of the peak."""
+"""A second blob within this fraction of the top one makes the location a coin toss; trained models'
+second blobs stay below 0.8 of the peak."""
 
 SEPARATION_SIGMAS = 3.0
-"""Blobs count as separate only farther apart than this many target sigmas in x or y, plus the radius of the top's
-near-top area (a wide flat top is one blob); 2 sigma apart two Gaussians merge into one blob."""
+"""Blobs count as separate only farther apart than this many target sigmas in x or y, plus the radius of
+the top's near-top area (a wide flat top is one blob); 2 sigma apart two Gaussians merge into one blob."""
 
 PEAK_DIP = 0.25
-"""...and only with a dip between them below (1 - PEAK_DIP) of the second blob's height: a flat top's far edge
-does not dip, two real blobs 3 sigma apart do (to 0.65)."""
+"""...and only with a dip between them below (1 - PEAK_DIP) of the second blob's height: a flat top's far
+edge does not dip, two real blobs 3 sigma apart do (to 0.65)."""
 
 MAX_EQUAL_PEAKS = 4
-"""Separated equal peaks counted at most ("4+ equal peaks"): each more costs one pass over the flagged maps."""
+"""Separated equal peaks counted at most ("4+ equal peaks"): each more costs a pass over the flagged maps."""
 
-_SAMPLES = 1024  # median and shares read on a grid of ~this many pixels: enough for a background level and a few %
+_SAMPLES = 1024  # median and shares read on a grid of ~this many pixels: a background level and a few %
 _SEGMENT_SAMPLES = 32  # points read on the line between two peaks for the dip
 
 
 class HeatmapFlag(enum.IntFlag):
     """Why a heatmap cannot be trusted; 0 (no flag) when it can. One reason per map, chosen in this order:
-    NON_FINITE (a NaN or infinity), SATURATED (much of the map at its peak, or its median near it), FLAT (the
-    peak does not stand above the map or 0), SEVERAL_PEAKS (separated blobs, with a dip between, near the top's
-    height)."""
+    NON_FINITE (a NaN or infinity), SATURATED (much of the map at its peak, or its median near it), FLAT
+    (the peak does not stand above the map or 0), SEVERAL_PEAKS (separated blobs near the top's height,
+    with a dip between)."""
 
     NON_FINITE = 1
     SATURATED = 2
@@ -91,10 +92,10 @@ class HeatmapFlags:
 def heatmap_flags(heatmaps: torch.Tensor, sigma_px: float = 2.0, single_channel: bool = False) -> HeatmapFlags:
     """(B, K, H, W) heatmaps -> which ones cannot be trusted (`HeatmapFlags`), one reason per map.
 
-    `sigma_px`: the training targets' sigma in heatmap pixels (`Decoding.sigma`): how far apart two blobs must be
-    to count as two. `single_channel`: one map holds all landmarks, so several peaks are expected, not flagged.
-    Each whole map is read only twice (row maxima and minima), then a grid of ~1024 pixels and a window around the
-    top; only maps with a near-equal pixel outside the top blob get the (looping) peak count.
+    `sigma_px`: the training targets' sigma in heatmap pixels (`Decoding.sigma`): how far apart two blobs
+    must be to count as two. `single_channel`: one map holds all landmarks, so several peaks are expected.
+    Each whole map is read only twice (row maxima and minima), then a grid of ~1024 pixels and a window
+    around the top; only maps with a near-equal pixel outside the top blob get the (looping) peak count.
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be (B, K, H, W), not {tuple(heatmaps.shape)}")
@@ -141,9 +142,7 @@ def heatmap_flags(heatmaps: torch.Tensor, sigma_px: float = 2.0, single_channel:
         if candidate.any():
             sel = candidate.nonzero()[:, 0]
             count = _count_peaks(x[sel], ix[sel], iy[sel], level[sel], half[sel])
-            several = torch.zeros(n, dtype=torch.bool, device=x.device)
-            several[sel] = count >= 2
-            codes[several] = int(HeatmapFlag.SEVERAL_PEAKS)
+            codes[sel[count >= 2]] = int(HeatmapFlag.SEVERAL_PEAKS)
             peaks[sel] = torch.where(count >= 2, count, peaks[sel])
     return HeatmapFlags(codes.view(b, k), peaks.view(b, k))
 
