@@ -1,6 +1,5 @@
 """What evaluate.py does: a detector, checkpoint(s) or export scored on a split, through the same cascade predict
-runs (`cascade.load_predictor`), so evaluate and predict give the same landmarks for the same file.
-"""
+runs (`cascade.load_predictor`), so evaluate and predict give the same landmarks for the same file."""
 
 from __future__ import annotations
 
@@ -140,10 +139,9 @@ def _mean_shape(predictor: Predictor, pred) -> np.ndarray:
 
 
 def scored_split(cfg: DictConfig, data_cfg: DictConfig | dict) -> tuple[DictConfig, str, str]:
-    """What evaluate.py scores: `split` names the datamodule's train / val / test, or any split of the source
-    by its own name (test1, test2), scored whole as the test split; `data_root` points the stored data config
-    at other files (e.g. where Test2 was unpacked) without restating the rest of it. Returns the data config to
-    build, the datamodule split to score, and the name the report gives it (the source's, for test: e.g. test1)."""
+    """(data config to build, datamodule split to score, the report's name for it): `split` names the
+    datamodule's train / val / test, or a source split by its own name (test1), scored whole as test;
+    `data_root` points the stored data config at other files (e.g. where Test2 was unpacked)."""
     data_cfg = OmegaConf.create(plain(data_cfg) if not isinstance(data_cfg, dict) else data_cfg)
     if cfg.get("data_root"):
         data_cfg.source.root = str(cfg.data_root)

@@ -59,11 +59,10 @@ def _put(rgb: np.ndarray, text: str, origin: tuple[int, int], st: Style, colour,
 
 def place_labels(points: np.ndarray, sizes: Sequence[tuple[float, float]], obstacles: Sequence[Box],
                  bounds: tuple[float, float], gap: float) -> list[Box]:
-    """Greedy label placement: label i (w, h) goes to the first free spot on rings of growing radius (from 1.5
-    `gap`) around points[i]; free means inside `bounds` (W, H), clear of every obstacle (the crosses, circles,
-    error lines) and of the labels placed before, with a leader line from box to point that crosses none of
-    them. Crowded points choose first; on each ring the directions away from the neighbours come first. A label
-    with no free spot takes the spot that overlaps least. Returns the boxes in the order of `points`."""
+    """Greedy label placement: label i (w, h) goes to the first free spot on rings of growing radius around
+    points[i] (inside `bounds` (W, H), clear of every obstacle and earlier label, its leader line crossing
+    none), else the spot that overlaps least. Crowded points choose first; on each ring the directions away
+    from the neighbours come first. Returns the boxes in the order of `points`."""
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     obst = np.asarray(obstacles, dtype=float).reshape(-1, 4)
     dist = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
@@ -103,8 +102,8 @@ def place_labels(points: np.ndarray, sizes: Sequence[tuple[float, float]], obsta
 def legend_lines(names: Sequence[str], true: np.ndarray | None = None, errors_mm: np.ndarray | None = None,
                  flags: Sequence[str] | None = None) -> list[tuple[str, tuple, str | None]]:
     """(text, RGB colour, symbol) per legend line: the key to the symbols drawn, then "number  name [error]
-    [!]" per landmark, coloured by its error (flagged or not: a whole image flagged keeps its errors readable), else
-    magenta when flagged."""
+    [!]" per landmark, coloured by its error (flagged or not: a whole image flagged keeps its errors
+    readable), else magenta when flagged."""
     flags = list(flags) if flags is not None else [""] * len(names)
     lines: list[tuple[str, tuple, str | None]] = []
     if true is not None:
