@@ -214,15 +214,10 @@ class LandmarkDataModule(L.LightningDataModule):
         if split not in self.datasets:
             raise DataError(f"no {split!r} split in this data configuration (have {sorted(self.datasets)})")
         train = split == "train"
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=train and len(self.datasets[split]) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+        return DataLoader(self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size,
+                          shuffle=train, drop_last=train and len(self.datasets[split]) > self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train")
@@ -238,6 +233,5 @@ def _key(r: Record) -> str:
 def _check_unique(records: list[Record]) -> None:
     seen: dict[str, Record] = {}
     for r in records:
-        if r.id in seen:
-            raise DataError(f"{r.image_path}: duplicate image id {r.id!r} (also {seen[r.id].image_path})")
-        seen[r.id] = r
+        if (first := seen.setdefault(r.id, r)) is not r:
+            raise DataError(f"{r.image_path}: duplicate image id {r.id!r} (also {first.image_path})")

@@ -140,17 +140,15 @@ def _pairs(given: object, stored: object, default: tuple[float, float], what: st
 
 
 def patch_shifts(given: object, stored: object = None) -> list[tuple[float, float]]:
-    """The (dy, dx) test-time shifts a cascade applies: `given` (evaluate/predict `refine_shifts`), else `stored`
-    (the second stage's own `data.patch.shifts`, chosen on validation when it was trained), else one centred
-    patch. `refine_shifts=[[0,0]]` turns stored shifts off."""
+    """The (dy, dx) test-time shifts a cascade applies: `given` (`refine_shifts`; [[0,0]] turns stored shifts off),
+    else `stored` (the second stage's `data.patch.shifts`, chosen on validation), else one centred patch."""
     return _pairs(given, stored, (0.0, 0.0), "refine_shifts", "(dy, dx) pairs in working pixels, e.g. [[0,0],[0,8]]")
 
 
 def patch_views(given: object, stored: object = None) -> list[tuple[float, float]]:
-    """The (angle in degrees, zoom) views a cascade looks through at each shifted patch: `given` (evaluate/predict
-    `refine_views`), else `stored` (the second stage's `data.patch.views`), else the patch as cut. A view turns
-    and zooms the patch about its centre, within the range the second stage was trained on (data.augment), so
-    it sees the landmark once more, differently; the estimates of all shifts and views are averaged."""
+    """The (angle in degrees, zoom) views a cascade looks through at each shifted patch: `given` (`refine_views`),
+    else `stored` (`data.patch.views`), else the patch as cut. Turned and zoomed within the range the second stage
+    was trained on (data.augment), it sees the landmark once more, differently; all estimates are averaged."""
     out = _pairs(given, stored, IDENTITY_VIEW, "refine_views", "(angle in degrees, zoom) pairs, e.g. [[0,1],[-5,1],[5,1]]")
     if not all(0.5 <= zoom <= 2.0 and abs(angle) <= 45 for angle, zoom in out):
         raise DataError(f"refine_views: each angle must be within +/-45 degrees and each zoom within 0.5-2, got {given or stored!r}")
@@ -158,10 +156,9 @@ def patch_views(given: object, stored: object = None) -> list[tuple[float, float
 
 
 def patch_blend(given: object, stored: object = None) -> float:
-    """The weight of the first-stage estimate in a cascade's final position: `given` (evaluate/predict
-    `refine_blend`), else `stored` (the second stage's own `data.patch.blend`, chosen on validation), else 0
-    (the second stage's estimate alone). The two stages err partly independently, so a little of the
-    first estimate pulls a wrong second one back."""
+    """The weight of the first-stage estimate in a cascade's final position: `given` (`refine_blend`), else
+    `stored` (`data.patch.blend`, chosen on validation), else 0. The two stages err partly independently, so a
+    little of the first estimate pulls a wrong second one back."""
     value = stored if given is None else given
     if value is None:
         return 0.0

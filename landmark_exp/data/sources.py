@@ -140,11 +140,7 @@ class CSVSource(Source):
         names = [h.strip() for h in header]
         if self.IMAGE_COLUMN not in names:
             raise DataError(f"{path}:1: no {self.IMAGE_COLUMN!r} column in the header")
-        found: dict[tuple[int, str], int] = {}
-        for j, name in enumerate(names):
-            m = self.LANDMARK_COLUMN.match(name)
-            if m:
-                found[(int(m.group(1)), m.group(2))] = j
+        found = {(int(m[1]), m[2]): j for j, name in enumerate(names) if (m := self.LANDMARK_COLUMN.match(name))}
         k = max((n for n, _ in found), default=0)
         missing = [f"{n}_{a}" for n in range(1, k + 1) for a in "xy" if (n, a) not in found]
         if k == 0 or missing:

@@ -38,8 +38,6 @@ try:  # POSIX only; elsewhere concurrent generation is simply not guarded.
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["GENERATOR_VERSION", "SYNTHETIC_SPACING_MM", "ensure_synthetic", "synthetic_spacing_mm"]
-
 # Bump whenever the drawn images or annotations change, so cached datasets are regenerated.
 # 2: B point is the deepest point of a real chin concavity, the lower incisor root ends behind it.
 GENERATOR_VERSION = 2
