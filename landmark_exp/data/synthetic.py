@@ -115,17 +115,13 @@ def _matches(root: Path, params: dict) -> bool:
 
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    """Exclusive inter-process lock on `.<root name>.lock` beside root (root itself gets swapped)."""
+    """Exclusive inter-process lock on `.<root name>.lock` beside root (root itself gets swapped), released when
+    the file closes."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
     with open(root.parent / f".{root.name}.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def _generate_unlocked(root: Path, params: dict) -> None:
