@@ -1,11 +1,9 @@
-"""The detector file: everything from image to landmarks in one versioned file, to evaluate, predict with or pass on
-(`python -m landmark_exp.detector` builds one; evaluate.py, predict.py and the export take it as a checkpoint).
+"""The detector file: everything from image to landmarks in one versioned file (`python -m
+landmark_exp.detector` builds one; evaluate, predict and the export take it as a checkpoint).
 
-It holds its stages (a whole-image stage and, optionally, a patch stage that refines it; each one model or an
-ensemble), the decoding and test-time settings each stage was chosen with, the landmark names, the training
-spacing and input geometry (inside each member's stored config), the shape model and reliability calibration
-(version 2), the training images' domain reference (version 3) and a format version. It is a `torch.save` file
-of tensors and plain values only, read weights-only like a checkpoint: nothing in it is ever called. Settings given when it is used still override its own.
+It holds its stages (each one model or an ensemble, as checkpoints) with the settings each was chosen with,
+the shape model and reliability calibration (version 2) and the training images' domain reference
+(version 3): a `torch.save` file of tensors and plain values only, read weights-only like a checkpoint.
 """
 
 from __future__ import annotations
@@ -27,12 +25,14 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # detectors shipped with 
 PRETRAINED = {"pretrained": "isbi2015_robust.pt"}
 
 
+VERSION = 3  # 2: shape model, repair_z and reliability calibration (absent in 1: none); 3: domain reference
+
+
 def pretrained_path(path: object) -> object:
     """`pretrained` (the name, not a file) -> the detector shipped with the package; anything else unchanged."""
     if isinstance(path, str) and path in PRETRAINED and not Path(path).exists():
         return str(PRETRAINED_DIR / PRETRAINED[path])
     return path
-VERSION = 3  # 2: shape model, repair_z and reliability calibration (absent in 1: none); 3: domain reference
 
 
 @dataclass

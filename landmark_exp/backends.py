@@ -58,9 +58,8 @@ def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None 
             device = "cpu"
     try:
         options = ort.SessionOptions()
-        # no busy-waiting between operators: the cores are shared with the threads that decode the next
-        # images (predict.py read_workers), and a spinning pool takes their time (1.48x -> 1.76x end to end
-        # on 2 cores in one A/B pair, docs/results.md "Inference")
+        # no busy-waiting between operators: a spinning pool takes the time of the threads that decode the
+        # next images (predict.py read_workers; 1.48x -> 1.76x end to end on 2 cores, docs/results.md)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
@@ -92,8 +91,6 @@ def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None 
 
 
 RUNTIMES = ("auto", "tuned", "eager", "onnxruntime")
-
-
 AUTO_ONNX_MIN_IMAGES = 8  # the on-the-fly export takes 0.3 s (CPU model) to 5 s (spec U-Net): worth it from here
 
 

@@ -1,8 +1,6 @@
 """Coarse to fine, the one inference path of evaluate and predict: a whole-image stage (one model or an
 ensemble) and, optionally, a second stage that re-locates each landmark on patches around the first estimates.
-
-`load_predictor` builds it from a detector file (`detector.py`), checkpoints or ONNX exports, with one set of
-checks; settings given to it override a detector's own.
+`load_predictor` builds it from a detector file, checkpoints or ONNX exports.
 """
 
 from __future__ import annotations
@@ -19,14 +17,7 @@ from landmark_exp.data.geometry import Geometry
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import CheckpointError, landmark_index, whole_number
 from landmark_exp.export import export_onnx
-from landmark_exp.loading import (
-    CheckpointPaths,
-    Member,
-    checkpoint_paths,
-    load_module,
-    read_file,
-    read_members,
-)
+from landmark_exp.loading import CheckpointPaths, Member, checkpoint_paths, load_module, read_file
 from landmark_exp.module import LandmarkModule
 from landmark_exp.predictor import LandmarkPrediction, Predictor
 from landmark_exp.reliability import Reliability
@@ -36,7 +27,7 @@ def refine_repeatedly(second: Predictor, working: tuple[np.ndarray, Geometry], c
                       shifts: Sequence[Sequence[float]] | None = None,
                       views: Sequence[Sequence[float]] | None = None, subpixel: bool = False) -> LandmarkPrediction:
     """One image's second stage from its first estimates (original pixels), `iterations` times, each from the last
-    one's estimates: what predict.py's cascade and evaluate.py refine_ckpt= both run."""
+    one's estimates."""
     for _ in range(refine_iterations(iterations)):
         pred = second.refine_working(*working, centres, shifts, views, subpixel)
         centres = pred.xy
@@ -52,13 +43,11 @@ def refine_selection(landmarks: Sequence[int | str] | None, names: Sequence[str]
     """(K,) bool: which landmarks the second stage re-locates (`refine_landmarks`: numbers from 1 or names;
     None: all). The others keep their first-stage estimates, for landmarks where validation shows that the
     patch view loses what the whole image tells (e.g. gonion, on a long smooth jaw angle)."""
-    chosen = np.zeros(len(names), dtype=bool)
-    if landmarks is None:
-        return ~chosen
     if isinstance(landmarks, str | int):  # refine_landmarks=10 on the command line
         landmarks = [landmarks]
-    for item in landmarks:
-        chosen[landmark_index(item, list(names), "refine_landmarks")] = True
+    chosen = np.full(len(names), landmarks is None)
+    if landmarks is not None:
+        chosen[[landmark_index(item, list(names), "refine_landmarks") for item in landmarks]] = True
     return chosen
 
 
@@ -88,8 +77,8 @@ class CascadePredictor:
         self.shifts = [list(s) for s in patch_shifts(shifts, second.info.patch_shifts)]  # what refine applies
         self.views = [list(v) for v in patch_views(views, second.info.patch_views)]
         self.blend = patch_blend(blend, second.info.patch_blend)
-        k = len(first.info.landmark_names)
-        self.refined = np.ones(k, dtype=bool) if refined is None else np.asarray(refined, dtype=bool)
+        self.refined = (np.ones(len(first.info.landmark_names), dtype=bool) if refined is None
+                        else np.asarray(refined, dtype=bool))
         self.info, self.data, self.member_splits = first.info, first.data, first.member_splits
         self.reliability: Reliability | None = None  # a detector's calibration of the final estimates
         self.backend, self.device = first.backend, first.device
@@ -104,16 +93,15 @@ class CascadePredictor:
     def predict_stages(self, images: Sequence[np.ndarray], prepared: Sequence[tuple[np.ndarray, Geometry]] | None = None
                        ) -> tuple[list[LandmarkPrediction], list[LandmarkPrediction]]:
         """(final predictions, the first stage's), one each per image."""
-        firsts = self.first.predict(images, prepared)
-        preds = [refine_repeatedly(self.second, self.second.working_input(im), f.xy, self.iterations, self.shifts,
-                                   self.views) for im, f in zip(images, firsts, strict=True)]
-        r = self.refined
-        final = [LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
-                                    confidence=np.where(r, p.confidence, f.confidence),
-                                    spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
-                                    flags=list(f.flags))  # refined from a first estimate that cannot be trusted: neither
-                 for p, f in zip(preds, firsts, strict=True)]
-        for out, p, f in zip(final, preds, firsts, strict=True):
+        firsts, final, r = self.first.predict(images, prepared), [], self.refined
+        for im, f in zip(images, firsts, strict=True):
+            p = refine_repeatedly(self.second, self.second.working_input(im), f.xy, self.iterations,
+                                  self.shifts, self.views)
+            # the first stage's flags: refined from an estimate that cannot be trusted, neither can the result
+            out = LandmarkPrediction(xy=combine_stages(f.xy, p.xy, r, self.blend),
+                                     confidence=np.where(r, p.confidence, f.confidence),
+                                     spread=np.where(r[:, None], p.spread, f.spread), geometry=f.geometry,
+                                     flags=list(f.flags))
             out.signals = {"passes": np.where(r, p.signals.get("passes", 0.0), 0.0),
                            "stages": np.linalg.norm(f.geometry.to_model(out.xy) - f.geometry.to_model(f.xy), axis=-1)}
             if self.first.shape is not None:
@@ -121,6 +109,7 @@ class CascadePredictor:
             if "domain" in f.signals:
                 out.signals["domain"] = f.signals["domain"]
             out.assess(self.reliability)
+            final.append(out)
         return final, firsts
 
 
@@ -143,18 +132,13 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: Checkpoi
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     paths = checkpoint_paths(pretrained_path(path))
-    if len(paths) == 1 and paths[0].suffix.lower() != ".onnx" and paths[0].is_file():
-        data = read_file(paths[0])
-        if is_detector(data):
-            det = read_detector(data, str(paths[0]))
-            return detector_predictor(det, device, runtime, refine_iterations, refine_landmarks, heatmap,
-                                      refine_heatmap, tta_shifts, refine_shifts, refine_blend, refine_views)
-    first = _stage(paths, device, runtime, heatmap, tta_shifts)
-    if refine is None:
-        return first
-    refined = refine_selection(refine_landmarks, first.info.landmark_names)
-    second = _stage(checkpoint_paths(refine), device, runtime, refine_heatmap, None)
-    return CascadePredictor(first, second, refine_iterations or 1, refined, refine_shifts, refine_blend, refine_views)
+    one = paths[0] if len(paths) == 1 and paths[0].suffix.lower() != ".onnx" and paths[0].is_file() else None
+    data = {} if one is None else read_file(one)
+    # checkpoint or export paths stand in for a detector's members: `_stage` reads either
+    det = (read_detector(data, str(paths[0])) if is_detector(data)
+           else Detector(first=paths, refine=None if refine is None else checkpoint_paths(refine)))
+    return detector_predictor(det, device, runtime, refine_iterations, refine_landmarks, heatmap,
+                              refine_heatmap, tta_shifts, refine_shifts, refine_blend, refine_views)
 
 
 def detector_predictor(det: Detector, device: str = "auto", runtime: str = "tuned",
@@ -189,8 +173,7 @@ def _stage(source: list[Path] | list[Member], device: str, runtime: str, heatmap
         raise CheckpointError(f"{onnx[0]}: an exported model runs as exported; export it with tta_shifts= instead")
     if onnx:
         return onnx_predictor(onnx[0], device, heatmap=heatmap)
-    members = source if source and isinstance(source[0], tuple) else read_members(source)
-    module = load_module(members, heatmap=heatmap, tta_shifts=tta_shifts)
+    module = load_module(source, heatmap=heatmap, tta_shifts=tta_shifts)
     name = ", ".join(module.members)
     runtime = pick_runtime(runtime, device)
     predictor = (_exported_predictor(module, device, name) if runtime == "onnxruntime"

@@ -1,9 +1,8 @@
 """`python -m landmark_exp.detector first=<ckpt(s)> [refine=<ckpt(s)>] output=detector.pt`: checkpoints -> one detector.
 
-Besides the stages and the settings they were chosen with (`artifact.py` is the file format), it fits the shape
-model on the first stage's training landmarks, keeps those images' domain descriptors (`domain.py`) and
-calibrates the reliability score on its validation images, the split the first stage was chosen on, never its
-test split (`data_root=` where the data moved since training). `calibrate=false` writes a detector without them: its flags then come from the heatmaps alone.
+Besides the stages and their settings (`artifact.py` is the file format), it fits the shape model and the
+domain reference on the first stage's training images and calibrates the reliability score on its validation
+images, never its test split. `calibrate=false` leaves them out: flags then come from the heatmaps alone.
 """
 
 from __future__ import annotations
@@ -40,13 +39,12 @@ def build(cfg: DictConfig) -> dict:
     calibrate = flag(cfg.get("calibrate", True), "calibrate")
     target, repair_z = _share(cfg.get("flag_share", 0.03)), _positive(cfg.get("repair_z"), "repair_z")
     device = checked_device(cfg.get("device", "cpu"))
-    heatmap = {k: v for k, v in (plain(cfg.get("heatmap")) or {}).items() if v is not None}
-    refine_heatmap = {k: v for k, v in (plain(cfg.get("refine_heatmap")) or {}).items() if v is not None}
+    heatmap, refine_heatmap = ({k: v for k, v in (plain(cfg.get(key)) or {}).items() if v is not None}
+                               for key in ("heatmap", "refine_heatmap"))
     first = read_members(as_list(cfg.first))
-    refine = read_members(as_list(cfg.refine)) if cfg.get("refine") else None
-    if refine is not None:
-        refine = with_patch_settings(refine, plain(cfg.get("refine_shifts")), plain(cfg.get("refine_views")),
-                                     cfg.get("refine_blend"))
+    refine = (with_patch_settings(read_members(as_list(cfg.refine)), plain(cfg.get("refine_shifts")),
+                                  plain(cfg.get("refine_views")), cfg.get("refine_blend"))
+              if cfg.get("refine") else None)
     det = Detector(first=first, heatmap=heatmap, tta_shifts=int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"),
                    refine=refine, refine_heatmap=refine_heatmap, refine_iterations=int(cfg.get("refine_iterations", 1)),
                    refine_landmarks=plain(cfg.get("refine_landmarks")), name=str(cfg.get("name") or output.stem))

@@ -4,10 +4,7 @@
     python -m landmark_exp.export 'ckpt_path=[a.ckpt,b.ckpt,c.ckpt]' output=ensemble.onnx   # one graph, mean heatmaps
 
 The graph maps (B, C, h, w) images (C = 1, or 2 with a context channel) to (B, K, h, w) heatmaps; decoding stays in
-Python (`Decoding`, stored with the input size, landmark names and preprocessing
-as JSON metadata), so an exported model decodes exactly as its checkpoint does.
-After writing, the export is checked against PyTorch on CPU: max abs difference
-of the heatmaps and of the decoded coordinates.
+Python, its settings stored as JSON metadata (`ModelInfo`): an export decodes exactly as its checkpoint.
 """
 
 from __future__ import annotations
@@ -50,14 +47,11 @@ def export_onnx(module: LandmarkModule, path: str | Path, opset: int = 18, dynam
     example = (torch.rand(2, info.input_channels, h, w),)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         raw = Path(tmp) / "model.onnx"
-        if dynamo:
-            torch.onnx.export(module.net, example, str(raw), input_names=["image"], output_names=["heatmaps"],
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
-        else:
-            torch.onnx.export(module.net, example, str(raw), input_names=["image"], output_names=["heatmaps"],
-                              opset_version=opset, dynamo=False,
-                              dynamic_axes={"image": {0: "batch"}, "heatmaps": {0: "batch"}})
+        batch = (dict(external_data=False, verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},)) if dynamo
+                 else dict(dynamic_axes={"image": {0: "batch"}, "heatmaps": {0: "batch"}}))
+        torch.onnx.export(module.net, example, str(raw), input_names=["image"], output_names=["heatmaps"],
+                          opset_version=opset, dynamo=dynamo, **batch)
         model = onnx.load(str(raw))
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(info.to_dict())
@@ -85,11 +79,8 @@ def _quiet():
 def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarray] | None = None,
            seed: int = 0) -> dict[str, float]:
     """Max abs difference ONNX Runtime vs PyTorch, both on CPU: heatmaps, and decoded coordinates in original pixels.
-
-    `images` default: three random images of different sizes (so the batch and the
-    geometry inverse are exercised, not only the network). A second-stage model is
-    compared on patches cut around random centres.
-    """
+    `images` default: three random images of different sizes (so the geometry inverse is exercised too). A
+    second-stage model is compared on patches cut around random centres."""
     rng = np.random.default_rng(seed)
     if images is None:
         h, w = module.input_size
@@ -136,9 +127,7 @@ def export(cfg: DictConfig) -> dict:
     if cfg.get("check", True):
         result["parity"] = parity(module, out)
         console.print("ONNX Runtime vs PyTorch on CPU: " + ", ".join(f"{k} {v:.3g}" for k, v in result["parity"].items()))
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "export.json", result)
+    write_json(Path(cfg.paths.output_dir) / "export.json", result)  # its folder made as the file is written
     return result
 
 

@@ -1,9 +1,6 @@
 """Checkpoints and detectors read as data: weights only, every class they name looked up in the registry,
 older formats migrated by their version, a module (or an ensemble of them) rebuilt from what they hold.
-
-A checkpoint is `torch.save`d by Lightning: {"hyper_parameters", "state_dict", ...} plus its format version
-(`module.FORMAT_KEY`); a detector (`landmark_exp.detector`) holds such checkpoints, without optimizer state,
-for each of its stages. Both arrive here as plain dicts; nothing in them is ever called.
+Nothing in a file is ever called.
 """
 
 from __future__ import annotations
@@ -137,11 +134,9 @@ def load_module(path: CheckpointPaths | Sequence[Member], map_location: str | to
                 heatmap: dict | None = None, tta_shifts: Sequence[Sequence[int]] | None = None) -> LandmarkModule:
     """Rebuild a module from checkpoints (paths, or members already read) without executing pickled code.
 
-    Several are an ensemble: one module whose network averages the members' heatmaps
-    (`models.ensemble.MeanOfNets`), decoded as the first member decodes, with the members' mean shape.
-    `heatmap` overrides decoding settings (decoder, window, prior_sigma) for this use only, so decoding
-    choices can be compared on one trained model. `tta_shifts` ([dy, dx] input pixels each) wraps the
-    network in test-time augmentation (`models.ensemble.ShiftedMean`)."""
+    Several are an ensemble: one network averaging the members' heatmaps, decoded as the first member decodes,
+    with the members' mean shape. `heatmap` overrides decoding settings for this use only; `tta_shifts`
+    ([dy, dx] input pixels each) wraps the network in test-time augmentation."""
     members = (list(path) if isinstance(path, Sequence) and path and isinstance(path[0], tuple)
                else read_members(path))
     modules = [module_from_checkpoint(ckpt, name, map_location, heatmap) for name, ckpt in members]
@@ -196,12 +191,9 @@ def check_matches_data(module: LandmarkModule, where: str | Path, num_landmarks:
     if module.num_landmarks != num_landmarks:
         raise CheckpointError(f"{where}: checkpoint predicts {module.num_landmarks} landmarks, the data has {num_landmarks}")
     if tuple(module.input_size) != tuple(input_size):
-        raise CheckpointError(
-            f"{where}: checkpoint input size {list(module.input_size)} != data input size {list(input_size)}"
-        )
+        raise CheckpointError(f"{where}: checkpoint input size {list(module.input_size)} != data input size "
+                              f"{list(input_size)}")
     if list(module.landmark_names) != list(landmark_names):
         i = next(i for i, (a, b) in enumerate(zip(module.landmark_names, landmark_names, strict=True)) if a != b)
-        raise CheckpointError(
-            f"{where}: landmark names differ from the data's, first at landmark {i + 1}: checkpoint "
-            f"{module.landmark_names[i]!r}, data {landmark_names[i]!r}"
-        )
+        raise CheckpointError(f"{where}: landmark names differ from the data's, first at landmark {i + 1}: "
+                              f"checkpoint {module.landmark_names[i]!r}, data {landmark_names[i]!r}")

@@ -1,18 +1,14 @@
-"""A trained model applied to new images, behind one interface for a checkpoint or an exported ONNX model.
+"""A trained model applied to decoded images, behind one interface for a checkpoint or an ONNX export.
 
-`Predictor.predict` takes decoded images (as `read_grey` returns them) and gives
-landmarks in the original image's pixels with a confidence per landmark. Both
-backends share everything except the forward pass: the same resize
-(`model_input`), the same geometry inverse (`Geometry`) and the same decoding
-(`Decoding`, carried inside an ONNX export as metadata), so a checkpoint and its
-export agree to float rounding. A second-stage model re-locates landmarks on patches
-(`Predictor.refine`); `cascade.py` chains the stages, and is what evaluate and predict run.
+Both backends (`backends.py`) share everything but the forward pass: the resize (`model_input`), the geometry
+inverse and the decoding (carried in an export as metadata), so a checkpoint and its export agree to float
+rounding. A second-stage model re-locates landmarks on patches (`Predictor.refine`); `cascade.py` chains them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +41,12 @@ ONNX_METADATA_KEY = "landmark_exp"
 
 @dataclass
 class ModelInfo:
-    """What prediction needs to know besides the weights; an ONNX export stores it as JSON metadata."""
+    """What prediction needs to know besides the weights; an ONNX export stores it as JSON metadata.
+
+    For a second-stage model: `working_size`, the (h, w) the image is resized to before patches of
+    `input_size` are cut; the test-time `patch_shifts` ([dy, dx] working pixels), `patch_views`
+    ([angle, zoom]) and `patch_blend` (the first estimate's weight) a cascade applies unless told otherwise;
+    `patch_context`, the context factor of its second input channel (1: none; data/patches.py:cut_patches)."""
 
     num_landmarks: int
     landmark_names: list[str]
@@ -55,15 +56,10 @@ class ModelInfo:
     spacing: tuple[float, float] | None = None  # the training data's mm/px: default for images without their own
     decoding: Decoding = field(default_factory=Decoding)
     source: str = ""  # the checkpoint it came from
-    # a second-stage model: the (h, w) the image is resized to before patches of `input_size` are cut
     working_size: tuple[int, int] | None = None
-    # a second-stage model: the test-time shifts ([dy, dx] working pixels) a cascade applies unless told otherwise
     patch_shifts: list[list[float]] | None = None
-    # a second-stage model: the test-time views ([angle, zoom]) a cascade looks through unless told otherwise
     patch_views: list[list[float]] | None = None
-    # a second-stage model: the weight of the first estimate in a cascade's final position, unless told otherwise
     patch_blend: float | None = None
-    # a second-stage model: the context factor of its second input channel (1: none; data/patches.py:cut_patches)
     patch_context: int = 1
 
     @property
@@ -73,48 +69,37 @@ class ModelInfo:
     @classmethod
     def from_module(cls, module: LandmarkModule, source: str | Path = "") -> ModelInfo:
         data = dict(module.hparams.get("data") or {})
+        patch = data.get("patch") or {}
         spacing = (data.get("source") or {}).get("spacing")
         if spacing is not None:
             spacing = (float(spacing), float(spacing)) if np.isscalar(spacing) else tuple(float(s) for s in spacing)
-        working = data.get("input_size") if data.get("patch") else None
-        shifts = (data.get("patch") or {}).get("shifts")
-        views = (data.get("patch") or {}).get("views")
-        blend = (data.get("patch") or {}).get("blend")
-        context = (data.get("patch") or {}).get("context")
-        return cls(
-            num_landmarks=module.num_landmarks,
-            landmark_names=list(module.landmark_names),
-            input_size=tuple(module.input_size),
-            letterbox=bool(data.get("letterbox", False)),
-            normalize=str(data.get("normalize", "dtype")),
-            spacing=spacing,
-            decoding=module.decoding(),
-            source=str(source),
-            working_size=None if working is None else (int(working[0]), int(working[1])),
-            patch_shifts=[list(p) for p in patch_shifts(shifts)] if shifts else None,
-            patch_views=[list(v) for v in patch_views(views)] if views else None,
-            patch_blend=None if blend is None else patch_blend(blend),
-            patch_context=patch_context(context),
-        )
+        working = data.get("input_size") if patch else None
+        shifts, views = patch.get("shifts"), patch.get("views")
+        return cls(num_landmarks=module.num_landmarks, landmark_names=list(module.landmark_names),
+                   input_size=tuple(module.input_size), letterbox=bool(data.get("letterbox", False)),
+                   normalize=str(data.get("normalize", "dtype")), spacing=spacing, decoding=module.decoding(),
+                   source=str(source),
+                   working_size=None if working is None else (int(working[0]), int(working[1])),
+                   patch_shifts=[list(p) for p in patch_shifts(shifts)] if shifts else None,
+                   patch_views=[list(v) for v in patch_views(views)] if views else None,
+                   patch_blend=None if patch.get("blend") is None else patch_blend(patch["blend"]),
+                   patch_context=patch_context(patch.get("context")))
 
     def to_dict(self) -> dict:
-        return {"num_landmarks": self.num_landmarks, "landmark_names": self.landmark_names,
-                "input_size": list(self.input_size), "letterbox": self.letterbox, "normalize": self.normalize,
-                "spacing": None if self.spacing is None else list(self.spacing),
-                "decoding": self.decoding.to_dict(), "source": self.source,
-                "working_size": None if self.working_size is None else list(self.working_size),
-                "patch_shifts": self.patch_shifts, "patch_views": self.patch_views, "patch_blend": self.patch_blend, "patch_context": self.patch_context}
+        """JSON-ready (json.dumps writes the tuples as lists)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "decoding": self.decoding.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
-        working = d.get("working_size")
+        def pair(key: str, kind: type) -> tuple | None:
+            return None if d.get(key) is None else (kind(d[key][0]), kind(d[key][1]))
+
         return cls(num_landmarks=int(d["num_landmarks"]), landmark_names=list(d["landmark_names"]),
                    input_size=(int(d["input_size"][0]), int(d["input_size"][1])), letterbox=bool(d.get("letterbox")),
-                   normalize=str(d.get("normalize", "dtype")),
-                   spacing=None if d.get("spacing") is None else (float(d["spacing"][0]), float(d["spacing"][1])),
+                   normalize=str(d.get("normalize", "dtype")), spacing=pair("spacing", float),
                    decoding=Decoding.from_dict(d.get("decoding") or {}), source=str(d.get("source", "")),
-                   working_size=None if working is None else (int(working[0]), int(working[1])),
-                   patch_shifts=d.get("patch_shifts"), patch_views=d.get("patch_views"), patch_blend=d.get("patch_blend"),
+                   working_size=pair("working_size", int), patch_shifts=d.get("patch_shifts"),
+                   patch_views=d.get("patch_views"), patch_blend=d.get("patch_blend"),
                    patch_context=patch_context(d.get("patch_context")))
 
 
@@ -169,8 +154,7 @@ class Predictor:
 
     def patch_heatmaps(self, patches: np.ndarray, k: int) -> torch.Tensor:
         """(N, h, w) heatmaps of N second-stage patches, patch n read for landmark n % k only (its own channel),
-        in chunks of `patch_batch`: with PyTorch on a CPU, 64 patches of 48x48 at a time take about half the time
-        of 475 at once (activations that fit the caches; docs/results.md)."""
+        in chunks of `patch_batch`."""
         own = []
         for start in range(0, len(patches), self.patch_batch):
             heat = self.heatmaps(patches[start:start + self.patch_batch])  # (n, K or 1, h, w)
@@ -197,12 +181,8 @@ class Predictor:
         out = []
         for i, (_, geom) in enumerate(prepared):
             g = geom.as_array()
-            pred = LandmarkPrediction(
-                xy=to_original(xy[i].detach().cpu().double().numpy(), g),
-                confidence=peak[i].detach().cpu().double().numpy(),
-                spread=spread[i].detach().cpu().double().numpy() / g[None, 0:2],
-                geometry=geom, flags=flags[i],
-            )
+            pred = LandmarkPrediction(xy=to_original(_numpy(xy[i]), g), confidence=_numpy(peak[i]),
+                                      spread=_numpy(spread[i]) / g[None, 0:2], geometry=geom, flags=flags[i])
             if domain is not None:
                 pred.signals["domain"] = np.full(len(pred.xy), domain[i])
             if self.shape is not None:
@@ -223,7 +203,7 @@ class Predictor:
                 centre = torch.as_tensor(pred.geometry.to_model(check.expected[j][None]), dtype=torch.float32)
                 found, _ = decode(heat[None, j:j + 1], self.info.decoding.method, self.info.decoding.window,
                                   centre, max(3.0 * check.sd[j] * scale, 1.0))
-                pred.xy[j] = to_original(found[0].detach().cpu().double().numpy(), g)[0]
+                pred.xy[j] = to_original(_numpy(found[0]), g)[0]
             again = self.shape.check(pred.xy)
             for j in bad:
                 if again.z[j] > self.repair_z:
@@ -251,15 +231,11 @@ class Predictor:
                        shifts: Sequence[Sequence[float]] | None = None,
                        views: Sequence[Sequence[float]] | None = None, subpixel: bool = False) -> LandmarkPrediction:
         """Second stage: re-locate landmark j on a patch cut around centres[j] (original pixels), all K at once, from
-        the image at the working resolution (`working_input`; evaluate.py passes its cached copy).
-        `shifts` ([dy, dx] working pixels each; None: the model's own `patch_shifts`, else one centred patch) and
-        `views` ([angle, zoom] each; None: the model's own `patch_views`, else the patch as cut): one patch per
-        shift and view around each centre, all cut at once and run in chunks of `patch_batch`; the K estimates are
-        the mean over all of them. `subpixel`: each patch centred on its (shifted) centre exactly, read bilinearly, instead of on the nearest
-        working pixel (docs/results.md)."""
+        the image at the working resolution (`working_input`). One patch per shift ([dy, dx] working pixels)
+        and view ([angle, zoom]) around each centre (None: the model's own, else one patch as cut); the
+        estimates are the mean over all of them. `subpixel`: each patch centred exactly (read bilinearly), not
+        on the nearest working pixel."""
         size = self.info.input_size
-        if self.info.working_size is None:
-            raise CheckpointError(f"{self.info.source}: not a second-stage (patch) model; it cannot refine")
         g = geom.as_array()
         shifts = patch_shifts(shifts, self.info.patch_shifts)
         views = patch_views(views, self.info.patch_views)
@@ -271,12 +247,16 @@ class Predictor:
         patches = np.concatenate([cut_patches(resized, o, size, self.info.patch_context, v) for o, v in passes])
         own = self.patch_heatmaps(patches, k).reshape(len(passes), k, *size)  # (P, K, h, w)
         xy, peak = self.info.decoding(own)
-        spread = self.info.decoding.spread(own, xy).detach().cpu().double().numpy().mean(axis=0)
-        seen = xy.detach().cpu().double().numpy() + np.stack([o for o, _ in passes])  # (P, K, 2), as each view saw them
+        spread = _numpy(self.info.decoding.spread(own, xy)).mean(axis=0)
+        seen = _numpy(xy) + np.stack([o for o, _ in passes])  # (P, K, 2), as each view saw them
         working_xy = np.stack([view_points(p, patch_centres(o, size), v, inverse=True)
                                for p, (o, v) in zip(seen, passes, strict=True)])
         centre = working_xy.mean(axis=0)
         # RMS distance of the passes' estimates from their mean (working pixels): where the views disagree
         passes = np.sqrt(((working_xy - centre) ** 2).sum(axis=-1).mean(axis=0))
-        return LandmarkPrediction(xy=to_original(centre, g), confidence=peak.detach().cpu().double().numpy().mean(axis=0),
+        return LandmarkPrediction(xy=to_original(centre, g), confidence=_numpy(peak).mean(axis=0),
                                   spread=spread / g[None, 0:2], geometry=geom, signals={"passes": passes})
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
