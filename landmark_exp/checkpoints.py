@@ -1,13 +1,5 @@
-"""Checkpoints that survive a kill at any moment and resume a run exactly.
-
-Lightning already stores and restores the model, optimizer, scheduler, loop
-counters and callback states (best checkpoint, early stopping). What it leaves
-out, and this module adds:
-
-- `AtomicCheckpointIO`: the file is written beside its target, synced, then renamed.
-- `ModelCheckpoint`: resuming into another directory keeps the best score; a NaN/inf score is never the best.
-- `TrainingState`: the global random number generators travel in the checkpoint,
-  and the training dataset learns the epoch (its augmentation depends on it).
+"""Checkpoints that survive a kill at any moment and resume a run exactly: what Lightning's own state leaves
+out (an atomic write, a best score that survives a move and a NaN, the global generators, the data's epoch).
 """
 
 from __future__ import annotations
@@ -46,8 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, fh)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        """Always weights only: a resumed or tested checkpoint is data, and unpickling it must never run its code
-        (our checkpoints hold tensors and plain values only, the random generators' states included)."""
+        """Always weights only: a resumed or tested checkpoint is data; unpickling it must never run code."""
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as e:
@@ -66,28 +57,16 @@ def last_write_due(now: float, written_at: float | None, write_s: float, share: 
 class ModelCheckpoint(_ModelCheckpoint):
     """Lightning's ModelCheckpoint, fit for resuming.
 
-    - `save_last=True` writes last.ckpt at the end of every epoch. (Lightning 2.6 writes it
-      only when a top-k checkpoint was written at the same step, so after the best epoch
-      last.ckpt would go stale and a resume would repeat every epoch since.)
-    - `last_io_share` caps the share of the training time spent writing last.ckpt. After a write that
-      took d seconds, the next one waits until d / last_io_share seconds have passed; the final epoch
-      (or a stop by max_time or early stopping) is always written. The spec U-Net's last.ckpt with Adam's
-      state is 373 MB, 0.34-1.16 s to write and sync on the development VM, while one of `isbi2015_seed`'s epochs takes 0.46 s
-      on an H200: written every epoch, it would add 81 % to the training (benchmarks/checkpoint_io.py). A kill then loses at most
-      that interval, and resuming stays exact. Epochs much longer than the write (every CPU setup here)
-      still write it every epoch. None: every epoch.
-    - `best_weights_only` (on in conf/callbacks/default.yaml): best.ckpt holds the weights, hyper-parameters
-      and epoch, all that testing, evaluate, predict and export read; the optimizer's state lives in last.ckpt,
-      from which runs continue. A third of the bytes (124 of 373 MB for the spec U-Net), written 20-27
-      times in a 150-epoch run.
-    - A non-finite monitored score (NaN, inf) never becomes or replaces the best, and no best.ckpt is written
-      for it. (Lightning turns NaN into the worst value and still saves it while fewer than save_top_k are
-      kept, so the first epoch of a diverged run became best.ckpt; -inf in mode "min" would beat every later
-      epoch.) last.ckpt is written as usual.
-    - Resumed into a new run directory (`ckpt_path=<old run>/checkpoints/last.ckpt`), the best
-      score and path carry over, and the earlier run's files are never deleted. (Lightning
-      reloads the best score only in the same directory: the next epoch would become "best"
-      whatever its score.)
+    - `save_last=True` writes last.ckpt at the end of every epoch (Lightning 2.6 writes it only with a top-k
+      checkpoint, so a resume would repeat every epoch since the best).
+    - `last_io_share` caps the share of the training time spent writing last.ckpt: after a write of d seconds
+      the next waits d / last_io_share seconds (a 373 MB last.ckpt would add 81 % to short GPU epochs,
+      benchmarks/checkpoint_io.py); the final epoch is always written. None: every epoch.
+    - `best_weights_only`: best.ckpt without the optimizer's state (a third of the bytes); runs continue
+      from last.ckpt.
+    - A NaN/inf monitored score never becomes the best (Lightning would save a diverged first epoch as best).
+    - Resumed into a new run directory, the best score and path carry over (Lightning reloads them only in the
+      same directory) and the earlier run's files are never deleted.
     """
 
     def __init__(self, *args: Any, last_io_share: float | None = None, best_weights_only: bool = False,
@@ -193,21 +172,14 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in states and torch.cuda.is_available():
-        cuda = states["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class TrainingState(L.Callback):
-    """What a resumed run needs besides Lightning's own state, so that it continues exactly.
-
-    Saved in the checkpoint: the global generators and the epoch the next training epoch will
-    have. Restored as soon as the checkpoint is loaded, because Lightning creates the first
-    resumed epoch's loader iterator (whose creation, and the shuffling sampler, draw from the
-    generators; whose workers start augmenting at once) before any later hook. Each training
-    epoch sets the dataset's epoch, on which its augmentation depends (`LandmarkDataset.set_epoch`).
-    """
+    """Saves the global generators and the next training epoch; restores them as soon as the checkpoint is
+    loaded, because Lightning creates the first resumed epoch's loader iterator (which draws from the
+    generators) before any later hook. Each training epoch tells the dataset its epoch (`set_epoch`)."""
 
     KEY = "landmark_exp_training_state"
 

@@ -2,15 +2,8 @@
 a non-finite validation metric stops it before that epoch's checkpoints are written, a non-finite test metric
 before anything is reported.
 
-Checked after backward, before the optimizer step (`on_before_optimizer_step`), so the
-weights, and every checkpoint written afterwards, stay those of the last good step. The
-checkpoints already on disk are never touched: last.ckpt is the last good epoch.
-
-A finite training loss does not mean a sound model: with a huge learning rate the batch-norm
-running statistics overflow, so the same network is finite in training mode and NaN in eval
-mode. Hence the validation and test metrics are checked too (`on_validation_end`, which runs
-before ModelCheckpoint's: Lightning calls checkpoint callbacks last; `on_test_end`), and
-`check_finite_metrics` lets the entry points refuse to report NaN scores.
+Metrics are checked too because a finite training loss does not mean a sound model: with a huge learning rate
+the batch-norm running statistics overflow, so the network is finite in training mode and NaN in eval mode.
 """
 
 from __future__ import annotations
@@ -74,12 +67,9 @@ def check_finite_metrics(metrics: Mapping[str, object], where: str) -> None:
 
 
 class NonFiniteGuard(L.Callback):
-    """on_nonfinite: "stop" raises `NonFiniteError` naming the step; "skip" drops that batch's update
-    (and still stops after `max_consecutive_skips` bad batches in a row: the run is not recovering).
-    A non-finite validation (or test) metric always stops the run, naming the epoch (or checkpoint) and the metric.
-
-    Gradients are not checked under fp16 mixed precision: its GradScaler skips inf steps itself.
-    """
+    """on_nonfinite: "stop" raises `NonFiniteError` naming the step; "skip" drops that batch's update (and
+    still stops after `max_consecutive_skips` bad batches in a row). A non-finite validation or test metric
+    always stops. Checked after backward, before the optimizer step: the weights stay the last good step's."""
 
     def __init__(self, on_nonfinite: str = "stop", max_consecutive_skips: int = 20) -> None:
         if on_nonfinite not in ACTIONS:
@@ -123,9 +113,8 @@ class NonFiniteGuard(L.Callback):
         raise NonFiniteError(f"{problem} {where}; training stopped ({reason}); last good checkpoint: {last}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Stop on a NaN/inf validation metric (anything logged under val/), before ModelCheckpoint sees it, in
-        either on_nonfinite mode: no batch can be skipped here. Also in the sanity check: NaN from an untrained
-        (or just loaded) model means broken weights or data, and every epoch after it would be wasted."""
+        """Stop on a NaN/inf val/ metric before ModelCheckpoint sees it (Lightning calls checkpoint callbacks
+        last), in either mode and in the sanity check too: NaN there means broken weights or data."""
         bad = self._nonfinite_logged(trainer, "val/")
         if not bad:
             return
@@ -139,8 +128,8 @@ class NonFiniteGuard(L.Callback):
                              f"optimizer.lr too high, or the data hold NaN/inf); last good checkpoint: {last}")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Stop on a NaN/inf test metric (test/loss NaN: the network's output is NaN, which the decoder still
-        turns into finite positions, so test/mre alone would look like a result) before anything is reported."""
+        """Stop on a NaN/inf test metric before anything is reported (a NaN output still decodes to finite
+        positions, so test/mre alone would look like a result)."""
         bad = self._nonfinite_logged(trainer, "test/")
         if bad:
             # evaluate.py loads its checkpoint(s) itself: the module names them (members)

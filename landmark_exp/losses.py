@@ -40,23 +40,15 @@ class MSELoss(nn.Module):
     and averaged over maps."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        per_map = ((pred.float() - target.float()) ** 2).sum(dim=(-2, -1))
-        return _weighted_mean(per_map, weight)
+        return _weighted_mean(((pred.float() - target.float()) ** 2).sum(dim=(-2, -1)), weight)
 
 
 class AdaptiveWingLoss(nn.Module):
     """Adaptive wing loss (Wang et al., ICCV 2019): steep near the foreground, robust far away,
     with the paper's weight map (x `fg_weight` on a dilated foreground)."""
 
-    def __init__(
-        self,
-        alpha: float = 2.1,
-        omega: float = 14.0,
-        epsilon: float = 1.0,
-        theta: float = 0.5,
-        fg_weight: float = 10.0,
-        fg_threshold: float = 0.2,
-    ) -> None:
+    def __init__(self, alpha: float = 2.1, omega: float = 14.0, epsilon: float = 1.0, theta: float = 0.5,
+                 fg_weight: float = 10.0, fg_threshold: float = 0.2) -> None:
         super().__init__()
         self.alpha, self.omega, self.epsilon, self.theta = alpha, omega, epsilon, theta
         self.fg_weight, self.fg_threshold = fg_weight, fg_threshold
@@ -70,6 +62,4 @@ class AdaptiveWingLoss(nn.Module):
         C = t * A - w * torch.log1p((t / e) ** power)
         loss = torch.where(delta < t, w * torch.log1p((delta / e) ** power), A * delta - C)
         fg = torch.nn.functional.max_pool2d((y > self.fg_threshold).float(), 3, stride=1, padding=1)
-        loss = loss * (1 + (self.fg_weight - 1) * fg)
-        per_map = loss.mean(dim=(-2, -1))
-        return _weighted_mean(per_map, weight)
+        return _weighted_mean((loss * (1 + (self.fg_weight - 1) * fg)).mean(dim=(-2, -1)), weight)

@@ -1,8 +1,5 @@
-"""The LightningModule: wires model, heatmap targets, loss, decoding and millimetre metrics.
-
-It is built from plain config dicts (model, loss, optimizer, scheduler, heatmap)
-and saves them as hyper-parameters, so a checkpoint alone rebuilds the model
-without unpickling code (`loading.load_module`).
+"""The LightningModule: wires model, heatmap targets, loss, decoding and millimetre metrics. Built from plain
+config dicts saved as hyper-parameters, so a checkpoint alone rebuilds it without unpickling code.
 """
 
 from __future__ import annotations
@@ -40,20 +37,11 @@ def landmark_sigmas(sigma: float, overrides: dict | None, names: list[str]) -> l
 
 
 class LandmarkModule(L.LightningModule):
-    def __init__(
-        self,
-        model: dict,
-        loss: dict,
-        optimizer: dict,
-        scheduler: dict | None = None,
-        heatmap: dict | None = None,
-        num_landmarks: int = 19,
-        landmark_names: list[str] | None = None,
-        input_size: list[int] | tuple[int, int] = (256, 256),
-        data: dict | None = None,
-        log_images_every_n_epochs: int = 5,
-        num_log_images: int = 4,
-    ) -> None:
+    def __init__(self, model: dict, loss: dict, optimizer: dict, scheduler: dict | None = None,
+                 heatmap: dict | None = None, num_landmarks: int = 19,
+                 landmark_names: list[str] | None = None,
+                 input_size: list[int] | tuple[int, int] = (256, 256), data: dict | None = None,
+                 log_images_every_n_epochs: int = 5, num_log_images: int = 4) -> None:
         super().__init__()
         self.save_hyperparameters()
         # built from the registry only: a checkpoint's stored config names classes, it never runs code
@@ -65,7 +53,6 @@ class LandmarkModule(L.LightningModule):
         self.decode_window = int(heatmap.get("window", 2))
         self.num_landmarks = num_landmarks
         self.landmark_names = list(landmark_names or [f"L{i + 1}" for i in range(num_landmarks)])
-        # per-landmark target widths: heatmap.sigma for all, but landmark_sigma {name or number: sigma} for some
         self.landmark_sigma = landmark_sigmas(self.sigma, heatmap.get("landmark_sigma"), self.landmark_names)
         # what the target generator takes, built once (not in every training step): a float when all are equal
         self._target_sigma: float | torch.Tensor = (
@@ -75,10 +62,8 @@ class LandmarkModule(L.LightningModule):
         self.prior_sigma_px = prior_sigma_pixels(heatmap.get("prior_sigma"), self.input_size)
         out = getattr(self.net, "out_channels", num_landmarks)
         if out not in (num_landmarks, 1):
-            raise ValueError(
-                f"the model has {out} output channels but the data has {num_landmarks} landmarks "
-                "(use out_channels = number of landmarks, or 1 for a single mask)"
-            )
+            raise ValueError(f"the model has {out} output channels but the data has {num_landmarks} "
+                             "landmarks (use out_channels = number of landmarks, or 1 for a single mask)")
         self.single_channel = out == 1 and num_landmarks > 1
         # mean training shape in model pixels: the single-mask decoder's prior and the baseline predictor
         self.register_buffer("mean_shape", torch.zeros(num_landmarks, 2, dtype=torch.float64))
@@ -87,9 +72,7 @@ class LandmarkModule(L.LightningModule):
         self.test_results: dict[str, Any] = {}
         self._log_batch: dict[str, torch.Tensor] | None = None
         self.members: list[str] = []  # the checkpoint(s) it was loaded from; several: an ensemble
-        # how each member carved its data splits: (data seed, folds, fold); members that differ trained on
-        # each other's validation images
-        self.member_splits: list[tuple] = []
+        self.member_splits: list[tuple] = []  # how each member carved its data splits (loading._carving)
         self.decoding()  # a decoding setting that cannot work fails here, not at the first image
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -110,10 +93,6 @@ class LandmarkModule(L.LightningModule):
         prior_sigma = self.prior_sigma_px if bool(self.mean_shape.any()) else None
         return Decoding(self.decode_method, self.decode_window, self.single_channel, self.mean_shape, prior_sigma,
                         max(self.landmark_sigma))
-
-    def predict_coordinates(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model-pixel (B, K, 2) coordinates and (B, K) confidences from the network's output."""
-        return self.decoding()(heatmaps)
 
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         flat = _flatten_patches(batch)
@@ -139,7 +118,7 @@ class LandmarkModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], metric: LandmarkPredictions, stage: str) -> torch.Tensor:
         pred, loss = self._shared_step(batch)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(batch["image"]))
-        xy, peak = self.predict_coordinates(pred)
+        xy, peak = self.decoding()(pred)  # model pixels
         orig = to_original(xy.to(batch["geometry"].dtype), batch["geometry"])
         metric.update(batch["index"], orig, batch["landmarks"], batch["spacing"], batch["geometry"], peak)
         return xy
@@ -163,9 +142,8 @@ class LandmarkModule(L.LightningModule):
         metric.reset()
         if not res:
             return res, {}
-        errors = radial_errors_mm(res["pred"], res["true"], res["spacing"])
-        res["errors"] = errors
-        return res, summarize(errors, self.landmark_names)
+        res["errors"] = radial_errors_mm(res["pred"], res["true"], res["spacing"])
+        return res, summarize(res["errors"], self.landmark_names)
 
     def _log_summary(self, stage: str, summary: dict) -> None:
         keys = ["mre", "median", "sd"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]

@@ -1,10 +1,6 @@
-"""Speed switches, in one place: memory format, torch.compile, fused optimizers, matmul precision,
-and the inference-time graph rewrite (batch norm folded into the convolutions).
-
-Training switches are a Lightning callback (`PerformanceTuning`, in `conf/callbacks/default.yaml`) so
-the LightningModule stays free of device policy; `auto` resolves per accelerator from measurements in
-`docs/results.md` ("Throughput"). Mixed precision and cudnn benchmark are the Trainer's own
-`precision` / `benchmark` options (`conf/trainer/gpu.yaml`: bf16-mixed, benchmark on).
+"""Speed switches, in one place: memory format, torch.compile, fused optimizers, matmul precision, and the
+inference-time graph rewrite (batch norm folded into the convolutions). Training switches are a callback, so
+the LightningModule stays free of device policy; `auto` follows docs/results.md ("Throughput").
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """The classes a config may name, and the one way objects are built from configs.
 
-Checkpoints, exported models and resumed run directories are data, and a `_target_` in
-them is a name, not an instruction: `build` looks every `_target_` of a config up here by
-its exact dotted name and refuses anything else with one line, before anything it names is
-imported or called. Hydra's `instantiate` then receives the class objects themselves, so it
-never imports a module a file names.
-
-What is here: this package's own classes, and the members of a few libraries' namespaces
-that are subclasses of what those namespaces are for (torch optimizers and schedulers,
-Lightning callbacks, loggers and strategies, albumentations transforms). Architectures of
-segmentation-models-pytorch are chosen by name inside `SMPModel` (smp's own registry).
-A new model or loss is added with `register`, in a module of your own named in the environment
-variable LANDMARK_EXP_PLUGINS (comma-separated module names, imported when this module is): the
-person running the command chooses that code, never a file it reads.
+A `_target_` in a checkpoint or run directory is a name, not an instruction: `build` looks every one up here
+by its exact dotted name and refuses anything else before anything is imported or called, then hands Hydra's
+`instantiate` the class objects themselves. Registered: this package's classes and the fitting subclasses in
+a few library namespaces. Plugins call `register` from modules named in LANDMARK_EXP_PLUGINS (comma-separated,
+imported with this module): the person running the command chooses that code, never a file it reads.
 """
 
 from __future__ import annotations
@@ -95,8 +87,7 @@ def lookup(name: object, where: str = "config") -> Callable[..., Any]:
 
 def resolve(config: Any, where: str = "config") -> Any:
     """A plain copy of `config` with every `_target_` replaced by its registered class; RegistryError otherwise.
-    Interpolations are resolved first (a `${...}` may itself create a `_target_`), and none may remain after, so
-    the checked tree is exactly what is built. Checks the whole tree before anything is built."""
+    Interpolations are resolved first (a `${...}` may create a `_target_`), and none may remain after."""
     if isinstance(config, dict | list):
         try:
             config = OmegaConf.create(config)
@@ -140,8 +131,7 @@ def build(config: Any, where: str = "config", **kwargs: Any) -> Any:
 
 
 def check(config: Any, where: str = "config") -> None:
-    """Refuse a config naming an unregistered class, without building anything (e.g. a whole training config
-    before a run starts, or a checkpoint's stored hyper-parameters before a model is made)."""
+    """Refuse a config naming an unregistered class, without building anything."""
     resolve(config, where)
 
 

@@ -1,9 +1,6 @@
-"""Several trained networks as one: the mean of their heatmaps, decoded once; and the same for one
-network over shifted copies of its input (test-time augmentation).
-
-Averaging heatmaps (not coordinates) keeps each member's uncertainty: a member
-unsure between two peaks pulls the mean map less than a confident one, and the
-sub-pixel decoder then fits one peak to the consensus.
+"""Several trained networks as one: the mean of their heatmaps, decoded once; and the same for one network
+over shifted copies of its input (test-time augmentation). Averaging heatmaps, not coordinates, keeps each
+member's uncertainty: a member unsure between two peaks pulls the mean map less than a confident one.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The seed's U-Net, to the letter of its spec.
-
-4 down blocks (two 3x3 conv + BN + ReLU, then 2x2 max-pool) of 64/128/256/512
-filters; bottleneck Conv(1024) + ReLU + BN + Conv(1024) + BN; 4 up blocks
-(up-sample, concatenate the skip, two conv + BN + ReLU) of 512/256/128/64; a
-1x1 conv with sigmoid. `widths` scales it down for CPUs and tests.
+"""The seed's U-Net, to the letter of its spec: 4 down blocks (two 3x3 conv + BN + ReLU, then 2x2 max-pool)
+of 64/128/256/512 filters; bottleneck Conv(1024) + ReLU + BN + Conv(1024) + BN; 4 up blocks (up-sample,
+concatenate the skip, two conv + BN + ReLU) of 512/256/128/64; a 1x1 conv with sigmoid. `widths` scales it.
 """
 
 from __future__ import annotations
@@ -26,15 +23,9 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    def __init__(
-        self,
-        in_channels: int = 1,
-        out_channels: int = 19,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        bottleneck: int | None = None,
-        upsample: str = "transpose",
-        activation: str | None = "sigmoid",
-    ) -> None:
+    def __init__(self, in_channels: int = 1, out_channels: int = 19,
+                 widths: Sequence[int] = (64, 128, 256, 512), bottleneck: int | None = None,
+                 upsample: str = "transpose", activation: str | None = "sigmoid") -> None:
         super().__init__()
         widths = list(widths)
         bottleneck = bottleneck or 2 * widths[-1]
