@@ -125,10 +125,8 @@ def heatmap_flags(heatmaps: torch.Tensor, sigma_px: float = 2.0, single_channel:
     saturated = plateau & ~(no_contrast & (peak < SATURATED_MIN_PEAK)) & ~nonfinite
     is_flat = no_contrast & ~saturated & ~nonfinite
 
-    codes = torch.zeros(n, dtype=torch.int64, device=x.device)
-    codes[nonfinite] = int(HeatmapFlag.NON_FINITE)
-    codes[saturated] = int(HeatmapFlag.SATURATED)
-    codes[is_flat] = int(HeatmapFlag.FLAT)
+    codes = (nonfinite.long() * HeatmapFlag.NON_FINITE + saturated.long() * HeatmapFlag.SATURATED
+             + is_flat.long() * HeatmapFlag.FLAT)  # exclusive: one reason per map
     peaks = (codes == 0).long()
     if not single_channel:
         level = (1 - EQUAL_PEAK_RTOL) * peak
