@@ -1,13 +1,12 @@
-"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, `landmark-export`, `landmark-detector`,
-`landmark-adapt`, `landmark-datacheck`).
-
-Each composes the package's Hydra configs (landmark_exp/conf, installed with it) exactly as the top-level
-scripts do (`python predict.py ...` == `landmark-predict ...`); outputs go under the current directory.
-"""
+"""Console scripts (`landmark-train`, `landmark-evaluate`, `landmark-predict`, ...; pyproject.toml lists
+them): each composes the package's Hydra configs as the top-level scripts do (`landmark-predict ...` ==
+`python predict.py ...`); outputs go under the current directory."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from importlib import import_module
 
 from omegaconf import DictConfig
 
@@ -25,37 +24,18 @@ def train() -> None:
     run_command("train", job)
 
 
-def evaluate() -> None:
-    from landmark_exp.evaluation import evaluate as job
+def _command(config_name: str, module: str, job: str) -> Callable[[], None]:
+    """A console script running `module.job` on conf/<config_name>.yaml (imported only when it runs)."""
 
-    run_command("evaluate", job)
+    def main() -> None:
+        run_command(config_name, getattr(import_module(f"landmark_exp.{module}"), job))
 
-
-def predict() -> None:
-    from landmark_exp.predict import predict as job
-
-    run_command("predict", job)
+    return main
 
 
-def export() -> None:
-    from landmark_exp.export import export as job
-
-    run_command("export", job)
-
-
-def detector() -> None:
-    from landmark_exp.detector import build as job
-
-    run_command("detector", job)
-
-
-def adapt() -> None:
-    from landmark_exp.adapt import adapt as job
-
-    run_command("adapt", job)
-
-
-def datacheck() -> None:
-    from landmark_exp.datacheck import datacheck as job
-
-    run_command("datacheck", job)
+evaluate = _command("evaluate", "evaluation", "evaluate")
+predict = _command("predict", "predict", "predict")
+export = _command("export", "export", "export")
+detector = _command("detector", "detector", "build")
+adapt = _command("adapt", "adapt", "adapt")
+datacheck = _command("datacheck", "datacheck", "datacheck")

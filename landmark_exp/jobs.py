@@ -1,6 +1,5 @@
 """What every command does around its work: its config shown and saved, its errors turned into one line (or,
-in a sweep, a failed job the sweep goes past), and a stop request (SIGTERM, Ctrl-C) turned into a clean end. Where a command may
-write is checked in `folders.py`, its arguments in `arguments.py`.
+in a sweep, a failed job the sweep goes past), and a stop request (SIGTERM, Ctrl-C) turned into a clean end.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -62,9 +63,10 @@ class StopRequests:
         """128 + the signal's number, as a shell reports a process the signal ended: 143 (TERM), 130 (INT)."""
         return 128 + int(self.requested or 0)
 
-
-def stopped_by(signum: int | None) -> str:
-    return {int(signal.SIGTERM): "SIGTERM", int(signal.SIGINT): "Ctrl-C"}.get(int(signum or 0), "a signal")
+    @property
+    def by(self) -> str:
+        names = {int(signal.SIGTERM): "SIGTERM", int(signal.SIGINT): "Ctrl-C"}
+        return names.get(int(self.requested or 0), "a signal")
 
 
 @rank_zero_only
@@ -93,21 +95,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")  # small data: fewer points, no error
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def guard(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
-    """Record a failing job's error in its run directory (error.txt; the sweep table lists it).
-
-    A single run then stops (exit status 1: one line for data and numerical problems, else the
-    traceback). In a multirun the job returns {} instead, so the launcher goes on with the other
-    jobs; the sweep summary reports the failures and the sweep exits with status 1. A stop request
-    (Ctrl-C, SIGTERM) is not a failure: it stops the sweep as well (SIGTERM: exit status 143).
-    """
+    """A failing job's error recorded in its run directory (error.txt, for the sweep table); a single run then
+    stops (one line for data and numerical problems, else the traceback), a multirun's job returns {} so the
+    sweep goes on. A stop request (Ctrl-C, SIGTERM) is not a failure: it stops the sweep as well."""
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict:
@@ -121,15 +112,14 @@ def guard(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
             if out.is_dir():
                 atomic_write_text(out / "error.txt", traceback.format_exc() + f"\n{message}\n")
             if isinstance(e, SIGTERMException):
-                # a stop request (kill, a scheduler's preemption), not a failed job: the sweep stops too
                 after = ("; checkpoints/last.ckpt holds the last finished epoch (resume= continues)"
                          if fn.__name__ == "train" else "")
                 console.print(f"[bold red]interrupted[/] by SIGTERM ({out}): stopped here{after}", soft_wrap=True)
                 raise SystemExit(128 + signal.SIGTERM) from None
-            if isinstance(e, KeyboardInterrupt) or not _in_multirun():
+            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            if isinstance(e, KeyboardInterrupt) or not multirun:
                 known = _user_error(e)
                 if known is not None:
-                    # a user's data problem, or training diverged: one line naming the file or step, no traceback
                     what = ("data error" if isinstance(known, DataError)
                             else "training stopped" if fn.__name__ == "train" else "stopped")
                     console.print(f"[bold red]{what}:[/] {escape(str(known))}", soft_wrap=True)
@@ -139,7 +129,9 @@ def guard(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
         else:
             (out / "error.txt").unlink(missing_ok=True)  # from an earlier attempt of this run, now resumed
             return result
-        _release_memory()  # outside the except block: the traceback's frames (and tensors) are gone now
+        gc.collect()  # outside the except block: the traceback's frames (and tensors: CUDA OOM) are gone
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return {}
 
     return wrapped
@@ -158,13 +150,6 @@ def _user_error(e: BaseException) -> DataError | NonFiniteError | None:
     return None
 
 
-def _release_memory() -> None:
-    """After a failed job, before the next one in this process (e.g. after a CUDA out-of-memory error)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # the package's own configs, installed with it
 
 
@@ -172,19 +157,15 @@ def command_help(config_name: str) -> str:
     """`--help`: the command's own options, one line each, as its config file states them, and the config groups
     it composes (Hydra's own help lists every group of every command: `--hydra-help`)."""
     lines = (CONF_DIR / f"{config_name}.yaml").read_text().splitlines()
-    own, skip = [], False
+    own, in_defaults = [], False
     for line in lines:
-        if line.startswith("defaults:"):
-            skip = True
-            continue
-        if skip and (line.startswith("  -") or not line.strip()):
-            continue
-        skip = False
-        own.append(line)
-    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))
-    listed = [f"  {g}: " + " | ".join(sorted(q.stem for q in (CONF_DIR / g).glob("*.yaml"))) for g in groups]
+        continued = in_defaults and (line.startswith("  -") or not line.strip())
+        in_defaults = line.startswith("defaults:") or continued
+        if not in_defaults:
+            own.append(line)
     uses = {line.split("/")[-1].split(":")[0].strip(" -") for line in lines if line.startswith("  - ")}
-    chosen = [text for g, text in zip(groups, listed, strict=True) if g in uses]
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name in uses - {"hydra", "paths"})
+    chosen = [f"  {g}: " + " | ".join(sorted(q.stem for q in (CONF_DIR / g).glob("*.yaml"))) for g in groups]
     return "\n".join([f"options (key=value; landmark_exp/conf/{config_name}.yaml):", *own]
                      + (["", "config groups (group=option):", *chosen] if chosen else []))
 

@@ -1,11 +1,9 @@
-"""run_info.json: what produced a run directory (code version, libraries, command), so a result can be rerun.
-
-Written atomically at the start of every run; a resumed run keeps the earlier starts
-under "previous_starts".
-"""
+"""run_info.json: what produced a run directory (code version, libraries, command), so a result can be rerun;
+written at the start of every run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,7 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+
 from landmark_exp.files import write_json
+from landmark_exp.resume import TYPED_COMMAND
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (
@@ -45,10 +46,8 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
 def package_versions() -> dict[str, str]:
     out = {}
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -58,7 +57,7 @@ def run_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]),
-        "typed_command": os.environ.get("LANDMARK_EXP_TYPED_COMMAND"),  # differs after resume= (landmark_exp/resume.py)
+        "typed_command": os.environ.get(TYPED_COMMAND),  # differs from "command" after resume=
         "cwd": os.getcwd(),
         "host": socket.gethostname(),
         "python": platform.python_version(),
@@ -68,16 +67,11 @@ def run_info() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            hc = HydraConfig.get()
-            info["overrides"] = list(hc.overrides.task)
-            # one job of a sweep (or a run) alone; in a launcher's worker process sys.argv is the worker's
-            info["job_command"] = shlex.join(["python", f"{hc.job.config_name}.py", *hc.overrides.task])
-    except ImportError:
-        pass
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        info["overrides"] = list(hc.overrides.task)
+        # one job of a sweep (or a run) alone; in a launcher's worker process sys.argv is the worker's
+        info["job_command"] = shlex.join(["python", f"{hc.job.config_name}.py", *hc.overrides.task])
     return info
 
 

@@ -1,11 +1,7 @@
-"""`python train.py resume=<run dir> | resume=<folder of runs> | resume=latest`
-
-Continues a run in its own directory with its own configuration: the command line is
-rewritten, before Hydra parses it, to the run's recorded overrides (.hydra/overrides.yaml)
-plus any given now (e.g. trainer.max_epochs=200), `ckpt_path=<run>/checkpoints/last.ckpt`
-and `hydra.run.dir=<run>`. A folder resumes its newest run (newest last.ckpt); `latest`
-is the newest run under `${paths.log_dir}/<task>`. Only the standard library and Hydra are
-imported here: this runs before every train.py start.
+"""`python train.py resume=<run dir> | resume=<folder of runs> | resume=latest`: a run continued in its own
+directory with its own configuration, the command line rewritten before Hydra parses it (`resume_argv`). A
+folder resumes its newest run (newest last.ckpt); `latest` is the newest run under `${paths.log_dir}/<task>`.
+Only the standard library and Hydra here: this runs before every train.py start.
 """
 
 from __future__ import annotations
@@ -68,10 +64,7 @@ def recorded_overrides(path: Path) -> list[str]:
     if not isinstance(original, list) or not all(isinstance(o, str) for o in original):
         raise SystemExit(f"resume: {path}: not a list of overrides")
     for n, o in enumerate(original, 1):
-        key = override_key(o)
-        parts = re.split(r"[./]", key)
-        # Hydra builds what its own settings name (callbacks, launcher, search path) before the job starts; what
-        # the job builds goes through the registry (landmark_exp.registry), which refuses unregistered classes
+        parts = re.split(r"[./]", override_key(o))
         if parts[0] == "hydra" or any(p.startswith("_") and p.endswith("_") and p != "_target_" for p in parts):
             raise SystemExit(f"resume: {path}: override {n} {o!r} is refused (a recorded run may not change "
                              "hydra settings)")
@@ -79,7 +72,9 @@ def recorded_overrides(path: Path) -> list[str]:
 
 
 def resume_argv(argv: list[str], config_dir: str | Path, config_name: str) -> list[str]:
-    """argv with `resume=...` replaced by the run's own overrides, its last.ckpt and its directory."""
+    """argv with `resume=...` replaced by the run's recorded overrides (.hydra/overrides.yaml) less those
+    given now, those given now (e.g. trainer.max_epochs=200), `ckpt_path=<run>/checkpoints/last.ckpt` and
+    `hydra.run.dir=<run>`."""
     targets = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"{KEY}=")]
     if not targets:
         return argv
