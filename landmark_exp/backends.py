@@ -39,10 +39,8 @@ def torch_predictor(module: LandmarkModule, device: str = "auto", source: str | 
 
 
 def onnx_predictor(path: str | Path, device: str = "auto", heatmap: dict | None = None) -> Predictor:
-    """An exported model (see `landmark_exp.export`): ONNX Runtime on CUDA when asked for and available, else CPU.
-
-    Decoding is not in the graph but in its metadata, so `heatmap` overrides (decoder, window, prior_sigma)
-    apply to an export as they do to its checkpoint."""
+    """An exported model: ONNX Runtime on CUDA when asked for and available, else CPU. Decoding is in its
+    metadata, not the graph, so `heatmap` overrides apply to an export as to its checkpoint."""
     import onnxruntime as ort
 
     path = Path(path)

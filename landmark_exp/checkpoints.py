@@ -22,12 +22,8 @@ from landmark_exp.files import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into a temporary file beside the target, fsync, os.replace.
-
-    Lightning's own writer goes through fsspec, whose local "transaction" stages the file
-    in the system temp directory and moves it (a copy across filesystems, no fsync), so a
-    kill can leave a truncated last.ckpt: the one file a resume needs.
-    """
+    """torch.save into a temporary file beside the target, fsync, os.replace: Lightning's fsspec writer copies
+    the file from the system temp directory without fsync, so a kill can leave a truncated last.ckpt."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path):  # remote storage keeps fsspec's semantics

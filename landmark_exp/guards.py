@@ -118,10 +118,9 @@ class NonFiniteGuard(L.Callback):
         bad = self._nonfinite_logged(trainer, "val/")
         if not bad:
             return
-        if trainer.sanity_checking:
-            where = f"in the sanity check before training epoch {trainer.current_epoch}"
-        else:
-            where = f"in epoch {trainer.current_epoch}'s validation (step {trainer.global_step})"
+        epoch = trainer.current_epoch
+        where = (f"in the sanity check before training epoch {epoch}" if trainer.sanity_checking
+                 else f"in epoch {epoch}'s validation (step {trainer.global_step})")
         what = "training" if trainer.state.fn == "fit" else str(trainer.state.fn)
         last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
         raise NonFiniteError(f"non-finite validation {bad} {where}; {what} stopped (the weights diverged, e.g. "

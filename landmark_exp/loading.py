@@ -85,8 +85,7 @@ def checked_checkpoint(ckpt: dict[str, Any], where: str) -> dict[str, Any]:
     return {"hyper_parameters": hparams, "state_dict": ckpt["state_dict"], FORMAT_KEY: CHECKPOINT_VERSION}
 
 
-def module_from_checkpoint(ckpt: dict[str, Any], where: str, map_location: str | torch.device = "cpu",
-                           heatmap: dict | None = None) -> LandmarkModule:
+def module_from_checkpoint(ckpt: dict[str, Any], where: str, heatmap: dict | None = None) -> LandmarkModule:
     """The module a checked checkpoint describes, its weights loaded; `heatmap` overrides its decoding."""
     hparams = dict(ckpt["hyper_parameters"])
     if heatmap:
@@ -99,7 +98,7 @@ def module_from_checkpoint(ckpt: dict[str, Any], where: str, map_location: str |
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: weights do not fit the model its config describes ({first_line(e)})") from None
-    return module.to(map_location).eval()
+    return module.eval()
 
 
 def first_line(e: BaseException) -> str:
@@ -130,16 +129,14 @@ def read_members(path: CheckpointPaths) -> list[Member]:
     return out
 
 
-def load_module(path: CheckpointPaths | Sequence[Member], map_location: str | torch.device = "cpu",
-                heatmap: dict | None = None, tta_shifts: Sequence[Sequence[int]] | None = None) -> LandmarkModule:
-    """Rebuild a module from checkpoints (paths, or members already read) without executing pickled code.
-
-    Several are an ensemble: one network averaging the members' heatmaps, decoded as the first member decodes,
-    with the members' mean shape. `heatmap` overrides decoding settings for this use only; `tta_shifts`
-    ([dy, dx] input pixels each) wraps the network in test-time augmentation."""
+def load_module(path: CheckpointPaths | Sequence[Member], heatmap: dict | None = None,
+                tta_shifts: Sequence[Sequence[int]] | None = None) -> LandmarkModule:
+    """Rebuild a module (on the CPU) from checkpoints (paths, or members already read) without running code.
+    Several are an ensemble: one network averaging their heatmaps, decoded as the first decodes, with their
+    mean shape. `heatmap` overrides decoding for this use only; `tta_shifts` adds test-time shifts."""
     members = (list(path) if isinstance(path, Sequence) and path and isinstance(path[0], tuple)
                else read_members(path))
-    modules = [module_from_checkpoint(ckpt, name, map_location, heatmap) for name, ckpt in members]
+    modules = [module_from_checkpoint(ckpt, name, heatmap) for name, ckpt in members]
     module = modules[0]
     module.members = [name for name, _ in members]
     module.member_splits = [_carving(m.hparams.get("data") or {}) for m in modules]

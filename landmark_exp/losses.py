@@ -17,11 +17,8 @@ def _weighted_mean(per_map: torch.Tensor, weight: torch.Tensor | None) -> torch.
 class DiceLoss(nn.Module):
     """Soft dice per heatmap (the seed's loss): 1 - (2|P.T| + s) / (|P| + |T| + s), s = `smooth`.
 
-    `smooth` is in units of summed pixel values, so its weight depends on the target's mass sum(t) =
-    2 pi sigma^2 (6.3 at sigma 1): where a sigmoid channel has sunk to a small uniform p, s makes lowering
-    p further lower the loss (1 - s / (|T| + s) at p = 0 is below its value at small p), a trap that can
-    keep a landmark's channel dead. `tests/test_losses.py` measures that pull on the channel's bias.
-    """
+    Where a sigmoid channel has sunk to a small uniform p, `smooth` makes lowering p further lower the loss:
+    a trap that can keep a landmark's channel dead (`tests/test_losses.py` measures that pull)."""
 
     def __init__(self, smooth: float = 1.0) -> None:
         super().__init__()

@@ -83,9 +83,7 @@ class LandmarkModule(L.LightningModule):
 
     def targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         heat = gaussian_heatmaps(batch["keypoints"], self.input_size, self._target_sigma, batch["visible"])
-        if self.single_channel:
-            return single_channel(heat), None
-        return heat, batch["visible"]
+        return (single_channel(heat), None) if self.single_channel else (heat, batch["visible"])
 
     def decoding(self) -> Decoding:
         """How this model's heatmaps become coordinates (also what an exported model carries along)."""
@@ -146,9 +144,8 @@ class LandmarkModule(L.LightningModule):
         return res, summarize(res["errors"], self.landmark_names)
 
     def _log_summary(self, stage: str, summary: dict) -> None:
-        keys = ["mre", "median", "sd"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]
         # already gathered over all processes by the metric: identical on every rank, no further reduction
-        for k in keys:
+        for k in ["mre", "median", "sd"] + [f"sdr_{t:g}" for t in THRESHOLDS_MM]:
             self.log(f"{stage}/{k}", float(summary[k]), prog_bar=k == "mre", sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:

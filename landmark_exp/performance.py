@@ -25,12 +25,9 @@ def channels_last_default(device: torch.device) -> bool:
 
 
 class PerformanceTuning(L.Callback):
-    """Apply the configured speed switches to the network before fitting/testing.
-
-    channels_last: NHWC weights and inputs (`auto`: on GPUs and AVX-512 CPUs). compile: `nn.Module.compile` in place
-    (state-dict keys unchanged, so checkpoints stay loadable without it). matmul_precision: torch's
-    float32 matmul precision (`high` lets fp32 matmuls use TF32 on GPUs that have it).
-    """
+    """Apply the configured speed switches to the network before fitting/testing. `compile` works in place, so
+    state-dict keys stay unchanged and checkpoints load without it; `matmul_precision` high lets fp32 matmuls
+    use TF32 on GPUs that have it."""
 
     def __init__(self, channels_last: bool | str = AUTO, compile: bool = False, compile_mode: str | None = None,
                  matmul_precision: str | None = "high") -> None:
@@ -51,10 +48,9 @@ class PerformanceTuning(L.Callback):
             net._landmark_compiled = True
 
     def _to_nhwc(self, batch: Any) -> None:
-        if self._nhwc and isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
-            image = batch["image"]
-            if image.ndim == 4:
-                batch["image"] = image.contiguous(memory_format=torch.channels_last)
+        image = batch.get("image") if self._nhwc and isinstance(batch, dict) else None
+        if isinstance(image, torch.Tensor) and image.ndim == 4:
+            batch["image"] = image.contiguous(memory_format=torch.channels_last)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._to_nhwc(batch)
@@ -112,9 +108,8 @@ class InferenceNet(nn.Module):
 
 
 def for_inference(net: nn.Module, device: str | torch.device = "cpu", runtime: str = "tuned") -> nn.Module:
-    """The network as prediction runs it. `eager`: as trained, in eval mode. `tuned`: batch norm folded into
-    the convolutions and NHWC (faster on GPUs and, measured, on CPUs too: docs/results.md
-    "Throughput"); the same heatmaps to float rounding (tested)."""
+    """The network as prediction runs it. `eager`: as trained, in eval mode. `tuned`: batch norm folded and
+    NHWC (faster on GPUs and CPUs, docs/results.md "Throughput"); the same heatmaps to float rounding."""
     if runtime not in INFERENCE_RUNTIMES:
         raise ValueError(f"runtime must be one of {INFERENCE_RUNTIMES}, not {runtime!r}")
     device = torch.device(device)

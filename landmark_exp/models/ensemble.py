@@ -40,9 +40,8 @@ def shift2d(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 class ShiftedMean(nn.Module):
     """Test-time augmentation by translation: the network run on the input shifted by each (dy, dx), each
-    output shifted back, the maps averaged. A U-Net's pooling makes it equivariant only to shifts of 2^depth
-    pixels, so a shift by a fraction of that samples the image on another grid: averaging those outputs
-    smooths the aliasing of the coarse levels out of the peak's position."""
+    output shifted back, the maps averaged. Pooling makes a U-Net equivariant only to shifts of 2^depth
+    pixels, so averaging smaller shifts smooths the coarse levels' aliasing out of the peak's position."""
 
     def __init__(self, net: nn.Module, shifts: Sequence[Sequence[int]]) -> None:
         super().__init__()
