@@ -2,13 +2,10 @@
 output=site.pt`: a trained detector fine-tuned on a few labelled images of a new site (images + one CSV, any
 spacing), and the error to expect there.
 
-First, with `folds` >= 2, cross-validation inside the labelled images: each fold is predicted by the detector
-fine-tuned on the other folds (and, for a learning curve, on only `sizes` of them), never on itself, so the
-pooled error is what a new image of that site can expect. Then the detector is fine-tuned on all of them and
-written to `output`. Every stage (and every member of an ensemble) is fine-tuned from its own weights with its
-own training settings (augmentation, targets), for `steps` optimizer steps at `lr_factor` times its learning
-rate; the shape model takes in the site's shapes and the domain reference its images; the reliability calibration
-is kept from the original.
+With `folds` >= 2, cross-validation inside the labelled images first: each fold predicted by the detector
+fine-tuned on the other folds (or, for a learning curve, on only `sizes` of them), never on itself. Every
+stage and ensemble member is fine-tuned from its own weights with its own training settings for `steps`
+optimizer steps at `lr_factor` times its learning rate; the reliability calibration is kept from the original.
 """
 
 from __future__ import annotations
@@ -175,7 +172,6 @@ def _row(what: str, n: int, s: Scores) -> dict:
 def _say(row: dict) -> str:
     return (f"{row['what']}: MRE {row['mre_mm']:.2f} mm, SDR@2mm {row['sdr_2mm']:.1f} %, "
             f"{row['over_5mm_pct']:.1f} % over 5 mm ({row['images_scored']} images, out of fold)")
-
 
 
 if __name__ == "__main__":

@@ -82,8 +82,8 @@ def flag(value: object, what: str) -> bool:
 def cascade_arguments(cfg: Mapping, runtimes: Sequence[str], runtime: str) -> dict:
     """What evaluate and predict both take, checked once: device, runtime, test-time shifts and the second
     stage's shifts, views, blend and iterations (None where not given: the model's or detector's own)."""
-    shifts, views, blend, iterations = (plain(cfg.get(k)) for k in ("refine_shifts", "refine_views", "refine_blend",
-                                                                    "refine_iterations"))
+    keys = ("refine_shifts", "refine_views", "refine_blend", "refine_iterations")
+    shifts, views, blend, iterations = (plain(cfg.get(k)) for k in keys)
     patch_shifts(shifts)  # each raises a one-line DataError naming its setting
     patch_views(views)
     return {"device": checked_device(cfg.get("device", "auto")),

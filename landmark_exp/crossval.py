@@ -5,14 +5,9 @@ or `evaluate.py split=val` of such a checkpoint) predicted its own fold's images
 Pooling the K runs' predictions scores every image of the training pool once, out of fold: 150 validation images
 on ISBI 2015 instead of one 22-image split, which is what choosing between settings needs.
 
-Runs are found under the given folders (any depth) and grouped into candidates as `fold_runs` says. With two or
-more candidates, each is compared with the first on the images both scored: the paired per-image difference of
-the mean radial error, with its 95 % interval, and the difference per landmark. When both used the same folds,
-also each fold's difference and a t interval over the folds, which carries the run-to-run training noise too.
-
-`--against` compares each candidate with one recorded in an earlier crossval.json, for when that candidate's
-fold runs (their per-image predictions) are gone: only its fold MREs and pooled per-landmark MREs survive, so
-the comparison is fold by fold (t interval over folds) and per landmark, without the per-image interval.
+With two or more candidates (`fold_runs`), each is compared with the first on the images both scored
+(`paired_difference`); `--against` compares with a candidate recorded in an earlier crossval.json, whose fold
+runs may be gone (`recorded_difference`).
 """
 
 from __future__ import annotations
@@ -27,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.table import Table
+from scipy.stats import sem
 from scipy.stats import t as student_t
 
 from landmark_exp.data.records import DataError
@@ -43,8 +39,7 @@ def _over_folds(delta: dict[int, float]) -> dict:
         values = np.array(list(delta.values()))
         out["fold_delta_mean"] = float(values.mean())
         if len(values) > 1:
-            out["fold_ci95"] = float(student_t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1)
-                                     / math.sqrt(len(values)))
+            out["fold_ci95"] = float(student_t.ppf(0.975, len(values) - 1) * sem(values))
     return out
 
 
@@ -123,9 +118,9 @@ def crossvalidate(dirs: list[Path], out: Path | None = None, runs: list[FoldRun]
     rows = [{"candidate": r["candidate"], "folds": f"{len(r['folds_scored'])}/{r['folds']}",
              "images": r["summary"]["n_images"], **{k: r["summary"][k] for k in ("mre", "sd", "median")},
              **{k: v for k, v in r["summary"].items() if k.startswith("sdr_")}, "fold_mre_sd": r["fold_mre_sd"],
-             **{col: r.get("vs_first", {}).get(k) for col, k in (("delta_vs_first", "delta_mre"), ("ci95", "ci95"),
-                                                                  ("folds_better", "folds_better"),
-                                                                  ("fold_ci95", "fold_ci95"))}} for r in results]
+             "delta_vs_first": r.get("vs_first", {}).get("delta_mre"),
+             **{k: r.get("vs_first", {}).get(k) for k in ("ci95", "folds_better", "fold_ci95")}}
+            for r in results]
     write_csv(out / "crossval_summary.csv", pd.DataFrame(rows))
     write_json(out / "crossval.json", [{k: v for k, v in r.items() if k not in ("errors", "fold_of")} for r in results])
     console.print(f"written to {out / 'crossval_summary.csv'} and {out / 'crossval.json'}")
@@ -194,7 +189,6 @@ def _print_recorded(names: list[str], results: list[dict]) -> None:
 
 
 def _signed(results: list[dict], against: str, landmark: str) -> list[str]:
-    """Each result's per-landmark difference under `against` ("" where it has none)."""
     deltas = [r.get(against, {}).get("per_landmark", {}).get(landmark) for r in results]
     return ["" if d is None else f"{d:+.3f}" for d in deltas]
 

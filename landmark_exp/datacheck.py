@@ -1,18 +1,10 @@
-"""`python -m landmark_exp.datacheck data=<isbi2015|csv|synthetic> data.source.root=<folder>`: a dataset checked
-before anyone trains on it, with the checks training itself makes (none is written a second time here).
-
-The data module is built from the config through the registry as training builds it, its source's
-`on_bad_sample` set to skip so that every problem is listed instead of the first one raised. Every split of the
-source is loaded (`Source.load`: annotations, landmark count, landmarks outside the image from the header size,
-duplicate ids, spacing), the training splits are carved (`split_records`: what training would use), and every
-image is decoded with `read_grey`'s checks (`read_ahead`, in threads: unreadable, truncated, too small or too
-large, non-finite pixels), as the image cache decodes them for training. Where two doctors annotated the images
-(the ISBI layout's 400_senior and 400_junior; images + CSV: `doctors=[first.csv,second.csv]`) their distance in
-mm is summarised.
-
-Writes datacheck.json and datacheck.csv (one row per problem: split, file, line, problem) into the run folder,
-prints a short summary, and exits with status 1 when there is any problem (an image or annotation that
-training would refuse or leave out, or training splits that cannot be carved), 0 otherwise.
+"""`python -m landmark_exp.datacheck data=<isbi2015|csv|synthetic> data.source.root=<folder>`: a dataset
+checked before anyone trains on it, with training's own checks (none is written a second time here), every
+problem listed instead of the first one raised (the source's `on_bad_sample=skip`): every split loaded, the
+training splits carved, every image decoded as the image cache decodes it. Where two doctors annotated the
+images (the ISBI layout's 400_senior and 400_junior; images + CSV: `doctors=[first.csv,second.csv]`) their
+distance in mm is summarised. Writes datacheck.json and datacheck.csv (one row per problem: split, file, line,
+problem) into the run folder; exit status 1 when there is any problem.
 """
 
 from __future__ import annotations
@@ -73,23 +65,18 @@ class Problems:
         self.rows.append({"split": split, "file": file, "line": int(line) if line else None, "problem": text,
                           "kind": kind})
 
-    def count(self, split: str, kind: str) -> int:
-        return sum(r["split"] == split and r["kind"] == kind for r in self.rows)
-
 
 def collect(source: Source, problems: Problems, split: str, load: Callable[[], Any]) -> Any:
     """`load()`, the samples the source skipped and a fatal DataError (then None is returned) added to `problems`."""
-    start, fatal, out = len(source.skipped), None, None
+    start, fatal, out = len(source.skipped), [], None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the source warns of each skipped sample: they are listed instead
             out = load()
     except DataError as e:
-        fatal = str(e)
-    for message in source.skipped[start:]:
+        fatal = [str(e)]
+    for message in [*source.skipped[start:], *fatal]:
         problems.add(split, message)
-    if fatal is not None:
-        problems.add(split, fatal)
     return out
 
 
@@ -211,7 +198,7 @@ def check(cfg: DictConfig) -> dict:
         report[s] = {
             "images": len(recs), "ready": len(sizes), "image_size": size_summary(sizes),
             "spacing_mm": sorted({tuple(r.spacing) for r in recs}), "landmarks": sorted({r.num_landmarks for r in recs}),
-            **{kind: problems.count(s, kind) for kind in KINDS},
+            **{kind: sum(r["split"] == s and r["kind"] == kind for r in problems.rows) for kind in KINDS},
             "doctors": disagreement(*pair, source.landmark_names, {r.id for r in recs}, int(cfg.get("top", 5)))
             if pair else None,
         }

@@ -1,8 +1,6 @@
-"""Files written atomically (temporary file beside the target, synced, renamed) and strict JSON.
-
-Only the standard library and NumPy here, so that checkpoints, provenance and the detector can write a file
-without importing tables, plots or image libraries. A kill leaves the previous file or the new one.
-"""
+"""Files written atomically (a kill leaves the previous file or the new one) and strict JSON. Only the
+standard library and NumPy here, so that checkpoints and the detector write files without importing tables or
+images."""
 
 from __future__ import annotations
 
@@ -23,11 +21,8 @@ os.umask(_UMASK)
 
 @contextmanager
 def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
-    """A binary file handle whose content replaces `path` only once fully written and synced.
-
-    The temporary file sits beside `path` (same filesystem, so os.replace is atomic); on any
-    error, or a kill before the rename, `path` keeps its previous content.
-    """
+    """A binary file handle whose content replaces `path` only once fully written and synced (the temporary
+    file sits beside `path`: same filesystem, so os.replace is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,11 +50,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 def write_json(path: Path | str, obj: Any) -> None:
     """Strict JSON: a non-finite float (Python or numpy, at any depth) is written as null, never as the
     NaN/Infinity tokens json.dumps emits by default, which strict parsers (JavaScript, jq, Go) reject."""
-    try:  # the common case, all finite: one pass, no copy
-        text = json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
-    except ValueError:  # a NaN/inf somewhere: rebuild with nulls in their place
-        text = json.dumps(_json_default(obj), indent=2, default=_json_default, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path | str, frame: Any) -> None:
@@ -67,7 +58,7 @@ def write_csv(path: Path | str, frame: Any) -> None:
     atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
-def _json_default(o: Any) -> Any:
+def _jsonable(o: Any) -> Any:
     """`o` as JSON-ready values: numpy scalars and arrays as Python ones, non-finite floats as None
     (recursively through dicts, lists and tuples), anything else json cannot write as its str()."""
     if isinstance(o, float):  # numpy.float64 included
@@ -75,15 +66,13 @@ def _json_default(o: Any) -> Any:
     if o is None or isinstance(o, (str, int)):
         return o
     if isinstance(o, dict):
-        return {k: _json_default(v) for k, v in o.items()}
+        return {k: _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_json_default(v) for v in o]
+        return [_jsonable(v) for v in o]
     if isinstance(o, np.generic):
-        return _json_default(o.item())
+        return _jsonable(o.item())
     if isinstance(o, np.ndarray):
         if o.dtype.kind == "f" and not np.isfinite(o).all():
             return np.where(np.isfinite(o), o, None).tolist()  # an object array: floats, and None for NaN/inf
-        return _json_default(o.tolist()) if o.dtype.kind == "O" else o.tolist()
+        return _jsonable(o.tolist()) if o.dtype.kind == "O" else o.tolist()
     return str(o)
-
-

@@ -1,8 +1,6 @@
-"""Where a command writes, checked before any work: an output folder it can write into, an output file that is not
-one of its inputs (nor an existing file unless overwrite=true), and one run at a time per output folder.
-
-Only the standard library here: every command imports it before it has read anything heavy.
-"""
+"""Where a command writes, checked before any work: an output folder it can write into, an output file that is
+not one of its inputs (nor an existing file unless overwrite=true), and one run at a time per output folder.
+Only the standard library here: every command imports it before it has read anything heavy."""
 
 from __future__ import annotations
 
@@ -45,7 +43,7 @@ def refuse_overwriting_inputs(outputs: Iterable[Path], inputs: Iterable[Path], w
 def output_file(out: Path, inputs: Iterable[Path], overwrite: bool) -> Path:
     """The file a command will write, checked before any work: never one it reads (whatever `overwrite` says),
     an existing file only with overwrite=true, in a folder that exists and is writable."""
-    refuse_overwriting_inputs([out], inputs, "output")
+    refuse_overwriting_inputs([out], inputs)
     if out.is_dir():
         raise DataError(f"output={out}: is a folder; give a file name")
     if out.exists() and not overwrite:

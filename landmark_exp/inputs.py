@@ -23,8 +23,9 @@ def _is_image(path: Path) -> bool:
 
 
 def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
-    """Files named by `spec`: a file (taken as is), a folder or a glob (their files with an image extension, or
-    none and the DICOM magic, sorted); or a list of them. A name that matches nothing is a one-line error."""
+    """Files named by `spec`: a file (taken as is), a folder or a glob (their files with an image extension,
+    or none and the DICOM magic, sorted); or a list of them. A name that matches nothing is a one-line error.
+    """
     specs = [spec] if isinstance(spec, str | Path) else list(spec)
     if not specs:
         raise DataError("input=[]: give an image, a folder or a glob pattern")
@@ -36,8 +37,8 @@ def collect_inputs(spec: str | Sequence[str]) -> list[Path]:
             continue
         if not p.is_dir() and not glob.has_magic(str(s)):
             raise DataError(f"{p}: no such file or folder")
-        found = sorted(q for q in (p.iterdir() if p.is_dir() else map(Path, glob.glob(str(p), recursive=True)))
-                       if _is_image(q))
+        listed = p.iterdir() if p.is_dir() else map(Path, glob.glob(str(p), recursive=True))
+        found = sorted(q for q in listed if _is_image(q))
         if not found:
             raise DataError(f"{p}: no image files in this folder" if p.is_dir() else
                             f"{s}: the pattern matches no image files")

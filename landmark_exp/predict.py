@@ -2,8 +2,8 @@
 
 Each image gets `<id>.csv`, `<id>.json` (landmarks in pixels and millimetres with peak confidence, spread and
 flag; for the 19 ISBI landmarks also the cephalometric measurements and their classes) and `<id>_overlay.jpg`;
-the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`. A file that cannot be
-read is listed with its reason and the others are still processed. Millimetres use the image's own spacing
+the folder gets `predictions.csv`, `measurements.csv`, `failures.csv` and `summary.json`. A file that cannot
+be read is listed with its reason and the others are still processed. Millimetres use the image's own spacing
 where it has one, else `spacing=`, else the model's training data spacing (`inputs.image_spacing`).
 """
 
@@ -44,7 +44,7 @@ from landmark_exp.prediction_files import (
     write_summary,
 )
 from landmark_exp.predictor import LandmarkPrediction, Predictor
-from landmark_exp.reports import console, save_jpeg
+from landmark_exp.reports import console, measurements_table, save_jpeg
 
 WARN_IMAGES = 5  # flagged images warned about one by one; the rest are counted at the end (and in summary.json)
 
@@ -85,13 +85,14 @@ def _models(predictor: Predictor | CascadePredictor) -> dict:
 
 
 def run_predictions(predictor: Predictor | CascadePredictor, files: Sequence[Path], out_dir: Path,
-                    spacing: tuple[float, float] | None, batch_size: int = 4,
-                    overlay: bool = True, read_workers: int | None = None, done: dict[str, dict] | None = None,
+                    spacing: tuple[float, float] | None, batch_size: int = 4, overlay: bool = True,
+                    read_workers: int | None = None, done: dict[str, dict] | None = None,
                     stop: StopRequests | None = None, max_pixels: int | None = None,
                     min_side: int | None = None) -> tuple[list[dict], list[dict]]:
-    """Predict every file in batches behind a progress bar (images decoded in `read_workers` threads ahead of the
-    network); returns (results, failures with their reasons). `done`: records of images already predicted
-    (resume), not read again. `stop`: once a stop is requested, the image in hand is finished, the others left."""
+    """Predict every file in batches behind a progress bar (images decoded in `read_workers` threads ahead of
+    the network); returns (results, failures with their reasons). `done`: records of images already predicted
+    (resume), not read again. `stop`: once a stop is requested, the image in hand is finished, the others
+    left."""
     ids = unique_ids(files)
     done = done or {}
     results: list[dict] = [done[i] for i in ids if i in done]
@@ -150,10 +151,9 @@ def _warn_flagged(path: Path, flagged: list[dict], warned: int, domain: float | 
 
 def _arguments(cfg: DictConfig) -> dict:
     """Every argument checked before any work (one line naming the argument otherwise)."""
-    workers = cfg.get("read_workers")
     return {
         "batch_size": whole_number(cfg.get("batch_size", 8), "batch_size"),
-        "read_workers": None if workers is None else whole_number(workers, "read_workers"),
+        "read_workers": None if (w := cfg.get("read_workers")) is None else whole_number(w, "read_workers"),
         **cascade_arguments(cfg, RUNTIMES, "auto"),
         "spacing": spacing_pair(plain(cfg.get("spacing"))),
         "max_pixels": int(whole_number(cfg.get("max_megapixels", 100), "max_megapixels") * 1_000_000),
@@ -208,11 +208,10 @@ def predict(cfg: DictConfig) -> dict:
                                             args["max_pixels"], args["min_side"])
         seconds = time.perf_counter() - started
         timing = {"seconds": round(seconds, 3), "images_per_second": round(len(results) / max(seconds, 1e-9), 3)}
-        interrupted = None
-        if stop.requested:
-            interrupted = {"by": stop.by, "done": len(results) + len(failures), "of": len(files)}
-        write_summary(out_dir, results, failures, {**models, "backend": predictor.backend, "device": predictor.device,
-                                                   **timing}, interrupted)
+        interrupted = ({"by": stop.by, "done": len(results) + len(failures), "of": len(files)}
+                       if stop.requested else None)
+        write_summary(out_dir, results, failures, {**models, "backend": predictor.backend,
+                                                   "device": predictor.device, **timing}, interrupted)
     if interrupted:
         console.print(f"[bold red]interrupted[/] by {interrupted['by']}: {len(results)} of {len(files)} image(s) "
                       f"predicted, {len(failures)} failed; written to {out_dir} (resume=true finishes the rest)",
@@ -220,11 +219,10 @@ def predict(cfg: DictConfig) -> dict:
         raise SystemExit(stop.exit_status)
     measured = [r for r in results if "measurements" in r]
     if measured and len(measured) <= args["show"]:
-        from landmark_exp.reports import measurements_table
-
         console.print(measurements_table(measured, "cephalometric measurements (value, class C1 = normal)"))
     if failures:
-        table = Table("file", "reason", title=f"{len(failures)} image(s) not predicted, and why", title_style="bold red")
+        table = Table("file", "reason", title=f"{len(failures)} image(s) not predicted, and why",
+                      title_style="bold red")
         for f in failures:
             table.add_row(f["file"], f["reason"])
         console.print(table)

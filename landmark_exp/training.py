@@ -25,17 +25,11 @@ from landmark_exp.scores import Scores, report, same_image_note
 def build_module(cfg: DictConfig, dm: LandmarkDataModule) -> LandmarkModule:
     return LandmarkModule(
         # the data decide the input channels: 1, or 2 for a second stage with a context channel
-        model={**plain(cfg.model), "in_channels": dm.input_channels},
-        loss=plain(cfg.loss),
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.get("scheduler")),
-        heatmap=plain(cfg.heatmap),
-        num_landmarks=dm.num_landmarks,
-        landmark_names=dm.landmark_names,
-        input_size=list(dm.model_input_size),
-        data=_with_spacing(plain(cfg.data), dm),
-        **plain(cfg.get("module", {}) or {}),
-    )
+        model={**plain(cfg.model), "in_channels": dm.input_channels}, loss=plain(cfg.loss),
+        optimizer=plain(cfg.optimizer), scheduler=plain(cfg.get("scheduler")), heatmap=plain(cfg.heatmap),
+        num_landmarks=dm.num_landmarks, landmark_names=dm.landmark_names,
+        input_size=list(dm.model_input_size), data=_with_spacing(plain(cfg.data), dm),
+        **plain(cfg.get("module", {}) or {}))
 
 
 def _with_spacing(data: dict, dm: LandmarkDataModule) -> dict:
