@@ -18,7 +18,6 @@ from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import CheckpointError, landmark_index, whole_number
 from landmark_exp.export import export_onnx
 from landmark_exp.loading import CheckpointPaths, Member, checkpoint_paths, load_module, read_file
-from landmark_exp.module import LandmarkModule
 from landmark_exp.predictor import LandmarkPrediction, Predictor
 from landmark_exp.reliability import Reliability
 
@@ -119,16 +118,11 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: Checkpoi
                    refine_heatmap: dict | None = None, tta_shifts: Sequence[Sequence[int]] | None = None,
                    refine_shifts: Sequence[Sequence[float]] | None = None, refine_blend: float | None = None,
                    refine_views: Sequence[Sequence[float]] | None = None) -> Predictor | CascadePredictor:
-    """A detector file, a checkpoint, a list of checkpoints (an ensemble: heatmaps averaged, see `load_module`) or
-    an `.onnx` export, as a predictor. Checkpoints run on PyTorch (`runtime` tuned | eager) or are exported on the
-    fly to ONNX Runtime (`onnxruntime`).
-
-    With `refine` (a second-stage checkpoint, list or export), or a detector with a second stage, the result is the
-    coarse-to-fine cascade, which re-locates only `refine_landmarks` (numbers from 1 or names; None: all).
-    `heatmap` / `refine_heatmap` override each stage's decoding (decoder, window, prior_sigma); `tta_shifts` adds
-    test-time shifts to the first stage (an .onnx file runs as exported: export it with them); `refine_shifts`
-    ([dy, dx] working pixels), `refine_views` ([angle, zoom]) and `refine_blend` (the first estimate's weight)
-    set how the second stage looks. Each given setting overrides a detector's own."""
+    """A detector file, a checkpoint, a list of checkpoints (an ensemble) or an `.onnx` export as a predictor;
+    checkpoints run on PyTorch (`runtime` tuned | eager) or are exported on the fly to ONNX Runtime.
+    With `refine` (a second-stage checkpoint, list or export), or a detector with a second stage, the result
+    is the cascade. `heatmap` / `refine_heatmap` override each stage's decoding; the `refine_*` settings set
+    how the second stage looks. Each given setting overrides a detector's own."""
     if runtime not in RUNTIMES:
         raise CheckpointError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
     paths = checkpoint_paths(pretrained_path(path))
@@ -176,14 +170,11 @@ def _stage(source: list[Path] | list[Member], device: str, runtime: str, heatmap
     module = load_module(source, heatmap=heatmap, tta_shifts=tta_shifts)
     name = ", ".join(module.members)
     runtime = pick_runtime(runtime, device)
-    predictor = (_exported_predictor(module, device, name) if runtime == "onnxruntime"
-                 else torch_predictor(module, device, name, runtime))
+    if runtime == "onnxruntime":  # exported to a temporary file: the fast CPU path without an export step
+        with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
+            path = export_onnx(module, Path(tmp) / "model.onnx", dynamo=False, source=name)
+            predictor = onnx_predictor(path, device)  # the session holds the model in memory: the file may go
+    else:
+        predictor = torch_predictor(module, device, name, runtime)
     predictor.data, predictor.member_splits = dict(module.hparams.get("data") or {}), module.member_splits
     return predictor
-
-
-def _exported_predictor(module: LandmarkModule, device: str, source: str) -> Predictor:
-    """A checkpoint (or ensemble) exported to a temporary ONNX file (the fast CPU path without a separate export step)."""
-    with tempfile.TemporaryDirectory(prefix="landmark_exp_onnx_") as tmp:
-        path = export_onnx(module, Path(tmp) / "model.onnx", dynamo=False, source=source)
-        return onnx_predictor(path, device)  # the session holds the model in memory: the file may go

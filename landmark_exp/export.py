@@ -100,15 +100,6 @@ def parity(module: LandmarkModule, onnx_path: str | Path, images: list[np.ndarra
             "confidence_max_abs_diff": conf_diff, "batch": len(images)}
 
 
-def _check_output(out: Path, inputs: list[Path], overwrite: object) -> None:
-    """Before any work: never the file read (whatever overwrite says), an existing file only with overwrite=true,
-    a folder that exists and is writable."""
-    refuse_overwriting_inputs([out], inputs, "output")  # said first, whatever else is wrong with the name
-    if out.suffix.lower() != ".onnx" and not out.is_dir():
-        raise DataError(f"output={out}: an ONNX model's file name ends in .onnx")
-    output_file(out, inputs, flag(overwrite, "overwrite"))
-
-
 @guard
 def export(cfg: DictConfig) -> dict:
     """The Hydra job behind `python -m landmark_exp.export`: export, check parity, write export.json."""
@@ -118,7 +109,11 @@ def export(cfg: DictConfig) -> dict:
     if len(paths) > 1 and not cfg.get("output"):
         raise DataError("ckpt_path: an ensemble of checkpoints needs output=<file>.onnx")
     out = Path(str(cfg.output)) if cfg.get("output") else paths[0].with_suffix(".onnx")
-    _check_output(out, paths, cfg.get("overwrite", False))
+    # before any work: never the file read (said first, whatever else is wrong with the name), then the name
+    refuse_overwriting_inputs([out], paths, "output")
+    if out.suffix.lower() != ".onnx" and not out.is_dir():
+        raise DataError(f"output={out}: an ONNX model's file name ends in .onnx")
+    output_file(out, paths, flag(cfg.get("overwrite", False), "overwrite"))
     module = load_module(paths, tta_shifts=int_pairs(plain(cfg.get("tta_shifts")), "tta_shifts"))
     ckpt = ", ".join(map(str, paths))
     export_onnx(module, out, opset=whole_number(cfg.opset, "opset"), dynamo=bool(cfg.dynamo), source=ckpt)
