@@ -30,24 +30,20 @@ class UNet(nn.Module):
         widths = list(widths)
         bottleneck = bottleneck or 2 * widths[-1]
         self.out_channels = out_channels
-        self.down = nn.ModuleList()
-        cin = in_channels
-        for w in widths:
-            self.down.append(_double_conv(cin, w))
-            cin = w
+        self.down = nn.ModuleList(_double_conv(cin, w)
+                                  for cin, w in zip([in_channels, *widths[:-1]], widths, strict=True))
         self.pool = nn.MaxPool2d(2)
         # The spec's bottleneck: Conv + ReLU + BN + Conv + BN (note: ReLU before BN, no final ReLU).
         self.bottleneck = nn.Sequential(
-            nn.Conv2d(cin, bottleneck, 3, padding=1),
+            nn.Conv2d(widths[-1], bottleneck, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.BatchNorm2d(bottleneck),
             nn.Conv2d(bottleneck, bottleneck, 3, padding=1),
             nn.BatchNorm2d(bottleneck),
         )
-        self.up = nn.ModuleList()
-        self.up_conv = nn.ModuleList()
-        cin = bottleneck
-        for w in reversed(widths):
+        ups = widths[::-1]
+        self.up, self.up_conv = nn.ModuleList(), nn.ModuleList()
+        for cin, w in zip([bottleneck, *ups[:-1]], ups, strict=True):  # in turn: init draws in this order
             if upsample == "transpose":
                 self.up.append(nn.ConvTranspose2d(cin, w, 2, stride=2))
             elif upsample == "bilinear":
@@ -55,8 +51,7 @@ class UNet(nn.Module):
             else:
                 raise ValueError(f"upsample must be 'transpose' or 'bilinear', not {upsample!r}")
             self.up_conv.append(_double_conv(2 * w, w))
-            cin = w
-        self.head = nn.Conv2d(cin, out_channels, 1)
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
         if activation not in ("sigmoid", None, "none"):
             raise ValueError(f"activation must be 'sigmoid' or None, not {activation!r}")
         self.activation = activation if activation == "sigmoid" else None
