@@ -121,17 +121,15 @@ class ModelCheckpoint(_ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_missing(trainer)
+        self._save_last_if_missing(trainer, self._should_save_on_train_epoch_end(trainer))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_missing(trainer)
+        self._save_last_if_missing(trainer, not self._should_save_on_train_epoch_end(trainer))
 
-    def _save_last_if_missing(self, trainer: L.Trainer) -> None:
+    def _save_last_if_missing(self, trainer: L.Trainer, now: bool) -> None:
         # skipped when something (best or last) was already saved at this step, or while sanity checking
-        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+        if now and self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

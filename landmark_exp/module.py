@@ -160,10 +160,9 @@ class LandmarkModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         res, summary = self._summary(self.test_predictions)
-        if not summary:
-            return
-        self._log_summary("test", summary)
-        self.test_results = {**res, "summary": summary}  # training.test_scores makes the report's Scores of it
+        if summary:
+            self._log_summary("test", summary)
+            self.test_results = {**res, "summary": summary}  # training.test_scores makes the Scores of it
 
     def _log_images(self) -> None:
         every = self.hparams.log_images_every_n_epochs

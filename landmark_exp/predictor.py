@@ -198,11 +198,10 @@ class Predictor:
         bad = np.flatnonzero(check.z > self.repair_z) if self.repair_z and not self.info.decoding.single_channel else []
         if len(bad):
             g = pred.geometry.as_array()
-            scale = float(np.mean(g[0:2]))
             for j in bad:
                 centre = torch.as_tensor(pred.geometry.to_model(check.expected[j][None]), dtype=torch.float32)
                 found, _ = decode(heat[None, j:j + 1], self.info.decoding.method, self.info.decoding.window,
-                                  centre, max(3.0 * check.sd[j] * scale, 1.0))
+                                  centre, max(3.0 * check.sd[j] * float(np.mean(g[0:2])), 1.0))
                 pred.xy[j] = to_original(_numpy(found[0]), g)[0]
             again = self.shape.check(pred.xy)
             for j in bad:
