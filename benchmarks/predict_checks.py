@@ -26,6 +26,7 @@ import torch
 import landmark_exp.cascade as cascade
 import landmark_exp.data.decoding as images  # where the per-image checks live
 import landmark_exp.predictor as predictor_module
+from landmark_exp.backends import pick_runtime
 from landmark_exp.folders import refuse_overwriting_inputs, run_lock
 from landmark_exp.heatmap.quality import HeatmapFlags
 from landmark_exp.inputs import collect_inputs, unique_ids
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto")
     args = parser.parse_args()
     files = collect_inputs(args.input)
-    predictor = cascade.load_predictor(args.ckpt, "cpu", runtime=predictor_module.pick_runtime(args.runtime, "cpu", len(files)))
+    predictor = cascade.load_predictor(args.ckpt, "cpu", runtime=pick_runtime(args.runtime, "cpu", len(files)))
     one_run(predictor, files[:8], True)  # warm-up: first-call costs outside the timings
     walls: dict[bool, list[float]] = {True: [], False: []}
     for r in range(args.repeats):

@@ -37,12 +37,13 @@ def pretrained_path(path: object) -> object:
 
 @dataclass
 class Detector:
-    """What a detector file holds, checked. `refine_*` are None without a second stage."""
+    """What a detector file holds, checked. `refine_*` are None without a second stage. A stage is its members, or,
+    for checkpoints and exports used as they are (cascade.load_predictor), their paths: such a one is never saved."""
 
-    first: list[Member]
+    first: list[Member] | list[Path]
     heatmap: dict = field(default_factory=dict)  # the first stage's decoding overrides (decoder, window, prior_sigma)
     tta_shifts: list[list[int]] | None = None
-    refine: list[Member] | None = None
+    refine: list[Member] | list[Path] | None = None
     refine_heatmap: dict = field(default_factory=dict)
     refine_iterations: int = 1
     refine_landmarks: list[int | str] | None = None  # None: all

@@ -152,7 +152,7 @@ class LandmarkModule(L.LightningModule):
         res, summary = self._summary(self.val_predictions)
         if summary:
             self._log_summary("val", summary)
-            if res["peak"].shape[-1] > 1:
+            if not self.single_channel:  # one map for all landmarks: no landmark has a channel of its own
                 from landmark_exp.reports import weakest_peak_ratio
 
                 self.log("val/weakest_peak", weakest_peak_ratio(res["peak"]), sync_dist=False)

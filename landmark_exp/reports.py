@@ -96,7 +96,9 @@ def weakest_peak_ratio(peak: np.ndarray) -> float:
     ~0 when one has not. Logged every validation epoch (`val/weakest_peak`), so a channel that stays dead
     while the others take off shows in the curves long before the final report names it."""
     medians, typical = _peak_medians(peak)
-    return float(medians.min() / typical) if np.isfinite(typical) and typical > 0 else float("nan")
+    if not np.isfinite(typical):
+        return float("nan")
+    return float(medians.min() / typical) if typical > 0 else 0.0  # most channels dead: none has learned
 
 
 def warn_untrained(found: list[dict], split: str) -> None:

@@ -94,3 +94,14 @@ def test_eval_split_val_scores_the_validation_split_not_the_test_set(tmp_path, i
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # 10 training images, val_fraction 0.15 -> 2 validation images; the 4 test images are not scored
     assert metrics["split"] == "val" and metrics["n_images"] == summary["n_images"] == 2
+
+
+def test_the_seed_decks_one_channel_setup_trains_past_its_first_validation(tmp_path, isbi_root):
+    """experiment=seed (one output channel for all 19 landmarks) composes with the ISBI layout and trains to a
+    finite test score (its first validation once stopped it: tests/test_untrained_landmarks.py)."""
+    cfg = compose("train", ["experiment=seed", "data=isbi2015", f"data.source.root={isbi_root}",
+                            f"paths.cache_dir={tmp_path}/cache", *TINY, "trainer.num_sanity_val_steps=1"], tmp_path / "run")
+    assert cfg.model.out_channels == 1
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert np.isfinite(metrics["mre"]) and metrics["split"] == "test"

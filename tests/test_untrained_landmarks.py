@@ -54,6 +54,15 @@ def test_weakest_peak_ratio_is_near_one_when_all_channels_learned_and_near_zero_
     assert weakest_peak_ratio(peak) < 1e-3
 
 
+def test_weakest_peak_ratio_is_zero_not_nan_when_most_landmarks_have_no_peak():
+    """An untrained one-channel model (experiment=seed) matches blobs to few landmarks, peak 0 for the rest: a
+    NaN here stopped training at its first validation (the non-finite guard)."""
+    peak = np.zeros((4, 19))
+    peak[:, :5] = 0.5
+    assert weakest_peak_ratio(peak) == 0.0
+    assert np.isnan(weakest_peak_ratio(np.full((4, 19), np.nan)))
+
+
 def _summary_with_landmark_errors(mre_mm: list[float]) -> dict:
     from landmark_exp.metrics import summarize
 
