@@ -61,13 +61,15 @@ if [ -n "${DRY:-}" ]; then
   # two batches of one epoch each, the small U-Net: every command and config of the session, on 2 slow cores
   TRAIN_EXTRA="model=unet_small trainer=cpu trainer.max_epochs=1 data.batch_size=2 trainer.limit_train_batches=2 trainer.limit_val_batches=2 trainer.limit_test_batches=2 data.num_workers=0"
   DECK_EXTRA="model=unet_small trainer=cpu data.batch_size=2 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=2 data.num_workers=0"
-  DECK_EPOCHS=1,2; EVAL_EXTRA="device=cpu"; TEST=val
+  DECK_EPOCHS=1,2; TEST=val; EVAL_CAP=900
+  # one centred, unturned patch per landmark (25 on the GPU): the same commands, 2 cores
+  EVAL_EXTRA="device=cpu refine_shifts=[[0,0]] refine_views=[[0,1]]"; DET_EXTRA="refine_shifts=[[0,0]] refine_views=[[0,1]]"
   TP_ARGS="--device cpu --sizes 64 --steps 1 --no-loader"; SEEDS=${SEEDS:-42}
   FIT_EXTRA="model=unet_small trainer=cpu trainer.max_epochs=1 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=1 data.num_workers=0"
 else
   DATA="data.source.root=$FULL"
   TRAIN_EXTRA=""; DECK_EXTRA="trainer=gpu data.num_workers=4"; DECK_EPOCHS=20,75,100,150
-  EVAL_EXTRA="device=cuda"; TEST=test; TP_ARGS="--compile --no-loader --sizes 256"; SEEDS="42 1 2"
+  EVAL_EXTRA="device=cuda"; DET_EXTRA=""; TEST=test; EVAL_CAP=120; TP_ARGS="--compile --no-loader --sizes 256"; SEEDS="42 1 2"
   FIT_EXTRA=""
 fi
 ROOT=${DATA#data.source.root=}
@@ -84,11 +86,10 @@ print(f"{m.get('split')}: mre {m['mre']:.4f} sd {m['sd']:.4f} sdr "
 EOF
 }
 pack() {  # the results so far -> $OUT/runs.tgz (at most 8 files come back, so one archive)
-  local S=/tmp/gpu_session_pack; rm -rf $S; mkdir -p $S/runs
   (cd "$R" && find . \( -name metrics.json -o -name per_landmark.csv -o -name predictions.csv -o -name config.yaml \
      -o -name run_info.json -o -name '*.log' -o -name 'sweep_summary.*' -o -name 'sweep_*.png' -o -name metrics.csv \
-     -o -name '*.txt' \) -not -path '*/tensorboard/*' -not -path '*/.hydra/*' -print0 | cpio -0pdm --quiet $S/runs)
-  tar czf "$OUT/runs.tgz.tmp" -C $S runs && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
+     -o -name '*.txt' \) -not -path '*/tensorboard/*' -not -path '*/.hydra/*' -print0 |
+     tar czf "$OUT/runs.tgz.tmp" --null -T - --transform 's,^\./,runs/,') && mv "$OUT/runs.tgz.tmp" "$OUT/runs.tgz"
 }
 hms() { printf "00:%02d:%02d:%02d" $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }  # Lightning max_time
 train() {  # name seconds overrides...
@@ -142,7 +143,7 @@ $PY -m benchmarks.seeds_table $(for s in $SEEDS; do printf '%s ' "$R/full_s$s"; 
 
 # phase 2: rule 1 on validation, then Test1 (leaves >= 90 s for phase 3)
 echo "# phase 2: evaluation, $(left)s left"
-secs=$(min 120 $(( ($(left) - 90) / 2 )))
+secs=$(min $EVAL_CAP $(( ($(left) - 90) / 2 )))
 pids=()
 for arm in r15 r20; do for s in $SEEDS; do
   evaluate "val_${arm}_s$s" "$secs" ckpt_path="$(ck full_s42)" refine_ckpt="$(ck ${arm}_s$s)" split=val & pids+=($!)
@@ -164,7 +165,7 @@ print(min(val, key=lambda k: sum(val[k])) if val else "r15")
 EOF
 )
 echo "rule 1, chosen on validation: $ARM"
-secs=$(min 150 $(( $(left) - 90 )))
+secs=$(min $((EVAL_CAP + 30)) $(( $(left) - 90 )))
 pids=()
 for s in $SEEDS; do
   evaluate "test_full_s${s}_${ARM}_s$s" "$secs" ckpt_path="$(ck full_s$s)" refine_ckpt="$(ck ${ARM}_s$s)" split=$TEST &
@@ -172,7 +173,7 @@ for s in $SEEDS; do
 done
 ( t=$(date +%s)
   timeout -k 15 "$secs" $PY -m landmark_exp.detector "first=$(cks full $SEEDS)" "refine=$(cks "$ARM" $SEEDS)" \
-    name=gpu_full data_root=$ROOT output=$R/gpu_full.pt overwrite=true \
+    name=gpu_full data_root=$ROOT output=$R/gpu_full.pt overwrite=true $DET_EXTRA \
     hydra.run.dir=$R/detector > "$R/detector.log" 2>&1
   echo "== detector rc=$? wall=$(( $(date +%s) - t ))s"
   evaluate test_gpu_full $(( secs - ($(date +%s) - t) )) ckpt_path=$R/gpu_full.pt split=$TEST ) & pids+=($!)
