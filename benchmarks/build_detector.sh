@@ -14,11 +14,13 @@
 # Bit for bit: each training runs on one thread (OMP_NUM_THREADS=1) with fixed seeds and per-sample augmentation
 # seeds, so float sums happen in one order; that reproduces the weights on the same CPU type and library
 # versions (torch 2.14.1), not across instruction sets (AVX2 vs AVX-512 kernels round differently).
+# JOBS=2 trains two at a time, one per core (the same weights; the cores are shared by two runs instead of one).
 set -euo pipefail
 CONF=${1:?usage: build_detector.sh <shipped|cpu|cpu_best|seed|gpu_best> <isbi2015 folder> [work folder]}
 ROOT=${2:?usage: build_detector.sh <configuration> <isbi2015 folder> [work folder]}
 WORK=${3:-outputs/detectors/$CONF}
 PY=${PYTHON:-python}
+JOBS=${JOBS:-1}
 case $CONF in
   shipped)  FIRST=isbi2015_robust; REFINE=isbi2015_robust_refine; FIRST_SEEDS=42; REFINE_SEEDS=42
             EXTRA=("refine_shifts=[[0,0]]" "refine_views=[[0,1]]" half=true); NAME=isbi2015_robust ;;
@@ -41,8 +43,13 @@ members() {  # stage, seeds -> "[a,b,c]" of their checkpoints
   for s in $2; do out+=("$WORK/$1_s$s/checkpoints/best.ckpt"); done
   (IFS=,; echo "[${out[*]}]")
 }
-for s in $FIRST_SEEDS; do train "$FIRST" "$s" "$WORK/first_s$s"; done
-for s in $REFINE_SEEDS; do train "$REFINE" "$s" "$WORK/refine_s$s"; done
+pids=()  # every training of both stages (they are independent), JOBS at a time; a failed one stops the build
+for job in $(for s in $FIRST_SEEDS; do echo "$FIRST:$s:first_s$s"; done; for s in $REFINE_SEEDS; do echo "$REFINE:$s:refine_s$s"; done); do
+  IFS=: read -r experiment seed folder <<< "$job"
+  train "$experiment" "$seed" "$WORK/$folder" & pids+=($!)
+  if [ "${#pids[@]}" -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
 ARGS=("first=$(members first "$FIRST_SEEDS")")
 [ -n "$REFINE" ] && ARGS+=("refine=$(members refine "$REFINE_SEEDS")")
 $PY -m landmark_exp.detector "${ARGS[@]}" "${EXTRA[@]}" name="$NAME" data_root="$ROOT" \
