@@ -128,6 +128,9 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: Checkpoi
     paths = checkpoint_paths(pretrained_path(path))
     one = paths[0] if len(paths) == 1 and paths[0].suffix.lower() != ".onnx" and paths[0].is_file() else None
     data = {} if one is None else read_file(one)
+    if is_detector(data) and refine is not None:
+        raise CheckpointError(f"refine_ckpt: {paths[0]} is a detector file and brings its own stages; build one with "
+                              "this second stage instead (python -m landmark_exp.detector first=... refine=...)")
     # checkpoint or export paths stand in for a detector's members: `_stage` reads either
     det = (read_detector(data, str(paths[0])) if is_detector(data)
            else Detector(first=paths, refine=None if refine is None else checkpoint_paths(refine)))

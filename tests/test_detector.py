@@ -166,6 +166,16 @@ def test_half_precision_detector_stores_half_the_weight_bytes_and_predicts_alike
     assert np.abs(a - b).max() < 0.5  # tiny fixture images: 0.5 px of an 80 px image
 
 
+def test_a_second_stage_given_beside_a_detector_is_refused_not_ignored(tiny_run, tiny_refine, tmp_path):
+    """A detector brings its own stages: refine_ckpt= beside one once ran the detector alone, silently."""
+    from landmark_exp.cascade import load_predictor
+
+    out = tmp_path / "det.pt"
+    build(compose("detector", [f"first={tiny_run['ckpt']}", f"output={out}", "calibrate=false"], tmp_path / "build"))
+    with pytest.raises(CheckpointError, match="is a detector file and brings its own stages"):
+        load_predictor(str(out), "cpu", refine=str(tiny_refine))
+
+
 def test_pretrained_names_the_detector_shipped_inside_the_package():
     from landmark_exp.artifact import PRETRAINED_DIR, pretrained_path
 
