@@ -149,6 +149,13 @@ def detector_predictor(det: Detector, device: str = "auto", runtime: str = "tune
                    det.tta_shifts if tta_shifts is None else tta_shifts)
     first.shape, first.repair_z, first.domain = det.shape, det.repair_z, det.domain
     if det.refine is None:
+        given = {"refine_iterations": refine_iterations, "refine_landmarks": refine_landmarks,
+                 "refine_heatmap": refine_heatmap or None, "refine_shifts": refine_shifts,
+                 "refine_blend": refine_blend, "refine_views": refine_views}
+        unused = [k for k, v in given.items() if v is not None]
+        if unused:
+            raise CheckpointError(f"{', '.join(unused)}: set for a second stage, but this model has none "
+                                  "(give refine_ckpt=, or a detector with a second stage)")
         first.reliability = det.reliability
         return first
     landmarks = det.refine_landmarks if refine_landmarks is None else refine_landmarks

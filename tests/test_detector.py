@@ -166,7 +166,7 @@ def test_half_precision_detector_stores_half_the_weight_bytes_and_predicts_alike
     assert np.abs(a - b).max() < 0.5  # tiny fixture images: 0.5 px of an 80 px image
 
 
-def test_a_second_stage_given_beside_a_detector_is_refused_not_ignored(tiny_run, tiny_refine, tmp_path):
+def test_a_second_stage_or_its_settings_given_where_they_cannot_apply_are_refused_not_ignored(tiny_run, tiny_refine, tmp_path):
     """A detector brings its own stages: refine_ckpt= beside one once ran the detector alone, silently."""
     from landmark_exp.cascade import load_predictor
 
@@ -174,6 +174,11 @@ def test_a_second_stage_given_beside_a_detector_is_refused_not_ignored(tiny_run,
     build(compose("detector", [f"first={tiny_run['ckpt']}", f"output={out}", "calibrate=false"], tmp_path / "build"))
     with pytest.raises(CheckpointError, match="is a detector file and brings its own stages"):
         load_predictor(str(out), "cpu", refine=str(tiny_refine))
+    # and second-stage settings for a model without a second stage are refused, not dropped
+    with pytest.raises(CheckpointError, match="refine_iterations, refine_shifts: set for a second stage, but"):
+        load_predictor(str(out), "cpu", refine_iterations=2, refine_shifts=[[0, 0]])
+    with pytest.raises(CheckpointError, match="refine_blend: set for a second stage"):
+        load_predictor(tiny_run["ckpt"], "cpu", refine_blend=0.0)
 
 
 def test_pretrained_names_the_detector_shipped_inside_the_package():
