@@ -105,8 +105,8 @@ def warn_untrained(found: list[dict], split: str) -> None:
     for u in found:
         console.print(f"[bold yellow]warning:[/] landmark {u['landmark']} {u['name']}: its heatmap peaks at "
                       f"{u['median_peak']:.3g} (median over the {split} images) where the others peak at "
-                      f"{u['typical_median_peak']:.3g}: this landmark's output did not learn, its positions are "
-                      "guesses. Retrain (another seed) before using this model for it.", soft_wrap=True)
+                      f"{u['typical_median_peak']:.3g}: the model did not learn to find this landmark, its positions "
+                      "are guesses. Retrain (another seed) before using this model for it.", soft_wrap=True)
 
 
 def warn_outliers(found: list[dict], split: str) -> None:
