@@ -1,5 +1,6 @@
 """What every command does around its work: its config shown and saved, its errors turned into one line (or,
 in a sweep, a failed job the sweep goes past), and a stop request (SIGTERM, Ctrl-C) turned into a clean end.
+Where a command may write is checked in `folders.py`, its arguments in `arguments.py`.
 """
 
 from __future__ import annotations
