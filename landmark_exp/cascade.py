@@ -17,7 +17,14 @@ from landmark_exp.data.geometry import Geometry
 from landmark_exp.data.patches import patch_blend, patch_shifts, patch_views
 from landmark_exp.data.records import CheckpointError, landmark_index, whole_number
 from landmark_exp.export import export_onnx
-from landmark_exp.loading import CheckpointPaths, Member, checkpoint_paths, load_module, read_file
+from landmark_exp.loading import (
+    CheckpointPaths,
+    Member,
+    checked_checkpoint,
+    checkpoint_paths,
+    load_module,
+    read_file,
+)
 from landmark_exp.predictor import LandmarkPrediction, Predictor
 from landmark_exp.reliability import Reliability
 
@@ -131,9 +138,11 @@ def load_predictor(path: CheckpointPaths, device: str = "auto", refine: Checkpoi
     if is_detector(data) and refine is not None:
         raise CheckpointError(f"refine_ckpt: {paths[0]} is a detector file and brings its own stages; build one with "
                               "this second stage instead (python -m landmark_exp.detector first=... refine=...)")
-    # checkpoint or export paths stand in for a detector's members: `_stage` reads either
-    det = (read_detector(data, str(paths[0])) if is_detector(data)
-           else Detector(first=paths, refine=None if refine is None else checkpoint_paths(refine)))
+    if is_detector(data):
+        det = read_detector(data, str(one))
+    else:  # a checkpoint already read is not read again; lists and exports go as paths (`_stage` reads either)
+        first = paths if one is None else [(str(one), checked_checkpoint(data, str(one)))]
+        det = Detector(first=first, refine=None if refine is None else checkpoint_paths(refine))
     return detector_predictor(det, device, runtime, refine_iterations, refine_landmarks, heatmap,
                               refine_heatmap, tta_shifts, refine_shifts, refine_blend, refine_views)
 
