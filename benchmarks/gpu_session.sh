@@ -4,7 +4,8 @@
 # sweep, then speed. A task lent a device gets 15 minutes of it, starts, transfers and idle time included;
 # 94.9 MB of JPEGs do not fit one call's 64 MiB, so the data travels in three calls, the last one runs the session.
 #   here, once:  bash benchmarks/gpu_prepare.sh      (.whl/, devdata/full/part1..3; dry run: DRY=1 ...)
-#   call 1: "bash benchmarks/gpu_session.sh receive 1", carry [".whl", "devdata/full/part1"], timeout_s 120
+#   call 1: "bash benchmarks/gpu_session.sh receive 1", carry [".whl", "devdata/full/part1"], timeout_s 120,
+#           kind nvidia-h200 if one is lent (the nine trainings side by side need about 82 GiB, below), else any
 #   call 2, at once (the machine stays warm 30 s): "bash benchmarks/gpu_session.sh receive 2",
 #           carry ["devdata/full/part2"], timeout_s 60
 #   call 3, at once: "bash benchmarks/gpu_session.sh run", carry ["devdata/full/part3"], timeout_s 600
@@ -16,10 +17,15 @@
 # 1. Second-stage resolution: arm r15 (0.15 mm/px, experiment=isbi2015_full_refine) or r20 (0.2 mm/px, the same
 #    lengths in mm), whichever gives the lower mean validation MRE over its three seeds, each in a cascade with
 #    the seed-42 first stage (split=val: the 22 images of data.seed=42, never trained on by any run here). Only
-#    the chosen arm's Test1 figures are headline figures; the other arm's are not computed.
+#    the chosen arm's Test1 figures are headline figures; the other arm's are not computed. On a card with less
+#    than 120 GB (an H100, about 78 GiB usable), r20 is not trained and r15 is taken: the nine trainings would not
+#    fit side by side. Memory, estimated on CPU from the tensors saved for backward under bf16 autocast, x1.1 for
+#    the allocator (expandable segments) + 1.2 GiB per process (CUDA context, weights, Adam): a 512x512 first
+#    stage at batch 16 13.1 GiB, an r15 second stage (8 images x 19 patches of 128 px) 8.2, r20 (96 px) 5.2, the
+#    seed deck 2.6; all nine and the deck about 82 GiB, without r20 about 66.
 # 2. GPU best = the three first stages as one + the chosen arm's three second stages as one, built as one
-#    detector file (python -m landmark_exp.detector, calibrated on the same validation images) and scored by
-#    evaluate.py on that file alone. Single-model rows: mean and SD over the 3 seeds.
+#    detector file (bash benchmarks/build_detector.sh gpu_full, calibrated on the GPU on the same validation
+#    images) and scored by evaluate.py on that file alone. Single-model rows: mean and SD over the 3 seeds.
 # 3. Speed switches (phase 3) are reported, not adopted, unless a short run shows equal validation accuracy.
 #
 # Phase 1, side by side on the one GPU: isbi2015_full x 3 seeds, both second-stage arms x 3 seeds, and the seed
@@ -38,7 +44,7 @@ left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 OUT=${OUT:-/tmp/gpu_session_out}; mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # less memory lost between 10 processes
 if [ -n "${DRY:-}" ]; then PY=${PYTHON:-.venv/bin/python}; else PY=python3; export PYTHONPATH=/tmp/site:$PWD; fi
 FULL=devdata/isbi_full
 
@@ -63,7 +69,7 @@ if [ -n "${DRY:-}" ]; then
   DECK_EXTRA="model=unet_small trainer=cpu data.batch_size=2 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=2 data.num_workers=0"
   DECK_EPOCHS=1,2; TEST=val; EVAL_CAP=900
   # one centred, unturned patch per landmark (25 on the GPU): the same commands, 2 cores
-  EVAL_EXTRA="device=cpu refine_shifts=[[0,0]] refine_views=[[0,1]]"; DET_EXTRA="refine_shifts=[[0,0]] refine_views=[[0,1]]"
+  EVAL_EXTRA="device=cpu refine_shifts=[[0,0]] refine_views=[[0,1]]"; DET_EXTRA="device=cpu refine_shifts=[[0,0]] refine_views=[[0,1]]"
   TP_ARGS="--device cpu --sizes 64 --steps 1 --no-loader"; SEEDS=${SEEDS:-42}
   FIT_EXTRA="model=unet_small trainer=cpu trainer.max_epochs=1 trainer.limit_train_batches=1 trainer.limit_val_batches=1 trainer.limit_test_batches=1 data.num_workers=0"
 else
@@ -120,18 +126,21 @@ print(f"Trainer.fit {(stamps['stop'] - stamps['start']).total_seconds():.1f} s")
 EOF
 }
 ck() { echo "$R/$1/checkpoints/best.ckpt"; }
-cks() { local prefix=$1 list=""; shift; for s in "$@"; do list+="$(ck "${prefix}_s$s"),"; done; echo "[${list%,}]"; }
 R20="data.input_size=[1200,968] data.patch.size=[96,96] data.patch.jitter=24 heatmap.sigma=5.0 heatmap.window=8 \
 data.patch.shifts=[[0,0],[-16,0],[16,0],[0,-16],[0,16]]"
 
 # phase 1: train everything side by side (leaves >= 210 s for phases 2 and 3)
+GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+ARMS=${ARMS:-r15 r20}; [ -z "${DRY:-}" ] && [ "${GPU_MIB:-0}" -lt 120000 ] && ARMS=r15  # ARMS=r15: the H100 path
 secs=$(( $(left) - 210 ))
 echo "# phase 1: training, ${secs}s at most each, $(left)s left"
 pids=()  # a bare `wait` would also wait for the tee above, forever
 for s in $SEEDS; do train "full_s$s" "$secs" experiment=isbi2015_full seed=$s & pids+=($!); done
 for s in $SEEDS; do train "r15_s$s" "$secs" experiment=isbi2015_full_refine seed=$s & pids+=($!); done
 # shellcheck disable=SC2086
-for s in $SEEDS; do train "r20_s$s" "$secs" experiment=isbi2015_full_refine seed=$s $R20 & pids+=($!); done
+[ "$ARMS" = "r15 r20" ] || echo "# arm r20 not trained (rule 1): ARMS=$ARMS, GPU memory ${GPU_MIB:-unknown} MiB"
+for s in $SEEDS; do [ "$ARMS" = "r15 r20" ] || break
+  train "r20_s$s" "$secs" experiment=isbi2015_full_refine seed=$s $R20 & pids+=($!); done
 ( t=$(date +%s)
   # shellcheck disable=SC2086
   timeout -k 15 "$secs" $PY train.py -m experiment=seed data=isbi2015 $DATA $DECK_EXTRA logger=csv \
@@ -145,7 +154,7 @@ $PY -m benchmarks.seeds_table $(for s in $SEEDS; do printf '%s ' "$R/full_s$s"; 
 echo "# phase 2: evaluation, $(left)s left"
 secs=$(min $EVAL_CAP $(( ($(left) - 90) / 2 )))
 pids=()
-for arm in r15 r20; do for s in $SEEDS; do
+for arm in $ARMS; do for s in $SEEDS; do
   evaluate "val_${arm}_s$s" "$secs" ckpt_path="$(ck full_s42)" refine_ckpt="$(ck ${arm}_s$s)" split=val & pids+=($!)
 done; done
 wait "${pids[@]}"
@@ -171,11 +180,14 @@ for s in $SEEDS; do
   evaluate "test_full_s${s}_${ARM}_s$s" "$secs" ckpt_path="$(ck full_s$s)" refine_ckpt="$(ck ${ARM}_s$s)" split=$TEST &
   pids+=($!)
 done
-( t=$(date +%s)
-  timeout -k 15 "$secs" $PY -m landmark_exp.detector "first=$(cks full $SEEDS)" "refine=$(cks "$ARM" $SEEDS)" \
-    name=gpu_full data_root=$ROOT output=$R/gpu_full.pt overwrite=true $DET_EXTRA \
-    hydra.run.dir=$R/detector > "$R/detector.log" 2>&1
-  echo "== detector rc=$? wall=$(( $(date +%s) - t ))s"
+# rule 2 through the documented command: build_detector.sh gpu_full finds every stage trained (linked here)
+for s in $SEEDS; do ln -sfn "full_s$s" "$R/first_s$s"; ln -sfn "${ARM}_s$s" "$R/refine_s$s"; done
+( t=$(date +%s); n=$(ls "$R"/first_s*/checkpoints/best.ckpt "$R"/refine_s*/checkpoints/best.ckpt 2>/dev/null | wc -l)
+  if [ "$n" -ne $(( 2 * $(wc -w <<< "$SEEDS") )) ]; then echo "== detector not built: $n stages trained"; exit 0; fi
+  REFINE_OVERRIDES=""; [ "$ARM" = r20 ] && REFINE_OVERRIDES=$R20  # only named: every stage is trained already
+  timeout -k 15 "$secs" env PYTHON="$PY" SEEDS="$SEEDS" DETECTOR_ARGS="$DET_EXTRA" REFINE_OVERRIDES="$REFINE_OVERRIDES" \
+    bash benchmarks/build_detector.sh gpu_full "$ROOT" "$R" > "$R/detector.log" 2>&1
+  echo "== detector (bash benchmarks/build_detector.sh gpu_full) rc=$? wall=$(( $(date +%s) - t ))s"
   evaluate test_gpu_full $(( secs - ($(date +%s) - t) )) ckpt_path=$R/gpu_full.pt split=$TEST ) & pids+=($!)
 wait "${pids[@]}"; rm -f "$R/gpu_full.pt"; pack
 $PY -m benchmarks.seeds_table $(for s in $SEEDS; do printf '%s ' "$R/test_full_s${s}_${ARM}_s$s"; done)
