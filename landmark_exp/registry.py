@@ -30,6 +30,7 @@ from landmark_exp.losses import AdaptiveWingLoss, DiceLoss, MSELoss
 from landmark_exp.models.smp import SMPModel
 from landmark_exp.models.unet import UNet
 from landmark_exp.performance import PerformanceTuning
+from landmark_exp.schedule import ScheduleFitsTime
 
 PLUGINS = "LANDMARK_EXP_PLUGINS"
 
@@ -63,7 +64,7 @@ def register(name: str, cls: Callable[..., Any]) -> Callable[..., Any]:
 
 
 for _cls in (UNet, SMPModel, DiceLoss, MSELoss, AdaptiveWingLoss, LandmarkDataModule, ISBI2015Source, CSVSource,
-             SyntheticSource, ModelCheckpoint, PerformanceTuning):
+             SyntheticSource, ModelCheckpoint, PerformanceTuning, ScheduleFitsTime):
     register(f"{_cls.__module__}.{_cls.__qualname__}", _cls)
 register("lightning.pytorch.Trainer", pl.Trainer)
 register("lightning.Trainer", pl.Trainer)
