@@ -5,7 +5,8 @@
 # resolution in three parts of about 32 MB with a sha256 manifest, one per device call (64 MiB each, with the
 # 12 MB working tree and, in the first call, 11 MB of wheels).
 # Usage: bash benchmarks/gpu_prepare.sh [data root]      then the device call in benchmarks/gpu_session.sh.
-# Writes .whl/ (gitignored, carried) and devdata/full/part1..3 (excluded in .git/info/exclude, carried).
+# Writes .whl/ (gitignored, carried), devdata/full/part1..3 and devdata/isbi3 (excluded in .git/info/exclude,
+# carried).
 set -eu
 D=${1:-../shared/data/isbi2015}
 PY=${PYTHON:-.venv/bin/python}
@@ -29,4 +30,6 @@ $PY -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==$($PY -c 'from im
 n=$(ls .whl/*.whl | wc -l)
 [ "$n" -eq 13 ] || { echo "gpu_prepare: expected 13 wheels in .whl, found $n" >&2; exit 1; }
 $PY -m benchmarks.pack_isbi split "$D" devdata/full --parts 3
-du -sh .whl devdata/full/*
+# the 1/3-resolution copy for the `deck` session (everything there trains at 256x256)
+rm -rf devdata/isbi3 && $PY -m benchmarks.pack_isbi shrink "$D" devdata/isbi3 --factor 3
+du -sh .whl devdata/full/* devdata/isbi3

@@ -44,8 +44,8 @@ def shrink(src: Path, dst: Path, factor: int, quality: int) -> None:
             out = dst / "RawImage" / folder / f"{rec.id}.jpg"
             out.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out), (small * 255).round().astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-            for sub in ISBI2015Source.DOCTORS.values():
-                pts = geom.to_model(parse_points(source.annotation_path(sub, rec.id), 19))
+            for doctor, sub in ISBI2015Source.DOCTORS.items():
+                pts = geom.to_model(parse_points(source.annotation_path(doctor, rec.id), 19))
                 ann = dst / "AnnotationsByMD" / sub / f"{rec.id}.txt"
                 ann.parent.mkdir(parents=True, exist_ok=True)
                 ann.write_text("".join(f"{x:.4f},{y:.4f}\n" for x, y in pts))
