@@ -9,8 +9,10 @@
 #   here, once:  bash benchmarks/gpu_prepare.sh      (.whl/, devdata/full/part1..3, devdata/isbi3)
 #   call 1: "bash benchmarks/gpu_session.sh receive 1", carry [".whl", "devdata/full/part1"], timeout_s 120
 #   call 2, at once (the machine stays warm 30 s): "bash benchmarks/gpu_session.sh receive 2",
-#           carry ["devdata/full/part2"], timeout_s 60
-#   call 3, at once: "bash benchmarks/gpu_session.sh run", carry ["devdata/full/part3"], timeout_s 600
+#           carry [".whl", "devdata/full/part2"], timeout_s 60
+#   call 3, at once: "bash benchmarks/gpu_session.sh run", carry [".whl", "devdata/full/part3"], timeout_s 600
+# Every call carries the wheels and installs them into /tmp/site, which need not outlive a call (about 55 MB a
+# call with a part and the working tree); devdata/isbi_full, ignored inside the checkout, stays on the warm machine.
 # Each call merges its part into devdata/isbi_full (ignored, kept on the warm machine) and checks every file that
 # has arrived against the sha256 manifest; `run` refuses to start unless all 900 files match.
 #
@@ -76,7 +78,7 @@ if [ "$MODE" = receive ]; then
   $PY -m benchmarks.pack_isbi merge "devdata/full/part$2" $FULL; rc=$?
   echo "# receive $2: rc $rc in $(( $(date +%s) - T0 ))s"; [ $rc -eq 2 ] && exit 0; exit $rc
 fi
-[ "$MODE" = deck ] && install_wheels
+install_wheels
 
 R=${RUNS:-/tmp/gpu_session}; rm -rf "$R"; mkdir -p "$R"
 if [ "$MODE" = run ] && [ -d devdata/full/part3 ]; then  # carried by this call (on this CPU: left by gpu_prepare.sh)
