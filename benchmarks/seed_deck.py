@@ -39,7 +39,7 @@ def panel(image: np.ndarray, frame: pd.DataFrame, epochs: int, mre: float, width
                        errors_mm=frame["error_mm"].to_numpy(), legend="none")
     small = cv2.resize(rgb, (width, round(rgb.shape[0] * width / rgb.shape[1])), interpolation=cv2.INTER_AREA)
     title = np.full((44, width, 3), 255, np.uint8)
-    cv2.putText(title, f"{epochs} epochs: this image {frame['error_mm'].mean():.2f} mm, test split {mre:.2f} mm",
+    cv2.putText(title, f"{epochs} epoch{'s' if epochs != 1 else ''}: this image {frame['error_mm'].mean():.2f} mm, test split {mre:.2f} mm",
                 (8, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.62, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([title, small])
 
