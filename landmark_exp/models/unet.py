@@ -25,7 +25,8 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 19,
                  widths: Sequence[int] = (64, 128, 256, 512), bottleneck: int | None = None,
-                 upsample: str = "transpose", activation: str | None = "sigmoid") -> None:
+                 upsample: str = "transpose", activation: str | None = "sigmoid",
+                 head_bias: float | None = None) -> None:
         super().__init__()
         widths = list(widths)
         bottleneck = bottleneck or 2 * widths[-1]
@@ -52,6 +53,8 @@ class UNet(nn.Module):
                 raise ValueError(f"upsample must be 'transpose' or 'bilinear', not {upsample!r}")
             self.up_conv.append(_double_conv(2 * w, w))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        if head_bias is not None:  # a prior on the output, set after the draws: the other weights stay the same
+            nn.init.constant_(self.head.bias, head_bias)
         if activation not in ("sigmoid", None, "none"):
             raise ValueError(f"activation must be 'sigmoid' or None, not {activation!r}")
         self.activation = activation if activation == "sigmoid" else None
