@@ -1,10 +1,12 @@
-"""Dice's smoothing constant and the dead-channel trap: the pull on a sunk channel's output bias."""
+"""Dice's smoothing constant and the dead-channel trap: the pull on a sunk channel's output bias; the output
+prior that starts every map small instead of near 0.5."""
 
 import pytest
 import torch
 
 from landmark_exp.heatmap.generator import gaussian_heatmaps
 from landmark_exp.losses import DiceLoss
+from landmark_exp.models.unet import UNet
 
 
 def _bias_grad(smooth: float, logit: float, size=(192, 160), sigma: float = 1.0) -> float:
@@ -33,3 +35,17 @@ def test_dice_is_the_seed_formula():
     pred = torch.rand(1, 2, 64, 64)
     manual = 1 - (2 * (pred * target).sum((-2, -1)) + 1) / (pred.sum((-2, -1)) + target.sum((-2, -1)) + 1)
     assert float(DiceLoss()(pred, target)) == pytest.approx(float(manual.mean()), rel=1e-6)
+
+
+def test_a_head_bias_starts_every_map_at_its_prior_and_leaves_the_other_weights_as_drawn():
+    torch.manual_seed(0)
+    plain_net = UNet(widths=[4, 8], bottleneck=8, out_channels=3)
+    torch.manual_seed(0)
+    prior_net = UNet(widths=[4, 8], bottleneck=8, out_channels=3, head_bias=-4.6)
+    a, b = plain_net.state_dict(), prior_net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "head.bias")
+    assert torch.all(b["head.bias"] == -4.6)
+    prior_net.eval()
+    with torch.no_grad():
+        out = prior_net(torch.rand(2, 1, 32, 32))
+    assert 0.001 < float(out.mean()) < 0.1  # near sigmoid(-4.6) = 0.01, where the default starts near 0.5
