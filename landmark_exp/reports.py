@@ -109,6 +109,24 @@ def warn_untrained(found: list[dict], split: str) -> None:
                       "are guesses. Retrain (another seed) before using this model for it.", soft_wrap=True)
 
 
+def unlearned(summary: dict, reference: dict | None, reference_name: str) -> dict | None:
+    """A model whose error is not under half the mean-shape baseline's (every image given the mean training
+    landmarks) has not learned to find landmarks, though no landmark stands out from the others (all are bad
+    alike, which the per-landmark checks cannot see)."""
+    if reference_name != "mean-shape baseline" or not reference or not np.isfinite(reference.get("mre", np.nan)):
+        return None
+    if summary["mre"] < 0.5 * reference["mre"]:
+        return None
+    return {"mre": float(summary["mre"]), "mean_shape_mre": float(reference["mre"])}
+
+
+def warn_unlearned(found: dict, split: str) -> None:
+    console.print(f"[bold yellow]warning:[/] MRE {found['mre']:.2f} mm on the {split} images is not under half the "
+                  f"mean-shape baseline's {found['mean_shape_mre']:.2f} mm (every image given the mean training "
+                  "landmarks): the model has not learned to find the landmarks. Check the data and the training "
+                  "curves (val/mre), and train longer or again.", soft_wrap=True)
+
+
 def warn_outliers(found: list[dict], split: str) -> None:
     for u in found:
         console.print(f"[bold yellow]warning:[/] landmark {u['landmark']} {u['name']}: {u['mre']:.2f} mm on the {split} "

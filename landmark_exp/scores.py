@@ -20,8 +20,10 @@ from landmark_exp.reports import (
     outlier_landmarks,
     print_report,
     save_png,
+    unlearned,
     untrained_landmarks,
     warn_outliers,
+    warn_unlearned,
     warn_untrained,
     write_results,
 )
@@ -88,7 +90,8 @@ def report(scores: Scores, out_dir: Path, title: str, split: str, checkpoint: st
     extra = {**(extra or {}), "split": split, "checkpoint": checkpoint,
              "reference": {"name": scores.reference_name,
                            **{k: v for k, v in scores.reference.items() if k != "per_landmark"}}}
-    for key, found, warn in (("untrained_landmarks", untrained_landmarks(scores.peak, names), warn_untrained),
+    for key, found, warn in (("unlearned", unlearned(summary, scores.reference, scores.reference_name), warn_unlearned),
+                             ("untrained_landmarks", untrained_landmarks(scores.peak, names), warn_untrained),
                              ("outlier_landmarks", outlier_landmarks(summary), warn_outliers)):
         if found:
             warn(found, split)

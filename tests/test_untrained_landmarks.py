@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import compose
 
-from landmark_exp.reports import untrained_landmarks, weakest_peak_ratio
+from landmark_exp.reports import unlearned, untrained_landmarks, warn_unlearned, weakest_peak_ratio
 
 
 def test_a_channel_peaking_near_zero_is_named_and_healthy_channels_are_not():
@@ -91,3 +91,16 @@ def test_the_hardest_landmark_of_a_healthy_run_is_not_an_outlier():
     # the worst healthy report kept: porion 3.4x the median landmark (cpu_cascade60/fine_s42)
     assert outlier_landmarks(_summary_with_landmark_errors([3.40] + [1.0] * 18)) == []
     assert outlier_landmarks(_summary_with_landmark_errors([5.01] + [1.0] * 18))[0]["landmark"] == 1
+
+
+def test_a_model_no_better_than_the_mean_shape_is_named_though_no_landmark_stands_out(capsys):
+    # seen: an output prior that kept every map from localising, 11.17 mm against the mean shape's 9.6 mm, and
+    # no per-landmark warning (all landmarks were bad alike)
+    found = unlearned({"mre": 11.17}, {"mre": 9.6}, "mean-shape baseline")
+    assert found == {"mre": 11.17, "mean_shape_mre": 9.6}
+    warn_unlearned(found, "test")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: MRE 11.17 mm on the test images is not under half the mean-shape baseline's 9.60 mm" in out
+    assert unlearned({"mre": 1.3}, {"mre": 9.6}, "mean-shape baseline") is None        # a trained model
+    assert unlearned({"mre": 5.0}, {"mre": 1.3}, "first stage") is None                # a cascade's reference
+    assert unlearned({"mre": 5.0}, None, "mean-shape baseline") is None
