@@ -18,17 +18,23 @@ class DiceLoss(nn.Module):
     """Soft dice per heatmap (the seed's loss): 1 - (2|P.T| + s) / (|P| + |T| + s), s = `smooth`.
 
     Where a sigmoid channel has sunk to a small uniform p, `smooth` makes lowering p further lower the loss:
-    a trap that can keep a landmark's channel dead (`tests/test_losses.py` measures that pull)."""
+    a trap that can keep a landmark's channel dead (`tests/test_losses.py` measures that pull). `ce_weight` adds
+    the cross-entropy of the map read as a distribution over its pixels against the target's: free of the map's
+    scale, it pulls mass toward the landmark at any contrast and gains nothing from emptying a map."""
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    def __init__(self, smooth: float = 1.0, ce_weight: float = 0.0) -> None:
         super().__init__()
-        self.smooth = smooth
+        self.smooth, self.ce_weight = smooth, ce_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         pred, target = pred.float(), target.float()
         inter = (pred * target).sum(dim=(-2, -1))
         denom = pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
         dice = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
+        if self.ce_weight:
+            log_q = torch.log(pred.clamp_min(1e-12)) - torch.log(pred.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12))
+            share = target / target.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+            dice = dice - self.ce_weight * (share * log_q).sum(dim=(-2, -1))
         return _weighted_mean(dice, weight)
 
 

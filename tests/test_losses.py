@@ -49,3 +49,26 @@ def test_a_head_bias_starts_every_map_at_its_prior_and_leaves_the_other_weights_
     with torch.no_grad():
         out = prior_net(torch.rand(2, 1, 32, 32))
     assert 0.001 < float(out.mean()) < 0.1  # near sigmoid(-4.6) = 0.01, where the default starts near 0.5
+
+
+def _grads(loss: DiceLoss, logit: float, size=(192, 160), sigma: float = 1.5) -> torch.Tensor:
+    h, w = size
+    target = gaussian_heatmaps(torch.tensor([[[w / 2, h / 2]]]), size, sigma)
+    z = torch.full((1, 1, h, w), logit, requires_grad=True)
+    loss(torch.sigmoid(z), target).backward()
+    return z.grad[0, 0]
+
+
+@pytest.mark.parametrize("logit", [-9.0, 0.0])
+def test_the_distribution_term_pulls_a_flat_maps_landmark_up_and_leaves_its_level_alone(logit):
+    # a map with no contrast, sunk or broad (seed 2's sella): dice alone only lowers it everywhere
+    ce = _grads(DiceLoss(ce_weight=1.0), logit) - _grads(DiceLoss(), logit)
+    assert abs(float(ce.sum())) < 1e-6 * float(ce.abs().sum())   # no net push on the map's level (its bias)
+    assert float(ce[96, 80]) < 0 < float(ce[0, 0])                 # descent raises the landmark, lowers the rest
+
+
+def test_the_distribution_term_is_off_by_default():
+    target = gaussian_heatmaps(torch.tensor([[[30.0, 20.0]]]), (64, 64), 2.0)
+    pred = torch.rand(1, 1, 64, 64)
+    assert float(DiceLoss()(pred, target)) == float(DiceLoss(ce_weight=0.0)(pred, target))
+    assert float(DiceLoss(ce_weight=0.1)(pred, target)) > float(DiceLoss()(pred, target))
