@@ -34,6 +34,13 @@ class ScheduleFitsTime(L.Callback):
         self.margin = margin
         self._max_epochs: int | None = None
         self._first_epoch_end: tuple[float, int] | None = None
+        self._t_max: list[int] | None = None  # the cosine lengths as configured, kept in checkpoints
+
+    def state_dict(self) -> dict:
+        return {"t_max": self._t_max}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._t_max = state_dict.get("t_max")
 
     @staticmethod
     def _timer(trainer: L.Trainer) -> Timer | None:
@@ -43,6 +50,13 @@ class ScheduleFitsTime(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._max_epochs = trainer.max_epochs
         self._first_epoch_end = None
+        cosines = [c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, CosineAnnealingLR)]
+        if self._t_max is None:  # a new run: the lengths as configured
+            self._t_max = [s.T_max for s in cosines]
+        elif self._timer(trainer) is None and len(self._t_max) == len(cosines):
+            # resumed without max_time from a run that shortened its schedule: back to the configured length
+            for s, t_max in zip(cosines, self._t_max, strict=True):
+                s.T_max = t_max
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         timer = self._timer(trainer)

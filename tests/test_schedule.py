@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -68,3 +69,20 @@ def test_a_run_with_max_time_shortens_its_epochs_and_anneals_to_the_end_before_t
 def test_without_max_time_nothing_changes():
     trainer = _fit(max_epochs=3, max_time=None, pause=0.0)
     assert trainer.fit_loop.max_epochs == 3 and trainer.lr_scheduler_configs[0].scheduler.T_max == 3
+
+
+def test_a_run_resumed_without_max_time_gets_its_configured_cosine_length_back():
+    def trainer_with(t_max: int) -> SimpleNamespace:
+        opt = torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)
+        return SimpleNamespace(max_epochs=100, callbacks=[], lr_scheduler_configs=[
+            SimpleNamespace(scheduler=cosine, interval="epoch", frequency=1)])
+
+    first = ScheduleFitsTime()
+    first.on_train_start(trainer_with(100), None)     # a new run records the configured length ...
+    saved = first.state_dict()                          # ... and its checkpoint keeps it; the time-boxed run
+    resumed = trainer_with(30)                          # then saved a cosine shortened to 30 epochs
+    again = ScheduleFitsTime()
+    again.load_state_dict(saved)
+    again.on_train_start(resumed, None)
+    assert resumed.lr_scheduler_configs[0].scheduler.T_max == 100
