@@ -47,9 +47,9 @@
 #    the epochs each reached are in the log and reported with its figures.
 # 4. Speed switches (`deck`) are reported, not adopted, unless a short run shows equal validation accuracy.
 #
-# Memory, estimated on CPU from the tensors saved for backward under bf16 autocast, x1.1 for the allocator
-# (expandable segments) + 1.2 GiB per process (CUDA context, weights, Adam): a 512x512 first stage at batch 16
-# 13.1 GiB, an r15 second stage (8 images x 19 patches of 128 px) 8.2, r20 (96 px) 5.2: the plan's six about
+# Memory (python -m benchmarks.activation_memory, on the CPU: the tensors saved for backward under bf16, x1.1 for
+# the allocator + 1.2 GiB per process): a 512x512 first stage at batch 16 13.1 GiB, an r15 second stage (8 images
+# x 19 patches of 128 px) 8.3, r20 (96 px) 5.2: the plan's six about
 # 64 GiB, within an H100's 78; with arm r20, 80 GiB, which only an H200 holds (with less, r20 is left out).
 # Results: $OUT/session.log and $OUT/runs.tgz (metrics.json, per_landmark.csv, predictions.csv in original
 # pixels, config.yaml, logs, the sweep table and plot), rewritten after every phase.

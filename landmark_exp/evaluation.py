@@ -25,7 +25,7 @@ from landmark_exp.loading import check_matches_data
 from landmark_exp.predictor import Predictor
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build
-from landmark_exp.reports import console
+from landmark_exp.reports import MEAN_SHAPE, console
 from landmark_exp.scores import Scores, report, same_image_note
 
 DATAMODULE_SPLITS = ("train", "val", "test")
@@ -120,7 +120,7 @@ def score(predictor: Predictor | CascadePredictor, records: Sequence[Record], na
             final, firsts = predictor.predict(ims, prepared), None
         preds += final
         refs += [f.xy for f in firsts] if firsts is not None else [_mean_shape(predictor, p) for p in final]
-    name = "first stage" if isinstance(predictor, CascadePredictor) else "mean-shape baseline"
+    name = "first stage" if isinstance(predictor, CascadePredictor) else MEAN_SHAPE
     calibrated = all(p.reliability is not None for p in preds)
     reasons = [list(p.flags or [""] * len(names)) for p in preds]
     return Scores(list(records), list(names), np.stack([p.xy for p in preds]),

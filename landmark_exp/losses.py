@@ -29,13 +29,13 @@ class DiceLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         pred, target = pred.float(), target.float()
         inter = (pred * target).sum(dim=(-2, -1))
-        denom = pred.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
-        dice = 1 - (2 * inter + self.smooth) / (denom + self.smooth)
+        p_sum, t_sum = pred.sum(dim=(-2, -1)), target.sum(dim=(-2, -1))
+        per_map = 1 - (2 * inter + self.smooth) / (p_sum + t_sum + self.smooth)
         if self.ce_weight:
-            log_q = torch.log(pred.clamp_min(1e-12)) - torch.log(pred.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12))
-            share = target / target.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-            dice = dice - self.ce_weight * (share * log_q).sum(dim=(-2, -1))
-        return _weighted_mean(dice, weight)
+            log_q = torch.log(pred.clamp_min(1e-12)) - torch.log(p_sum.clamp_min(1e-12))[..., None, None]
+            share = target / t_sum.clamp_min(1e-12)[..., None, None]
+            per_map = per_map - self.ce_weight * (share * log_q).sum(dim=(-2, -1))
+        return _weighted_mean(per_map, weight)
 
 
 class MSELoss(nn.Module):

@@ -36,8 +36,11 @@ def _table(title: str, columns: Sequence[str]) -> Table:
     return table
 
 
+MEAN_SHAPE = "mean-shape baseline"  # the reference of a first stage: every image given the mean training landmarks
+
+
 def summary_table(summary: dict, title: str, baseline: dict | None = None,
-                  baseline_name: str = "mean-shape baseline") -> Table:
+                  baseline_name: str = MEAN_SHAPE) -> Table:
     """One row per result (ours, and a reference when given: the mean shape, or the first stage)."""
     table = _table(title, ["", "images", "MRE (mm)", "SD", "median",
                            *(f"SDR@{t:g}mm %" for t in THRESHOLDS_MM)])
@@ -56,7 +59,7 @@ def per_landmark_table(summary: dict) -> Table:
 
 
 def print_report(summary: dict, title: str, baseline: dict | None = None,
-                 baseline_name: str = "mean-shape baseline") -> None:
+                 baseline_name: str = MEAN_SHAPE) -> None:
     console.print(per_landmark_table(summary))
     console.print(summary_table(summary, title, baseline, baseline_name))
 
@@ -113,7 +116,7 @@ def unlearned(summary: dict, reference: dict | None, reference_name: str) -> dic
     """A model whose error is not under half the mean-shape baseline's (every image given the mean training
     landmarks) has not learned to find landmarks, though no landmark stands out from the others (all are bad
     alike, which the per-landmark checks cannot see)."""
-    if reference_name != "mean-shape baseline" or not reference or not np.isfinite(reference.get("mre", np.nan)):
+    if reference_name != MEAN_SHAPE or not reference or not np.isfinite(reference.get("mre", np.nan)):
         return None
     if summary["mre"] < 0.5 * reference["mre"]:
         return None

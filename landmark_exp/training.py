@@ -18,7 +18,7 @@ from landmark_exp.jobs import guard, show_config
 from landmark_exp.module import LandmarkModule
 from landmark_exp.provenance import write_run_info
 from landmark_exp.registry import build
-from landmark_exp.reports import console
+from landmark_exp.reports import MEAN_SHAPE, console
 from landmark_exp.scores import Scores, report, same_image_note
 
 
@@ -108,6 +108,6 @@ def test_scores(module: LandmarkModule, dm: LandmarkDataModule, split: str) -> S
     the mean training shape (a second stage: the patch centres, where each landmark starts)."""
     res = module.test_results
     reference = to_original(module.mean_shape.cpu().numpy()[None], res["geometry"])
-    name = "patch centres" if res["geometry"].ndim == 3 else "mean-shape baseline"
+    name = "patch centres" if res["geometry"].ndim == 3 else MEAN_SHAPE
     return Scores([dm.records[split][i] for i in res["index"]], list(dm.landmark_names), res["pred"], res["peak"],
                   reference, name)
